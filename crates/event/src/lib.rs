@@ -1,0 +1,43 @@
+//! busbar's event model.
+//!
+//! A producer sends one JSON object per event. A few top-level fields are
+//! *reserved* and extracted: `type` (required), `stream` (default `events`),
+//! `tenant`, `key`, `ts` (producer time in ms), `session` and
+//! `idempotency_key`. Every other member is the payload, kept byte-for-byte in
+//! the order it was sent.
+//!
+//! ```
+//! use busbar_event::{parse_event, Limits};
+//!
+//! let line = br#"{"type":"order.created","stream":"orders","amount": 12.50}"#;
+//! let parsed = parse_event(line, &Limits::default()).unwrap();
+//! assert_eq!(parsed.event_type, "order.created");
+//! assert_eq!(parsed.stream.unwrap().as_str(), "orders");
+//! assert_eq!(parsed.payload_json(), br#"{"amount": 12.50}"#);
+//! ```
+//!
+//! Parsed events are encoded into an [`EventBatch`]: one buffer holding the
+//! binary records a store writes as they are, so appending a batch costs one
+//! allocation however many events it holds. A stored event is an [`Event`], a
+//! cheap view over its record bytes.
+
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod id;
+mod parse;
+mod record;
+mod render;
+mod stream;
+
+pub use batch::{BatchIter, EventBatch, FRAME_HEADER_LEN};
+pub use error::EventError;
+pub use id::{now_ms, EventId, IdClock, IdNotGreater};
+pub use parse::{parse_event, Limits, ParsedEvent};
+pub use record::{Event, NewEvent, RECORD_HEADER_LEN};
+pub use render::render_event;
+pub use stream::StreamName;
+
+/// The stream an event goes to when it names none.
+pub const DEFAULT_STREAM: &str = "events";
