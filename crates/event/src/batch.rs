@@ -117,9 +117,10 @@ impl EventBatch {
             return Err(too_long("payload"));
         }
         let mut flags = 0u8;
-        for (value, flag) in optional
-            .iter()
-            .zip([FLAG_TENANT, FLAG_KEY, FLAG_SESSION, FLAG_IDEMPOTENCY])
+        for (value, flag) in
+            optional
+                .iter()
+                .zip([FLAG_TENANT, FLAG_KEY, FLAG_SESSION, FLAG_IDEMPOTENCY])
         {
             if value.is_some() {
                 flags |= flag;
@@ -180,10 +181,15 @@ impl EventBatch {
 
     /// Writes each event's id (from `next_id`, which receives the explicit
     /// id the event asked for, if any) and the receive time.
-    pub fn assign(&mut self, received_ms: u64, mut next_id: impl FnMut(Option<EventId>) -> EventId) {
+    pub fn assign(
+        &mut self,
+        received_ms: u64,
+        mut next_id: impl FnMut(Option<EventId>) -> EventId,
+    ) {
         let mut at = 0;
         while at + FRAME_HEADER_LEN <= self.buf.len() {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap_or([0; 4])) as usize;
+            let len =
+                u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap_or([0; 4])) as usize;
             let body = at + FRAME_HEADER_LEN;
             let requested = (self.buf[body + 1] & FLAG_EXPLICIT_ID != 0)
                 .then(|| EventId::new(u64_at(&self.buf, body + 16), u64_at(&self.buf, body + 24)));
@@ -200,7 +206,8 @@ impl EventBatch {
     pub fn seal(mut self) -> Bytes {
         let mut at = 0;
         while at + FRAME_HEADER_LEN <= self.buf.len() {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap_or([0; 4])) as usize;
+            let len =
+                u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap_or([0; 4])) as usize;
             let body = at + FRAME_HEADER_LEN;
             let crc = crc32c::crc32c(&self.buf[body..body + len]);
             self.buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());

@@ -12,7 +12,7 @@
 //! let line = br#"{"type":"order.created","stream":"orders","amount": 12.50}"#;
 //! let parsed = parse_event(line, &Limits::default()).unwrap();
 //! assert_eq!(parsed.event_type, "order.created");
-//! assert_eq!(parsed.stream.unwrap().as_str(), "orders");
+//! assert_eq!(parsed.stream.as_ref().unwrap().as_str(), "orders");
 //! assert_eq!(parsed.payload_json(), br#"{"amount": 12.50}"#);
 //! ```
 //!

@@ -178,11 +178,12 @@ pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'
                 seen |= 1 << bit;
                 match bit {
                     0 => {
-                        event.event_type = string_field(value, "type", MAX_TYPE_LEN)?
-                            .ok_or(EventError::InvalidField {
+                        event.event_type = string_field(value, "type", MAX_TYPE_LEN)?.ok_or(
+                            EventError::InvalidField {
                                 field: "type",
                                 reason: "must be a non-empty string",
-                            })?;
+                            },
+                        )?;
                         seen_type = true;
                     }
                     1 => {
@@ -432,7 +433,12 @@ mod tests {
         ));
         let big = format!(r#"{{"type":"t","p":"{}"}}"#, "x".repeat(100));
         assert!(matches!(
-            parse_event(big.as_bytes(), &Limits { max_event_bytes: 50 }),
+            parse_event(
+                big.as_bytes(),
+                &Limits {
+                    max_event_bytes: 50
+                }
+            ),
             Err(EventError::TooLarge { limit: 50, .. })
         ));
     }

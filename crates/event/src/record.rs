@@ -123,13 +123,18 @@ impl Event {
         if body[0] != KIND_EVENT {
             return Err(corrupt("not an event record"));
         }
-        let var: usize = [2, 4, 6, 8, 10].iter().map(|&at| u16_at(&body, at)).sum::<usize>()
+        let var: usize = [2, 4, 6, 8, 10]
+            .iter()
+            .map(|&at| u16_at(&body, at))
+            .sum::<usize>()
             + u32_at(&body, 12);
         if RECORD_HEADER_LEN + var != body.len() {
             return Err(corrupt("field lengths do not match the record length"));
         }
-        if std::str::from_utf8(&body[RECORD_HEADER_LEN..RECORD_HEADER_LEN + var - u32_at(&body, 12)])
-            .is_err()
+        if std::str::from_utf8(
+            &body[RECORD_HEADER_LEN..RECORD_HEADER_LEN + var - u32_at(&body, 12)],
+        )
+        .is_err()
         {
             return Err(corrupt("text field is not UTF-8"));
         }

@@ -1,1 +1,132 @@
+//! busbar's storage layer.
+//!
+//! Every backend implements [`Store`]: append (with an optional trim in the
+//! same call), range reads by id forward or backward with a type filter,
+//! trim, delete, stream info, listing, stream deletion and segment rotation.
+//! The same conformance suite ([`conformance`], feature `conformance`) runs
+//! against each of them.
+//!
+//! - [`embedded::EmbeddedStore`]: the default, a segmented append-only log
+//!   per stream on local disk with group commit. Its module docs describe the
+//!   on-disk format, checksums, what each durability policy promises and how
+//!   recovery works.
+//! - [`memory::MemoryStore`]: RAM only (the runbooks' "amnesia" mode).
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use busbar_event::{EventBatch, NewEvent, StreamName};
+//! use busbar_store::{memory::MemoryStore, ReadQuery, Store};
+//!
+//! let store = MemoryStore::new();
+//! let stream = StreamName::new("orders").unwrap();
+//! let mut batch = EventBatch::new();
+//! batch.push(&NewEvent::new("order.created", br#"{"n":1}"#)).unwrap();
+//! let ids = store.append(&stream, batch, Default::default()).await.unwrap();
+//! let events = store.read(&stream, &ReadQuery::all(10)).await.unwrap();
+//! assert_eq!(events[0].id(), ids[0]);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
 
+#![warn(missing_docs)]
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+mod error;
+pub mod memory;
+mod types;
+
+use async_trait::async_trait;
+use busbar_event::{Event, EventBatch, EventId, StreamName};
+
+pub use error::{Result, StoreError};
+pub use types::{
+    AppendOptions, Durability, ParseDurabilityError, ReadQuery, Rotated, StreamInfo, Trim,
+    TypeFilter,
+};
+
+/// The contract every storage backend implements.
+///
+/// All methods are safe to call concurrently. Appends to one stream are
+/// totally ordered: ids strictly increase in the order appends complete.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends a batch to `stream` (creating it), then applies `opts.trim`.
+    /// Returns one id per event, in order. Resolves once the store's
+    /// durability policy holds for the whole batch.
+    ///
+    /// The batch is all or nothing: if any explicit id is not greater than
+    /// the id before it, nothing is appended.
+    ///
+    /// # Errors
+    /// [`StoreError::IdNotGreater`] for a bad explicit id; I/O errors.
+    async fn append(
+        &self,
+        stream: &StreamName,
+        batch: EventBatch,
+        opts: AppendOptions,
+    ) -> Result<Vec<EventId>>;
+
+    /// Reads events in `[query.start, query.end]`, oldest first (or newest
+    /// first when `query.reverse`), at most `query.count` after filtering.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::InvertedRange`], I/O.
+    async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>>;
+
+    /// Trims `stream`; returns how many events were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], I/O.
+    async fn trim(&self, stream: &StreamName, trim: Trim) -> Result<u64>;
+
+    /// Deletes the given events; returns how many existed.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], I/O.
+    async fn delete(&self, stream: &StreamName, ids: &[EventId]) -> Result<u64>;
+
+    /// Describes `stream`.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`].
+    async fn info(&self, stream: &StreamName) -> Result<StreamInfo>;
+
+    /// Every stream, sorted by name.
+    ///
+    /// # Errors
+    /// I/O.
+    async fn streams(&self) -> Result<Vec<StreamName>>;
+
+    /// Removes a stream and all its events; returns whether it existed.
+    ///
+    /// # Errors
+    /// I/O.
+    async fn delete_stream(&self, stream: &StreamName) -> Result<bool>;
+
+    /// Seals the active segment of `stream` so the next append starts a new
+    /// one.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], I/O.
+    async fn rotate(&self, stream: &StreamName) -> Result<Rotated>;
+
+    /// Makes every acknowledged append durable now, whatever the policy.
+    ///
+    /// # Errors
+    /// I/O.
+    async fn sync(&self) -> Result<()>;
+
+    /// Stops accepting work, makes everything durable and releases files.
+    /// Later calls fail with [`StoreError::Closed`].
+    ///
+    /// # Errors
+    /// I/O.
+    async fn close(&self) -> Result<()>;
+
+    /// A short name of the backend (`embedded`, `memory`, ...).
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,278 @@
+//! The memory engine: streams held in RAM only (the runbooks' "amnesia"
+//! mode). Nothing survives a restart; acknowledgement happens as soon as the
+//! events are in memory.
+//!
+//! Events of one batch share one buffer, so a batch costs one allocation
+//! whatever its size; a buffer is freed when the last of its events is
+//! trimmed or deleted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use busbar_event::{
+    now_ms, BatchIter, Event, EventBatch, EventId, IdClock, StreamName, FRAME_HEADER_LEN,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::{AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StreamInfo, Trim};
+
+/// Streams in RAM.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    streams: RwLock<BTreeMap<StreamName, Arc<Mutex<MemStream>>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct MemStream {
+    events: VecDeque<Event>,
+    clock: IdClock,
+    bytes: u64,
+}
+
+fn frame_len(e: &Event) -> u64 {
+    (e.body().len() + FRAME_HEADER_LEN) as u64
+}
+
+/// Checks explicit ids against `clock` without changing it.
+pub(crate) fn check_ids(
+    stream: &StreamName,
+    clock: IdClock,
+    batch: &EventBatch,
+    now: u64,
+) -> Result<()> {
+    if !batch.has_explicit_ids() {
+        return Ok(());
+    }
+    let mut probe = clock;
+    for requested in batch.requested_ids() {
+        match requested {
+            Some(id) => {
+                probe.accept(id).map_err(|e| StoreError::IdNotGreater {
+                    stream: stream.clone(),
+                    requested: e.requested,
+                    last: e.last,
+                })?;
+            }
+            None => {
+                probe.next_at(now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Assigns ids from `clock` (already checked with [`check_ids`]).
+pub(crate) fn assign_ids(clock: &mut IdClock, batch: &mut EventBatch, now: u64) -> Vec<EventId> {
+    let mut ids = Vec::with_capacity(batch.len());
+    batch.assign(now, |requested| {
+        let id = match requested {
+            Some(id) => clock.accept(id).unwrap_or_else(|_| clock.next_at(now)),
+            None => clock.next_at(now),
+        };
+        ids.push(id);
+        id
+    });
+    ids
+}
+
+/// The id below which `trim` removes events, for id-based trims.
+pub(crate) fn trim_floor(trim: Trim) -> Option<EventId> {
+    match trim {
+        Trim::MinId { id, .. } => Some(id),
+        Trim::MaxAge { age, .. } => Some(EventId::new(
+            now_ms().saturating_sub(age.as_millis() as u64),
+            0,
+        )),
+        Trim::MaxLen { .. } | Trim::MaxBytes { .. } => None,
+    }
+}
+
+impl MemStream {
+    fn trim(&mut self, trim: Trim) -> u64 {
+        let before = self.events.len();
+        let floor = trim_floor(trim);
+        while let Some(front) = self.events.front() {
+            let remove = match trim {
+                Trim::MaxLen { max, .. } => self.events.len() as u64 > max,
+                Trim::MaxBytes { max } => self.bytes > max,
+                _ => floor.is_some_and(|f| front.id() < f),
+            };
+            if !remove {
+                break;
+            }
+            self.bytes -= frame_len(front);
+            self.events.pop_front();
+        }
+        (before - self.events.len()) as u64
+    }
+
+    fn position(&self, id: EventId) -> usize {
+        self.events.partition_point(|e| e.id() < id)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn stream(&self, name: &StreamName) -> Result<Arc<Mutex<MemStream>>> {
+        self.check_open()?;
+        self.streams
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: name.clone(),
+            })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        mut batch: EventBatch,
+        opts: AppendOptions,
+    ) -> Result<Vec<EventId>> {
+        self.check_open()?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let handle = {
+            let existing = self.streams.read().get(stream).cloned();
+            match existing {
+                Some(h) => h,
+                None => self
+                    .streams
+                    .write()
+                    .entry(stream.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Mutex::new(MemStream {
+                            events: VecDeque::new(),
+                            clock: IdClock::new(EventId::ZERO),
+                            bytes: 0,
+                        }))
+                    })
+                    .clone(),
+            }
+        };
+        let mut s = handle.lock();
+        let now = now_ms();
+        check_ids(stream, s.clock, &batch, now)?;
+        let ids = assign_ids(&mut s.clock, &mut batch, now);
+        for event in BatchIter::new(batch.seal()) {
+            s.bytes += frame_len(&event);
+            s.events.push_back(event);
+        }
+        if let Some(trim) = opts.trim {
+            s.trim(trim);
+        }
+        Ok(ids)
+    }
+
+    async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
+        if query.start > query.end {
+            return Err(StoreError::InvertedRange {
+                start: query.start,
+                end: query.end,
+            });
+        }
+        let handle = self.stream(stream)?;
+        let s = handle.lock();
+        let from = s.position(query.start);
+        let to = s.events.partition_point(|e| e.id() <= query.end);
+        let range = s.events.range(from..to.max(from));
+        let pick = |e: &&Event| query.matches(e);
+        let out = if query.reverse {
+            range
+                .rev()
+                .filter(pick)
+                .take(query.count)
+                .cloned()
+                .collect()
+        } else {
+            range.filter(pick).take(query.count).cloned().collect()
+        };
+        Ok(out)
+    }
+
+    async fn trim(&self, stream: &StreamName, trim: Trim) -> Result<u64> {
+        let handle = self.stream(stream)?;
+        let removed = handle.lock().trim(trim);
+        Ok(removed)
+    }
+
+    async fn delete(&self, stream: &StreamName, ids: &[EventId]) -> Result<u64> {
+        let handle = self.stream(stream)?;
+        let mut s = handle.lock();
+        let mut removed = 0;
+        for &id in ids {
+            let at = s.position(id);
+            if s.events.get(at).is_some_and(|e| e.id() == id) {
+                if let Some(e) = s.events.remove(at) {
+                    s.bytes -= frame_len(&e);
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn info(&self, stream: &StreamName) -> Result<StreamInfo> {
+        let handle = self.stream(stream)?;
+        let s = handle.lock();
+        Ok(StreamInfo {
+            name: stream.clone(),
+            length: s.events.len() as u64,
+            first_id: s.events.front().map(Event::id),
+            last_id: s.clock.last(),
+            bytes: s.bytes,
+            segments: 0,
+        })
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamName>> {
+        self.check_open()?;
+        Ok(self.streams.read().keys().cloned().collect())
+    }
+
+    async fn delete_stream(&self, stream: &StreamName) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.streams.write().remove(stream).is_some())
+    }
+
+    async fn rotate(&self, stream: &StreamName) -> Result<Rotated> {
+        self.stream(stream)?;
+        Ok(Rotated {
+            sealed: false,
+            segments: 0,
+        })
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.check_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

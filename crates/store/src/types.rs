@@ -1,0 +1,223 @@
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use busbar_event::{Event, EventId, StreamName};
+use serde::Serialize;
+
+/// What an acknowledged append survives.
+///
+/// | policy | acknowledged after | a process crash loses | a power loss loses |
+/// |---|---|---|---|
+/// | `always` | the batch is written and `fdatasync`ed | nothing | nothing |
+/// | `interval:<d>` | the batch is written (page cache) | nothing | up to `<d>` of appends |
+/// | `never` | the batch is written (page cache) | nothing | whatever the OS had not written back |
+///
+/// Group commit makes `always` cheap under concurrency: every append that
+/// arrives while one `fdatasync` runs is covered by the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` before acknowledging (group commit).
+    #[default]
+    Always,
+    /// `fdatasync` at most this long after a write.
+    Interval(Duration),
+    /// Leave write-back to the operating system.
+    Never,
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::Always => f.write_str("always"),
+            Durability::Interval(d) => write!(f, "interval:{}ms", d.as_millis()),
+            Durability::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// A durability policy that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid durability `{0}`: expected always, never or interval:<duration> (e.g. interval:100ms)"
+)]
+pub struct ParseDurabilityError(pub String);
+
+impl FromStr for Durability {
+    type Err = ParseDurabilityError;
+
+    /// Parses `always`, `never`, or `interval:<n>ms|s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseDurabilityError(s.to_owned());
+        match s.trim() {
+            "always" => Ok(Durability::Always),
+            "never" => Ok(Durability::Never),
+            other => {
+                let spec = other.strip_prefix("interval:").ok_or_else(err)?.trim();
+                let (num, unit) = spec
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map(|i| spec.split_at(i))
+                    .ok_or_else(err)?;
+                let n: u64 = num.parse().map_err(|_| err())?;
+                let d = match unit.trim() {
+                    "ms" => Duration::from_millis(n),
+                    "s" => Duration::from_secs(n),
+                    _ => return Err(err()),
+                };
+                if d.is_zero() {
+                    return Err(err());
+                }
+                Ok(Durability::Interval(d))
+            }
+        }
+    }
+}
+
+/// Which events a read returns, XRANGE / XREVRANGE style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// Smallest id (inclusive).
+    pub start: EventId,
+    /// Largest id (inclusive).
+    pub end: EventId,
+    /// At most this many events.
+    pub count: usize,
+    /// Newest first when true.
+    pub reverse: bool,
+    /// Only events whose type matches.
+    pub types: Option<TypeFilter>,
+}
+
+impl ReadQuery {
+    /// Every event, oldest first, at most `count`.
+    pub fn all(count: usize) -> Self {
+        ReadQuery {
+            start: EventId::ZERO,
+            end: EventId::MAX,
+            count,
+            reverse: false,
+            types: None,
+        }
+    }
+
+    /// Events from `start` to `end` inclusive.
+    pub fn range(start: EventId, end: EventId, count: usize) -> Self {
+        ReadQuery {
+            start,
+            end,
+            ..ReadQuery::all(count)
+        }
+    }
+
+    /// The same query, newest first.
+    pub fn reversed(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// Whether `event` passes the type filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|t| t.matches(event.event_type()))
+    }
+}
+
+/// Event types to keep: exact names, or prefixes written `name.*`.
+///
+/// ```
+/// use busbar_store::TypeFilter;
+/// let f = TypeFilter::new(["order.*", "user.created"]);
+/// assert!(f.matches("order.paid"));
+/// assert!(f.matches("user.created"));
+/// assert!(!f.matches("user.deleted"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeFilter {
+    patterns: Vec<String>,
+}
+
+impl TypeFilter {
+    /// A filter from patterns.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(patterns: I) -> Self {
+        TypeFilter {
+            patterns: patterns.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether `event_type` matches any pattern.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => p == event_type,
+        })
+    }
+}
+
+/// How to shrink a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trim {
+    /// Keep at most `max` events. `approx` lets the store keep more so it
+    /// can drop whole segments (Redis `MAXLEN ~`).
+    MaxLen {
+        /// Events to keep.
+        max: u64,
+        /// Whether more may be kept.
+        approx: bool,
+    },
+    /// Remove events with ids below `id`.
+    MinId {
+        /// The smallest id kept.
+        id: EventId,
+        /// Whether older events may be kept.
+        approx: bool,
+    },
+    /// Remove events older than `age` (by id time, which is receive time
+    /// unless the producer chose explicit ids).
+    MaxAge {
+        /// The oldest age kept.
+        age: Duration,
+        /// Whether older events may be kept.
+        approx: bool,
+    },
+    /// Drop whole oldest segments while the stream is larger than `max`
+    /// bytes. Always approximate: the active segment is never dropped.
+    MaxBytes {
+        /// Bytes to keep at most (segment granularity).
+        max: u64,
+    },
+}
+
+/// Options of an append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// A trim applied in the same operation, after the append.
+    pub trim: Option<Trim>,
+}
+
+/// What a store knows about one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamInfo {
+    /// The stream.
+    pub name: StreamName,
+    /// Number of events.
+    pub length: u64,
+    /// Oldest event id, if any event remains.
+    pub first_id: Option<EventId>,
+    /// Newest id ever assigned (kept after trims, so ids never repeat).
+    pub last_id: EventId,
+    /// Bytes the stream's events occupy (record frames).
+    pub bytes: u64,
+    /// Segment files (0 for memory).
+    pub segments: u64,
+}
+
+/// What `rotate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rotated {
+    /// Whether a segment was sealed (false when the active one was empty or
+    /// the backend has no segments).
+    pub sealed: bool,
+    /// Segments after the rotation.
+    pub segments: u64,
+}

@@ -1,0 +1,23 @@
+//! The conformance suite against the memory engine.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use busbar_store::conformance::Harness;
+use busbar_store::memory::MemoryStore;
+use busbar_store::Store;
+
+struct Memory;
+
+#[async_trait]
+impl Harness for Memory {
+    async fn open(&mut self) -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new())
+    }
+
+    async fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {
+        store
+    }
+}
+
+busbar_store::store_conformance!(Memory);
