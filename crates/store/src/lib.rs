@@ -48,6 +48,15 @@ pub use types::{
     TypeFilter,
 };
 
+/// Receives timings from a store's write path (the daemon feeds them into
+/// its metrics). Calls happen on the store's writer thread: keep them cheap.
+pub trait StoreObserver: Send + Sync + std::fmt::Debug {
+    /// One group commit: `events` appended and made durable as the policy
+    /// says; `fsync` is the time spent in `fdatasync` (zero when the policy
+    /// did not sync this commit).
+    fn commit(&self, events: usize, fsync: std::time::Duration);
+}
+
 /// The contract every storage backend implements.
 ///
 /// All methods are safe to call concurrently. Appends to one stream are

@@ -1,0 +1,219 @@
+//! Tokens, scopes and tenants.
+//!
+//! When no token is configured every caller is [`Principal::Open`]. Once any
+//! token is configured, TCP and HTTP callers must present one; the Unix
+//! sockets stay [`Principal::Trusted`] (guarded by their file permissions).
+//!
+//! A tenant-bound token sees only streams named `<tenant>:...`, and events it
+//! publishes carry its tenant (an event naming another tenant is refused).
+
+use busbar_event::StreamName;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::EngineError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Publish events.
+    Publish,
+    /// Read streams (and, later, consume in groups).
+    Consume,
+    /// Trim, delete, rotate and run operator commands.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Consume => "consume",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A configured token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSpec {
+    /// A name for logs and metrics (never the secret).
+    pub name: String,
+    /// The secret the client presents.
+    pub secret: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// The tenant it is bound to, if any.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No tokens are configured: everything is allowed.
+    Open,
+    /// A Unix-socket caller, trusted through file permissions.
+    Trusted,
+    /// A caller that presented a valid token.
+    Token {
+        /// The token's name.
+        name: String,
+        /// Its scopes.
+        scopes: Vec<Scope>,
+        /// Its tenant, if bound.
+        tenant: Option<String>,
+    },
+}
+
+impl Principal {
+    /// Fails unless the principal has `scope`.
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub fn require(&self, scope: Scope) -> Result<(), EngineError> {
+        match self {
+            Principal::Token { scopes, .. } if !scopes.contains(&scope) => {
+                Err(EngineError::Forbidden {
+                    scope: scope.as_str(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The tenant the principal is bound to.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Principal::Token { tenant, .. } => tenant.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the principal may see `stream`.
+    pub fn can_access(&self, stream: &StreamName) -> bool {
+        match self.tenant() {
+            None => true,
+            Some(t) => stream
+                .as_str()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.starts_with(':')),
+        }
+    }
+
+    /// Fails unless the principal may see `stream`.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongTenant`].
+    pub fn check_stream(&self, stream: &StreamName) -> Result<(), EngineError> {
+        if self.can_access(stream) {
+            Ok(())
+        } else {
+            Err(EngineError::WrongTenant {
+                tenant: self.tenant().unwrap_or_default().to_owned(),
+                stream: stream.clone(),
+            })
+        }
+    }
+}
+
+/// The configured tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    tokens: Vec<TokenSpec>,
+}
+
+impl Auth {
+    /// Auth over `tokens` (none: open).
+    pub fn new(tokens: Vec<TokenSpec>) -> Self {
+        Auth { tokens }
+    }
+
+    /// Whether any token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Resolves a presented secret (a bearer token, a `hello` token...).
+    /// Every configured token is compared in constant time, so timing does
+    /// not reveal which one nearly matched.
+    ///
+    /// # Errors
+    /// [`EngineError::Unauthenticated`] without a secret when tokens are
+    /// required, [`EngineError::BadToken`] for an unknown one.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
+        if !self.enabled() {
+            return Ok(Principal::Open);
+        }
+        let presented = presented.ok_or(EngineError::Unauthenticated)?;
+        let mut found = None;
+        for token in &self.tokens {
+            let eq: bool = token.secret.as_bytes().ct_eq(presented.as_bytes()).into();
+            if eq && found.is_none() {
+                found = Some(token);
+            }
+        }
+        let token = found.ok_or(EngineError::BadToken)?;
+        Ok(Principal::Token {
+            name: token.name.clone(),
+            scopes: token.scopes.clone(),
+            tenant: token.tenant.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(vec![
+            TokenSpec {
+                name: "ops".into(),
+                secret: "s3cret".into(),
+                scopes: vec![Scope::Admin, Scope::Publish, Scope::Consume],
+                tenant: None,
+            },
+            TokenSpec {
+                name: "acme-pub".into(),
+                secret: "acme".into(),
+                scopes: vec![Scope::Publish],
+                tenant: Some("acme".into()),
+            },
+        ])
+    }
+
+    #[test]
+    fn open_without_tokens() {
+        assert_eq!(Auth::default().authenticate(None).unwrap(), Principal::Open);
+    }
+
+    #[test]
+    fn tokens_are_required_and_checked() {
+        let a = auth();
+        assert!(matches!(
+            a.authenticate(None),
+            Err(EngineError::Unauthenticated)
+        ));
+        assert!(matches!(
+            a.authenticate(Some("nope")),
+            Err(EngineError::BadToken)
+        ));
+        let p = a.authenticate(Some("acme")).unwrap();
+        assert!(p.require(Scope::Publish).is_ok());
+        assert!(matches!(
+            p.require(Scope::Admin),
+            Err(EngineError::Forbidden { scope: "admin" })
+        ));
+    }
+
+    #[test]
+    fn tenant_tokens_see_only_their_streams() {
+        let p = auth().authenticate(Some("acme")).unwrap();
+        assert!(p.can_access(&StreamName::new("acme:orders").unwrap()));
+        assert!(!p.can_access(&StreamName::new("acmeco:orders").unwrap()));
+        assert!(!p.can_access(&StreamName::new("events").unwrap()));
+    }
+}

@@ -1,0 +1,105 @@
+use busbar_event::{EventError, StreamName};
+use busbar_store::StoreError;
+use thiserror::Error;
+
+/// Why the engine refused or failed a request. Every variant maps to a
+/// client-visible reason ([`EngineError::reason`]) and an HTTP status.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request carried no token but tokens are configured.
+    #[error("a token is required")]
+    Unauthenticated,
+    /// The token is not known.
+    #[error("invalid token")]
+    BadToken,
+    /// The token lacks a scope.
+    #[error("token lacks the `{scope}` scope")]
+    Forbidden {
+        /// The missing scope.
+        scope: &'static str,
+    },
+    /// A tenant-bound token touched another tenant's stream or event.
+    #[error("token of tenant `{tenant}` cannot access stream `{stream}`")]
+    WrongTenant {
+        /// The token's tenant.
+        tenant: String,
+        /// The stream it tried to access.
+        stream: StreamName,
+    },
+    /// An event's `tenant` differs from the token's tenant.
+    #[error("event tenant `{event_tenant}` does not match the token's tenant `{tenant}`")]
+    TenantMismatch {
+        /// The token's tenant.
+        tenant: String,
+        /// The tenant the event names.
+        event_tenant: String,
+    },
+    /// Bad input: malformed JSON, a missing type, an invalid id...
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// A batch larger than the configured limit.
+    #[error("batch of {len} events is over the limit of {limit}")]
+    BatchTooLarge {
+        /// Events in the batch.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The storage layer failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// A short, stable, machine-readable reason (used as a metric label and
+    /// in error responses).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EngineError::Unauthenticated => "unauthenticated",
+            EngineError::BadToken => "bad_token",
+            EngineError::Forbidden { .. } => "forbidden",
+            EngineError::WrongTenant { .. } | EngineError::TenantMismatch { .. } => "wrong_tenant",
+            EngineError::Event(e) => match e {
+                EventError::MalformedJson { .. } => "malformed_json",
+                EventError::NotAnObject => "not_an_object",
+                EventError::MissingType => "missing_type",
+                EventError::InvalidField { .. } | EventError::DuplicateField { .. } => {
+                    "invalid_field"
+                }
+                EventError::TooLarge { .. } => "too_large",
+                EventError::InvalidStreamName { .. } => "invalid_stream",
+                EventError::InvalidId { .. } => "invalid_id",
+                _ => "invalid_event",
+            },
+            EngineError::BatchTooLarge { .. } => "batch_too_large",
+            EngineError::Store(e) => match e {
+                StoreError::NoSuchStream { .. } => "no_such_stream",
+                StoreError::IdNotGreater { .. } => "id_not_greater",
+                StoreError::InvertedRange { .. } => "inverted_range",
+                StoreError::Event(_) => "invalid_event",
+                StoreError::Closed => "shutting_down",
+                _ => "storage_error",
+            },
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EngineError::Unauthenticated | EngineError::BadToken => 401,
+            EngineError::Forbidden { .. }
+            | EngineError::WrongTenant { .. }
+            | EngineError::TenantMismatch { .. } => 403,
+            EngineError::Event(EventError::TooLarge { .. }) | EngineError::BatchTooLarge { .. } => {
+                413
+            }
+            EngineError::Event(_) => 400,
+            EngineError::Store(StoreError::NoSuchStream { .. }) => 404,
+            EngineError::Store(StoreError::IdNotGreater { .. }) => 409,
+            EngineError::Store(StoreError::InvertedRange { .. } | StoreError::Event(_)) => 400,
+            EngineError::Store(StoreError::Closed) => 503,
+            EngineError::Store(_) => 500,
+        }
+    }
+}

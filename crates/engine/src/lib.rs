@@ -1,0 +1,21 @@
+//! busbar's core engine: what every transport calls.
+//!
+//! Transports (Unix socket, TCP, HTTP, command socket) decode requests and
+//! call the [`Engine`]; the engine checks the caller's [`Principal`], talks to
+//! the [`Store`](busbar_store::Store), counts what happened in [`Metrics`] and
+//! wakes readers waiting for new events. A transport never touches storage
+//! directly.
+
+#![warn(missing_docs)]
+
+mod auth;
+mod engine;
+mod error;
+pub mod metrics;
+mod readiness;
+
+pub use auth::{Auth, Principal, Scope, TokenSpec};
+pub use engine::{Engine, EngineConfig, Transport};
+pub use error::EngineError;
+pub use metrics::Metrics;
+pub use readiness::{NotReady, Readiness};

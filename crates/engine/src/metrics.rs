@@ -1,0 +1,366 @@
+//! Every metric busbar exports, named in one place, and a small lock-free
+//! registry rendering the Prometheus text format.
+//!
+//! Labels carry bounded values only (stream names, transports, reasons,
+//! command names), never event ids or payload data.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+/// Metric names.
+pub mod names {
+    /// Events appended, by stream and transport.
+    pub const EVENTS_INGESTED: &str = "busbar_events_ingested_total";
+    /// Rejected events or requests, by transport and reason.
+    pub const INGEST_ERRORS: &str = "busbar_ingest_errors_total";
+    /// Time from append call to durable acknowledgement.
+    pub const APPEND_SECONDS: &str = "busbar_append_duration_seconds";
+    /// Time one fsync took.
+    pub const FSYNC_SECONDS: &str = "busbar_fsync_duration_seconds";
+    /// Events acknowledged by group commits.
+    pub const COMMIT_BATCH: &str = "busbar_group_commit_events_total";
+    /// Group commits.
+    pub const COMMITS: &str = "busbar_group_commits_total";
+    /// Events in each stream.
+    pub const STREAM_LENGTH: &str = "busbar_stream_length";
+    /// Bytes of each stream.
+    pub const STREAM_BYTES: &str = "busbar_stream_bytes";
+    /// Segment files of each stream.
+    pub const STREAM_SEGMENTS: &str = "busbar_stream_segments";
+    /// Open connections, by transport.
+    pub const CONNECTIONS: &str = "busbar_connections";
+    /// Connections refused at the limit, by transport.
+    pub const CONNECTIONS_REJECTED: &str = "busbar_connections_rejected_total";
+    /// Command-socket command latency, by command.
+    pub const COMMAND_SECONDS: &str = "busbar_command_duration_seconds";
+    /// Resident memory of the process.
+    pub const RESIDENT_MEMORY: &str = "busbar_process_resident_memory_bytes";
+    /// Seconds since the daemon started.
+    pub const UPTIME: &str = "busbar_uptime_seconds";
+    /// HTTP requests, by route and status.
+    pub const HTTP_REQUESTS: &str = "busbar_http_requests_total";
+}
+
+/// Latency buckets in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds `n` (may be negative).
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Sets the value.
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram over [`LATENCY_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// A metric family keyed by label values.
+#[derive(Debug)]
+pub struct Family<M, const N: usize> {
+    labels: [&'static str; N],
+    members: RwLock<BTreeMap<[String; N], Arc<M>>>,
+}
+
+impl<M: Default, const N: usize> Family<M, N> {
+    fn new(labels: [&'static str; N]) -> Self {
+        Family {
+            labels,
+            members: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The member for `values`, created on first use. Callers on hot paths
+    /// keep the returned handle instead of looking it up per event.
+    pub fn get(&self, values: [&str; N]) -> Arc<M> {
+        if let Some(m) = self
+            .members
+            .read()
+            .iter()
+            .find(|(k, _)| k.iter().zip(values.iter()).all(|(a, b)| a == b))
+        {
+            return m.1.clone();
+        }
+        self.members
+            .write()
+            .entry(values.map(str::to_owned))
+            .or_default()
+            .clone()
+    }
+
+    /// Drops every member (for gauges rebuilt at scrape time).
+    pub fn clear(&self) {
+        self.members.write().clear();
+    }
+
+    fn each(&self, mut f: impl FnMut(String, &M)) {
+        for (values, m) in self.members.read().iter() {
+            let labels = self
+                .labels
+                .iter()
+                .zip(values.iter())
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect::<Vec<_>>()
+                .join(",");
+            f(labels, m);
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// [`names::EVENTS_INGESTED`]
+    pub events_ingested: Family<Counter, 2>,
+    /// [`names::INGEST_ERRORS`]
+    pub ingest_errors: Family<Counter, 2>,
+    /// [`names::APPEND_SECONDS`]
+    pub append_seconds: Histogram,
+    /// [`names::FSYNC_SECONDS`]
+    pub fsync_seconds: Histogram,
+    /// [`names::COMMIT_BATCH`]: events covered by group commits.
+    pub commit_events: Counter,
+    /// Group commits.
+    pub commits: Counter,
+    /// [`names::CONNECTIONS`]
+    pub connections: Family<Gauge, 1>,
+    /// [`names::CONNECTIONS_REJECTED`]
+    pub connections_rejected: Family<Counter, 1>,
+    /// [`names::COMMAND_SECONDS`]
+    pub command_seconds: Family<Histogram, 1>,
+    /// [`names::HTTP_REQUESTS`]
+    pub http_requests: Family<Counter, 2>,
+    started: std::time::Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events_ingested: Family::new(["stream", "transport"]),
+            ingest_errors: Family::new(["transport", "reason"]),
+            append_seconds: Histogram::default(),
+            fsync_seconds: Histogram::default(),
+            commit_events: Counter::default(),
+            commits: Counter::default(),
+            connections: Family::new(["transport"]),
+            connections_rejected: Family::new(["transport"]),
+            command_seconds: Family::new(["command"]),
+            http_requests: Family::new(["route", "status"]),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Writes `# HELP` and `# TYPE` lines.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+impl Metrics {
+    /// Renders the registry's own metrics (the engine adds stream gauges).
+    pub fn render(&self, out: &mut String) {
+        header(
+            out,
+            names::EVENTS_INGESTED,
+            "counter",
+            "Events appended, by stream and transport.",
+        );
+        self.events_ingested.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::EVENTS_INGESTED, c.get());
+        });
+        header(
+            out,
+            names::INGEST_ERRORS,
+            "counter",
+            "Rejected events and requests, by transport and reason.",
+        );
+        self.ingest_errors.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::INGEST_ERRORS, c.get());
+        });
+        header(
+            out,
+            names::APPEND_SECONDS,
+            "histogram",
+            "Append call to durable acknowledgement.",
+        );
+        self.append_seconds.render(out, names::APPEND_SECONDS, "");
+        header(
+            out,
+            names::FSYNC_SECONDS,
+            "histogram",
+            "Time spent in fdatasync per group commit.",
+        );
+        self.fsync_seconds.render(out, names::FSYNC_SECONDS, "");
+        header(
+            out,
+            names::COMMIT_BATCH,
+            "counter",
+            "Events acknowledged by group commits.",
+        );
+        let _ = writeln!(out, "{} {}", names::COMMIT_BATCH, self.commit_events.get());
+        header(out, names::COMMITS, "counter", "Group commits.");
+        let _ = writeln!(out, "{} {}", names::COMMITS, self.commits.get());
+        header(
+            out,
+            names::CONNECTIONS,
+            "gauge",
+            "Open connections, by transport.",
+        );
+        self.connections.each(|l, g| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::CONNECTIONS, g.get());
+        });
+        header(
+            out,
+            names::CONNECTIONS_REJECTED,
+            "counter",
+            "Connections refused at the connection limit, by transport.",
+        );
+        self.connections_rejected.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::CONNECTIONS_REJECTED, c.get());
+        });
+        header(
+            out,
+            names::COMMAND_SECONDS,
+            "histogram",
+            "Command-socket command latency, by command.",
+        );
+        self.command_seconds
+            .each(|l, h| h.render(out, names::COMMAND_SECONDS, &l));
+        header(
+            out,
+            names::HTTP_REQUESTS,
+            "counter",
+            "HTTP requests, by route and status.",
+        );
+        self.http_requests.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::HTTP_REQUESTS, c.get());
+        });
+        header(
+            out,
+            names::RESIDENT_MEMORY,
+            "gauge",
+            "Resident memory of the process in bytes.",
+        );
+        let _ = writeln!(out, "{} {}", names::RESIDENT_MEMORY, resident_bytes());
+        header(
+            out,
+            names::UPTIME,
+            "gauge",
+            "Seconds since the daemon started.",
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            names::UPTIME,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+impl busbar_store::StoreObserver for Metrics {
+    fn commit(&self, events: usize, fsync: Duration) {
+        self.commits.inc();
+        self.commit_events.add(events as u64);
+        if !fsync.is_zero() {
+            self.fsync_seconds.observe(fsync);
+        }
+    }
+}
