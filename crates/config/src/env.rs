@@ -1,0 +1,138 @@
+//! `BUSBAR_*` environment overrides.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::{Config, ConfigError};
+
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+/// Every environment variable busbar reads, the key it sets and how.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("BUSBAR_STORAGE_BACKEND", "storage.backend"),
+    ("BUSBAR_DATA_DIR", "storage.data_dir"),
+    ("BUSBAR_DURABILITY", "storage.durability"),
+    ("BUSBAR_SEGMENT_SIZE", "storage.segment_size"),
+    ("BUSBAR_ON_CORRUPTION", "storage.on_corruption"),
+    ("BUSBAR_EVENTS_SOCKET", "ingest.socket"),
+    ("BUSBAR_TCP_ADDR", "ingest.tcp_addr"),
+    ("BUSBAR_MAX_LINE_BYTES", "ingest.max_line_bytes"),
+    ("BUSBAR_MAX_CONNECTIONS", "ingest.max_connections"),
+    ("BUSBAR_HTTP_ADDR", "http.addr"),
+    ("BUSBAR_MAX_BODY_BYTES", "http.max_body_bytes"),
+    (
+        "BUSBAR_ALLOW_UNAUTHENTICATED_REMOTE",
+        "auth.allow_unauthenticated_remote",
+    ),
+    ("BUSBAR_COMMANDS_SOCKET", "commands.socket"),
+    ("BUSBAR_LOG_LEVEL", "log.level"),
+    ("BUSBAR_LOG_FORMAT", "log.format"),
+    ("BUSBAR_MIN_FREE_DISK", "readiness.min_free_disk"),
+];
+
+fn parse<T: FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn setter(var: &str) -> Option<Setter> {
+    let f: Setter = match var {
+        "BUSBAR_STORAGE_BACKEND" => |c, v| {
+            c.storage.backend = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_DATA_DIR" => |c, v| {
+            c.storage.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+        "BUSBAR_DURABILITY" => |c, v| {
+            c.storage.durability = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_SEGMENT_SIZE" => |c, v| {
+            c.storage.segment_size = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_ON_CORRUPTION" => |c, v| {
+            c.storage.on_corruption = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_EVENTS_SOCKET" => |c, v| {
+            c.ingest.socket = Some(PathBuf::from(v));
+            Ok(())
+        },
+        "BUSBAR_TCP_ADDR" => |c, v| {
+            c.ingest.tcp_addr = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_LINE_BYTES" => |c, v| {
+            c.ingest.max_line_bytes = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_CONNECTIONS" => |c, v| {
+            c.ingest.max_connections = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_HTTP_ADDR" => |c, v| {
+            c.http.addr = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_BODY_BYTES" => |c, v| {
+            c.http.max_body_bytes = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_ALLOW_UNAUTHENTICATED_REMOTE" => |c, v| {
+            c.auth.allow_unauthenticated_remote = parse_bool(v)?;
+            Ok(())
+        },
+        "BUSBAR_COMMANDS_SOCKET" => |c, v| {
+            c.commands.socket = Some(PathBuf::from(v));
+            Ok(())
+        },
+        "BUSBAR_LOG_LEVEL" => |c, v| {
+            c.log.level = v.trim().to_owned();
+            Ok(())
+        },
+        "BUSBAR_LOG_FORMAT" => |c, v| {
+            c.log.format = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MIN_FREE_DISK" => |c, v| {
+            c.readiness.min_free_disk = parse(v)?;
+            Ok(())
+        },
+        _ => return None,
+    };
+    Some(f)
+}
+
+pub(crate) fn apply(
+    config: &mut Config,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for &(var, key) in ENV_VARS {
+        let Some(value) = lookup(var) else { continue };
+        // An empty variable counts as unset, the way shells export them.
+        if value.is_empty() {
+            continue;
+        }
+        let Some(set) = setter(var) else { continue };
+        set(config, &value).map_err(|reason| ConfigError::Env {
+            var,
+            key,
+            value: value.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! One struct per section of the configuration file.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use busbar_engine::TokenSpec;
+use busbar_store::Durability;
+use serde::{Deserialize, Deserializer};
+
+use crate::{ByteSize, FileMode, HumanDuration};
+
+/// Default TCP ingest address.
+pub const DEFAULT_TCP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9478);
+/// Default HTTP address.
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9479);
+
+/// Which storage engine holds the streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The segmented log on local disk.
+    #[default]
+    Embedded,
+    /// RAM only: nothing survives a restart.
+    Memory,
+}
+
+impl Backend {
+    /// The backend's name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Memory => "memory",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "embedded" => Ok(Backend::Embedded),
+            "memory" => Ok(Backend::Memory),
+            other => Err(format!(
+                "unknown backend `{other}`: expected embedded or memory"
+            )),
+        }
+    }
+}
+
+/// What the embedded store does when it finds a corrupt record on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorruption {
+    /// Keep every valid record before the damage, move the rest aside and
+    /// start. The daemon logs what was dropped.
+    #[default]
+    Truncate,
+    /// Refuse to start, leaving the files untouched for inspection.
+    Fail,
+}
+
+impl FromStr for OnCorruption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "truncate" => Ok(OnCorruption::Truncate),
+            "fail" => Ok(OnCorruption::Fail),
+            other => Err(format!(
+                "unknown corruption policy `{other}`: expected truncate or fail"
+            )),
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `embedded` (default) or `memory`.
+    pub backend: Backend,
+    /// Where streams, sockets and run files live. Default `./data`.
+    pub data_dir: PathBuf,
+    /// `always` (default), `never` or `interval:<duration>`.
+    #[serde(deserialize_with = "durability")]
+    pub durability: Durability,
+    /// Size at which the active segment of a stream is sealed.
+    pub segment_size: ByteSize,
+    /// Bytes of records between two entries of a segment's sparse index.
+    pub index_interval: ByteSize,
+    /// What to do with corrupt records found on open.
+    pub on_corruption: OnCorruption,
+    /// Appends waiting for the writer before producers wait.
+    pub queue_depth: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Embedded,
+            data_dir: PathBuf::from("data"),
+            durability: Durability::Always,
+            segment_size: ByteSize::mib(64),
+            index_interval: ByteSize::kib(4),
+            on_corruption: OnCorruption::Truncate,
+            queue_depth: 1024,
+        }
+    }
+}
+
+fn durability<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+/// `[ingest]`: NDJSON over the events Unix socket and TCP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The events socket. Default `<data_dir>/sock/events.sock`.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the events socket. Default `0600`.
+    pub socket_mode: FileMode,
+    /// TCP listen address (port 0 picks a free port). Default
+    /// `127.0.0.1:9478`.
+    pub tcp_addr: SocketAddr,
+    /// Longest accepted line, in bytes. Default 1 MiB.
+    pub max_line_bytes: ByteSize,
+    /// Open connections per transport. Default 1024.
+    pub max_connections: usize,
+    /// How long shutdown waits for connections to finish their appends.
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            socket: None,
+            socket_mode: FileMode(0o600),
+            tcp_addr: DEFAULT_TCP_ADDR,
+            max_line_bytes: ByteSize::mib(1),
+            max_connections: 1024,
+            drain_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `[http]`: the HTTP listener (API, metrics, health).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address (port 0 picks a free port). Default `127.0.0.1:9479`.
+    pub addr: SocketAddr,
+    /// Largest request body. Default 8 MiB.
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            addr: DEFAULT_HTTP_ADDR,
+            max_body_bytes: ByteSize::mib(8),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`: name, secret, scopes, tenant. None: open.
+    pub tokens: Vec<TokenSpec>,
+    /// Allow binding TCP or HTTP to a non-loopback address without tokens.
+    pub allow_unauthenticated_remote: bool,
+}
+
+// Hand-written so secrets never reach a log line through `{:?}`.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.tokens.iter().map(|t| t.name.as_str()).collect();
+        f.debug_struct("AuthConfig")
+            .field("tokens", &names)
+            .field(
+                "allow_unauthenticated_remote",
+                &self.allow_unauthenticated_remote,
+            )
+            .finish()
+    }
+}
+
+/// `[commands]`: the operator command socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// The command socket. Default `<data_dir>/sock/commands.sock`.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the command socket. Default `0600`.
+    pub socket_mode: FileMode,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            socket: None,
+            socket_mode: FileMode(0o600),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "plain" => Ok(LogFormat::Plain),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}`: expected plain or json"
+            )),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`info`) or a filter (`info,busbar_ingest=debug`).
+    pub level: String,
+    /// `plain` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Plain,
+        }
+    }
+}
+
+/// `[readiness]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Below this much free space on the data directory's disk the daemon
+    /// reports not ready. Default 256 MiB.
+    pub min_free_disk: ByteSize,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            min_free_disk: ByteSize::mib(256),
+        }
+    }
+}
