@@ -242,6 +242,13 @@ impl Engine {
         tokio::time::timeout(timeout, rx.changed()).await.is_ok()
     }
 
+    /// A receiver whose value changes after every completed append. Unlike
+    /// [`Engine::wait_for_append`], a caller can subscribe *before* reading,
+    /// so an append landing between its read and its wait still wakes it.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
     /// Every stream the principal may see.
     ///
     /// # Errors

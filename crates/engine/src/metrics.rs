@@ -171,6 +171,14 @@ impl<M: Default, const N: usize> Family<M, N> {
             .clone()
     }
 
+    /// Calls `f` with every member and its label values, in label order
+    /// (for summaries such as the command socket's `stats`).
+    pub fn for_each(&self, mut f: impl FnMut(&[String; N], &M)) {
+        for (values, m) in self.members.read().iter() {
+            f(values, m);
+        }
+    }
+
     /// Drops every member (for gauges rebuilt at scrape time).
     pub fn clear(&self) {
         self.members.write().clear();
@@ -247,6 +255,11 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 impl Metrics {
+    /// Time since the registry was created (the daemon's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Renders the registry's own metrics (the engine adds stream gauges).
     pub fn render(&self, out: &mut String) {
         header(

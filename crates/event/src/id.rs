@@ -182,11 +182,6 @@ impl IdClock {
         id
     }
 
-    /// The next id from the system clock.
-    pub fn next(&mut self) -> EventId {
-        self.next_at(now_ms())
-    }
-
     /// Accepts an explicit id if it is greater than the last one.
     ///
     /// # Errors

@@ -1,1 +1,385 @@
-//! placeholder
+//! The embedded engine: a segmented, append-only log per stream on local
+//! disk. busbar's default storage.
+//!
+//! # Constraints
+//! - An acknowledged append survives what its [`Durability`] promises:
+//!   under `always`, a process crash or power loss loses nothing
+//!   acknowledged; under `interval:<d>`, a process crash loses nothing and a
+//!   power loss loses at most the last `<d>` of appends; under `never`, a
+//!   process crash loses nothing and a power loss loses whatever the kernel
+//!   had not written back.
+//! - Ids strictly increase within a stream, across restarts and trims.
+//! - Damage is never skipped silently: a torn tail is truncated (it holds
+//!   only unacknowledged bytes) and logged with file and offset; damage
+//!   anywhere else fails the open, or quarantines the segment when
+//!   [`CorruptionPolicy::Quarantine`] says so.
+//!
+//! # Layout
+//! ```text
+//! <dir>/LOCK                              exclusive lock: one process per directory
+//! <dir>/streams/<stream>/<n:020>.seg      segment n of a stream (the last is active)
+//! <dir>/streams/<stream>/<n:020>.idx      index of sealed segment n (a cache)
+//! <dir>/quarantine/<stream>/              damaged segments set aside on open
+//! <dir>/trash/                            streams being deleted
+//! ```
+//!
+//! # Segment format
+//! ```text
+//! header (64 bytes):
+//!   "BUSBSEG1" | u32 version=1 | u32 flags=0
+//!   | prev_last_id (u64 ms, u64 seq) | floor (u64 ms, u64 seq)
+//!   | zero padding | u32 crc32c(bytes 0..60)
+//! then frames, back to back:
+//!   u32 body length | u32 crc32c(body) | body
+//! body kinds (first byte):
+//!   1 event   (busbar_event's record layout: ids, times, fields, payload)
+//!   2 trim    u8 kind | 7 pad | floor id        events below the floor are gone
+//!   3 delete  u8 kind | 3 pad | u32 n | n ids   these events are gone
+//! ```
+//! All integers are little-endian. The header carries the stream's last id
+//! and trim floor at creation, so both survive when every older segment has
+//! been dropped. Trims and deletions are logged in the active segment like
+//! events: ordered and committed with them, and dropped only after the
+//! segments they refer to (segments are dropped oldest first).
+//!
+//! # Index
+//! Each segment keeps a sparse index in memory: one entry (id, offset,
+//! ordinal) every [`EmbeddedConfig::index_interval_bytes`] of events. A range
+//! read binary-searches the segments by first/last id, then the index, and
+//! scans at most one interval before reaching its first event; reverse reads
+//! walk the index backwards a block at a time. When a segment is sealed its
+//! index, counts and control records go to an `.idx` file (crc32c-protected,
+//! written to a temp file, fsynced, renamed) so reopening does not scan it.
+//! An index file that is missing, damaged or records a different segment
+//! length is stale: recovery rescans the segment and rewrites it.
+//!
+//! # Writes and group commit
+//! One writer thread owns every file handle that writes ([`writer`]).
+//! Appends queue on a bounded channel ([`EmbeddedConfig::queue_depth`];
+//! callers wait when it is full); the writer takes everything queued, writes
+//! each batch with one `write`, then makes the whole group durable with one
+//! `fdatasync` per touched segment before answering any of them. The longer
+//! an `fdatasync` takes, the more appends the next one covers.
+//! A segment is sealed (fsynced whatever the policy, index written) when the
+//! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
+//! [`Store::rotate`]. New files and directories are fsynced in their parent
+//! before an append in them is acknowledged under `always`.
+//! An I/O error on the write path stops the store taking writes: after a
+//! failed `fdatasync` the page cache cannot be trusted to hold what was
+//! written, so the writer answers `Closed` rather than guess.
+//!
+//! # Recovery
+//! Opening takes the directory lock, then for each stream reads each
+//! segment's header and either its index file (sealed segments) or its
+//! frames (the active segment, and sealed segments without a valid index).
+//! In the active segment, a frame that runs past the end of the file, or a
+//! bad frame followed only by zeros, is a torn tail: the file is truncated
+//! there and the event logged with file and offset. Any other bad frame or
+//! header is corruption: [`StoreError::Corrupt`] naming file and offset, or,
+//! under [`CorruptionPolicy::Quarantine`], the segment is moved to
+//! `quarantine/` and the stream opens without it (logged at error level).
+//!
+//! # Retention
+//! [`Store::trim`] takes a count (`MaxLen`), an id (`MinId`), an age
+//! (`MaxAge`, by id time) or a size (`MaxBytes`). Exact trims log a trim
+//! record and hide the events below the new floor at once; whole sealed
+//! segments below the floor are deleted. Approximate trims (and `MaxBytes`)
+//! only delete whole sealed segments, never the active one.
+//! [`EmbeddedConfig::retention`] applies the same, approximately, whenever a
+//! segment is sealed.
+
+mod format;
+mod recovery;
+mod segment;
+mod stream;
+pub(crate) mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use busbar_event::{Event, EventBatch, EventId, StreamName};
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    AppendOptions, Durability, ReadQuery, Result, Rotated, Store, StoreError, StoreObserver,
+    StreamInfo, Trim,
+};
+use stream::StreamHandle;
+use writer::{Op, Shared, Writer};
+
+/// What to do with a segment damaged in the middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorruptionPolicy {
+    /// Refuse to open, naming file and offset.
+    #[default]
+    Fail,
+    /// Move the segment to `<dir>/quarantine/<stream>/` and open without it.
+    Quarantine,
+}
+
+/// Automatic retention, applied approximately whenever a segment is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep at least this many newest events, dropping older segments.
+    pub max_len: Option<u64>,
+    /// Drop segments whose events are all older than this.
+    pub max_age: Option<Duration>,
+    /// Drop oldest segments while a stream is larger than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// Configuration of the embedded engine.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// What an acknowledged append survives.
+    pub durability: Durability,
+    /// Seal a segment when the next batch would take it past this size.
+    pub segment_bytes: u64,
+    /// Bytes of events between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// What to do with mid-segment damage on open.
+    pub on_corruption: CorruptionPolicy,
+    /// Requests the writer queue holds before callers wait.
+    pub queue_depth: usize,
+    /// Automatic retention.
+    pub retention: Retention,
+    /// Receives commit timings.
+    pub observer: Option<Arc<dyn StoreObserver>>,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for a store in `dir`: `always`, 64 MiB segments, an index
+    /// entry every 16 KiB, fail on corruption, a queue of 4096 requests.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            dir: dir.into(),
+            durability: Durability::Always,
+            segment_bytes: 64 * 1024 * 1024,
+            index_interval_bytes: 16 * 1024,
+            on_corruption: CorruptionPolicy::Fail,
+            queue_depth: 4096,
+            retention: Retention::default(),
+            observer: None,
+        }
+    }
+}
+
+/// The embedded store. See the module docs for format and guarantees.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Op>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("streams_dir", &self.shared.streams_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `config.dir`, running
+    /// recovery. Blocking: call it from a blocking context.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds the directory,
+    /// [`StoreError::Corrupt`] for damage (see the module docs), I/O errors.
+    pub fn open(config: EmbeddedConfig) -> Result<EmbeddedStore> {
+        use fs2::FileExt;
+        let dir = &config.dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io("create data directory", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path)
+            .map_err(|e| StoreError::io("create lock file", &lock_path, e))?;
+        lock.try_lock_exclusive().map_err(|_| StoreError::Locked {
+            path: lock_path.clone(),
+        })?;
+
+        let streams_dir = dir.join("streams");
+        let trash_dir = dir.join("trash");
+        std::fs::create_dir_all(&streams_dir)
+            .map_err(|e| StoreError::io("create streams directory", &streams_dir, e))?;
+        if trash_dir.exists() {
+            // Streams whose deletion a crash interrupted.
+            std::fs::remove_dir_all(&trash_dir)
+                .map_err(|e| StoreError::io("empty trash", &trash_dir, e))?;
+        }
+
+        let mut streams = BTreeMap::new();
+        let mut handles = BTreeMap::new();
+        let entries = std::fs::read_dir(&streams_dir)
+            .map_err(|e| StoreError::io("list streams", &streams_dir, e))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| StoreError::io("list streams", &streams_dir, e))?
+                .path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Ok(name) = StreamName::new(name) else {
+                tracing::warn!(dir = %path.display(), "ignoring a directory that is not a stream name");
+                continue;
+            };
+            let ws = recovery::recover_stream(&config, &name, &path)?;
+            handles.insert(name.clone(), ws.handle.clone());
+            streams.insert(name, ws);
+        }
+
+        let shared = Arc::new(Shared {
+            streams: RwLock::new(handles),
+            streams_dir,
+            trash_dir,
+        });
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        if let Durability::Interval(every) = config.durability {
+            spawn_ticker(tx.clone(), every);
+        }
+        let writer = Writer::new(shared.clone(), config, streams, rx);
+        let handle = std::thread::Builder::new()
+            .name("busbar-store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::io("start writer thread", &lock_path, e))?;
+        Ok(EmbeddedStore {
+            shared,
+            tx,
+            writer: parking_lot::Mutex::new(Some(handle)),
+            _lock: lock,
+        })
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn handle(&self, stream: &StreamName) -> Result<Arc<StreamHandle>> {
+        self.shared
+            .streams
+            .read()
+            .get(stream)
+            .cloned()
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: stream.clone(),
+            })
+    }
+}
+
+/// Wakes the writer so an `interval` fsync happens even when appends stop.
+fn spawn_ticker(tx: mpsc::Sender<Op>, every: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("busbar-store-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            match tx.try_send(Op::Tick) {
+                // A full queue means the writer is busy and will commit anyway.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        });
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        batch: EventBatch,
+        opts: AppendOptions,
+    ) -> Result<Vec<EventId>> {
+        let stream = stream.clone();
+        self.call(|reply| Op::Append {
+            stream,
+            batch,
+            trim: opts.trim,
+            reply,
+        })
+        .await
+    }
+
+    async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
+        if query.start > query.end {
+            return Err(StoreError::InvertedRange {
+                start: query.start,
+                end: query.end,
+            });
+        }
+        let handle = self.handle(stream)?;
+        let snapshot = handle.state.read().snapshot(query.start, query.end);
+        snapshot.read(query)
+    }
+
+    async fn trim(&self, stream: &StreamName, trim: Trim) -> Result<u64> {
+        let stream = stream.clone();
+        self.call(|reply| Op::Trim {
+            stream,
+            trim,
+            reply,
+        })
+        .await
+    }
+
+    async fn delete(&self, stream: &StreamName, ids: &[EventId]) -> Result<u64> {
+        let stream = stream.clone();
+        let ids = ids.to_vec();
+        self.call(|reply| Op::Delete { stream, ids, reply }).await
+    }
+
+    async fn info(&self, stream: &StreamName) -> Result<StreamInfo> {
+        let handle = self.handle(stream)?;
+        let state = handle.state.read();
+        state.info(stream)
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamName>> {
+        if self.tx.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        Ok(self.shared.streams.read().keys().cloned().collect())
+    }
+
+    async fn delete_stream(&self, stream: &StreamName) -> Result<bool> {
+        let stream = stream.clone();
+        self.call(|reply| Op::DeleteStream { stream, reply }).await
+    }
+
+    async fn rotate(&self, stream: &StreamName) -> Result<Rotated> {
+        let stream = stream.clone();
+        self.call(|reply| Op::Rotate { stream, reply }).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.call(|reply| Op::Sync { reply }).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let result = self.call(|reply| Op::Close { reply }).await;
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            // The writer has answered Close and is returning.
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        match result {
+            Err(StoreError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+}

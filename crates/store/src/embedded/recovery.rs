@@ -1,0 +1,264 @@
+//! Opening a stream directory: validate every segment, truncate a torn
+//! tail, refuse (or quarantine) damage, rebuild missing or stale indexes.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use busbar_event::{EventId, IdClock, StreamName};
+use parking_lot::RwLock;
+
+use super::format::{scan_frames, SegmentHeader, HEADER_LEN};
+use super::segment::{index_path, IndexFile, Segment, SegmentBuilder};
+use super::stream::{StreamHandle, StreamState};
+use super::writer::{create_segment, sync_dir, Active, WStream};
+use super::{CorruptionPolicy, EmbeddedConfig};
+use crate::{Result, StoreError};
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::io(op, path, e)
+}
+
+/// Segment files of a stream directory, sorted by number.
+fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("list stream directory", dir))? {
+        let path = entry.map_err(io("list stream directory", dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(no) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push((no, path));
+        } else if name.ends_with(".tmp") {
+            // An index write interrupted by a crash.
+            std::fs::remove_file(&path).map_err(io("remove temporary file", &path))?;
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn quarantine(config: &EmbeddedConfig, stream: &StreamName, path: &Path) -> Result<()> {
+    let dir = config.dir.join("quarantine").join(stream.as_str());
+    std::fs::create_dir_all(&dir).map_err(io("create quarantine directory", &dir))?;
+    for file in [path.to_path_buf(), index_path(path)] {
+        if file.exists() {
+            let target = dir.join(file.file_name().unwrap_or_default());
+            std::fs::rename(&file, &target).map_err(io("quarantine segment", &file))?;
+        }
+    }
+    Ok(())
+}
+
+/// Recovers one stream.
+pub(crate) fn recover_stream(
+    config: &EmbeddedConfig,
+    name: &StreamName,
+    dir: &Path,
+) -> Result<WStream> {
+    let files = segment_files(dir)?;
+    let interval = config.index_interval_bytes;
+    let mut state = StreamState {
+        segments: Vec::new(),
+        floor: EventId::ZERO,
+        deleted: Default::default(),
+        last_id: EventId::ZERO,
+        hidden: 0,
+    };
+    let mut last_active: Option<(u64, PathBuf, u64, SegmentBuilder)> = None;
+    let mut next_no = 1;
+    let count = files.len();
+    for (i, (no, path)) in files.into_iter().enumerate() {
+        next_no = no + 1;
+        let is_last = i + 1 == count;
+        let data = std::fs::read(&path).map_err(io("read segment", &path))?;
+        let header = match SegmentHeader::decode(&data) {
+            Ok(h) => h,
+            Err(reason) if is_last && data.len() < HEADER_LEN as usize => {
+                // Created but its header never reached the disk: nothing in
+                // it was ever acknowledged.
+                tracing::warn!(file = %path.display(), reason, "removing a segment torn at creation");
+                std::fs::remove_file(&path).map_err(io("remove torn segment", &path))?;
+                continue;
+            }
+            Err(reason) => {
+                let err = StoreError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: reason.to_owned(),
+                };
+                match config.on_corruption {
+                    CorruptionPolicy::Fail => return Err(err),
+                    CorruptionPolicy::Quarantine => {
+                        tracing::error!(error = %err, "quarantining damaged segment");
+                        quarantine(config, name, &path)?;
+                        continue;
+                    }
+                }
+            }
+        };
+        state.last_id = state.last_id.max(header.prev_last_id);
+        state.floor = state.floor.max(header.floor);
+
+        let len = data.len() as u64;
+        let cached = (!is_last)
+            .then(|| IndexFile::read(&path))
+            .flatten()
+            .filter(|idx| idx.segment_len == len);
+        let builder = match cached {
+            Some(idx) => SegmentBuilder::from_index(&idx, interval),
+            None => {
+                let mut builder = SegmentBuilder::new(interval);
+                let scanned =
+                    scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |offset, body| {
+                        builder.frame(offset, body)
+                    });
+                match scanned {
+                    Ok(()) => {}
+                    Err(bad) if is_last && bad.torn => {
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = bad.offset,
+                            dropped_bytes = len - bad.offset,
+                            reason = bad.reason,
+                            "truncating torn tail of the active segment"
+                        );
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(io("open segment", &path))?;
+                        f.set_len(bad.offset)
+                            .map_err(io("truncate segment", &path))?;
+                        f.sync_all().map_err(io("sync segment", &path))?;
+                    }
+                    Err(bad) => {
+                        let err = StoreError::Corrupt {
+                            path: path.clone(),
+                            offset: bad.offset,
+                            reason: bad.reason.to_owned(),
+                        };
+                        match config.on_corruption {
+                            CorruptionPolicy::Fail => return Err(err),
+                            CorruptionPolicy::Quarantine => {
+                                tracing::error!(
+                                    error = %err,
+                                    events_before_damage = builder.count,
+                                    "quarantining damaged segment"
+                                );
+                                state.last_id =
+                                    state.last_id.max(builder.last_id.unwrap_or_default());
+                                quarantine(config, name, &path)?;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                if !is_last {
+                    builder.index_file(len).write(&path)?;
+                }
+                builder
+            }
+        };
+        for control in &builder.controls {
+            state.apply(control);
+        }
+        if let Some(last) = builder.last_id {
+            state.last_id = state.last_id.max(last);
+        }
+        let seg_len = if is_last {
+            std::fs::metadata(&path)
+                .map_err(io("stat segment", &path))?
+                .len()
+        } else {
+            len
+        };
+        let file = Arc::new(File::open(&path).map_err(io("open segment", &path))?);
+        state.segments.push(Segment {
+            no,
+            path: path.clone(),
+            file,
+            len: seg_len,
+            count: builder.count,
+            first_id: builder.first_id,
+            last_id: builder.last_id,
+            event_bytes: builder.event_bytes,
+            index: builder.entries.clone(),
+            sealed: !is_last,
+        });
+        if is_last {
+            last_active = Some((no, path, seg_len, builder));
+        }
+    }
+    let floor = state.floor;
+    state.deleted = state.deleted.split_off(&floor);
+
+    // The active segment: the last one, or a new one when the last was
+    // quarantined or the directory is empty.
+    let active = match last_active {
+        Some((no, path, len, builder)) => {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io("open segment", &path))?;
+            let read_file = Arc::new(File::open(&path).map_err(io("open segment", &path))?);
+            Active {
+                no,
+                path,
+                file,
+                read_file,
+                len,
+                published_entries: builder.entries.len(),
+                builder,
+            }
+        }
+        None => {
+            if let Some(last) = state.segments.last_mut() {
+                last.sealed = true;
+            }
+            let header = SegmentHeader {
+                prev_last_id: state.last_id,
+                floor: state.floor,
+            };
+            let (file, read_file, path) = create_segment(dir, next_no, header)?;
+            sync_dir(dir)?;
+            let builder = SegmentBuilder::new(interval);
+            state.segments.push(Segment {
+                no: next_no,
+                path: path.clone(),
+                file: read_file.clone(),
+                len: HEADER_LEN,
+                count: 0,
+                first_id: None,
+                last_id: None,
+                event_bytes: 0,
+                index: Vec::new(),
+                sealed: false,
+            });
+            Active {
+                no: next_no,
+                path,
+                file,
+                read_file,
+                len: HEADER_LEN,
+                builder,
+                published_entries: 0,
+            }
+        }
+    };
+    state.recount_hidden()?;
+    let clock = IdClock::new(state.last_id);
+    Ok(WStream {
+        handle: Arc::new(StreamHandle {
+            name: name.clone(),
+            state: RwLock::new(state),
+        }),
+        dir: dir.to_path_buf(),
+        clock,
+        active,
+        sealed: Vec::new(),
+        dirty: false,
+        unsynced: false,
+        new: false,
+    })
+}

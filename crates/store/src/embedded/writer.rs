@@ -1,0 +1,750 @@
+//! The writer thread: the only code that writes segment files.
+//!
+//! Requests arrive on a bounded queue. The thread takes everything queued
+//! (up to a cap), writes each append to its stream's active segment, then
+//! *commits*: one `fdatasync` per touched file (policy `always`), publishes
+//! the new events to readers, and answers every waiting appender. Appends
+//! that arrive while a commit's `fdatasync` runs queue up and share the next
+//! one — group commit.
+//!
+//! Trims, deletions, rotations and stream deletion are barriers: pending
+//! appends are committed first, then the operation runs alone.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use busbar_event::{now_ms, EventBatch, EventId, IdClock, StreamName, FRAME_HEADER_LEN};
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use super::format::{Control, SegmentHeader, HEADER_LEN};
+use super::segment::{index_path, segment_file_name, Segment, SegmentBuilder};
+use super::stream::{StreamHandle, StreamState};
+use super::EmbeddedConfig;
+use crate::memory::{assign_ids, check_ids, trim_floor};
+use crate::{Durability, Result, Rotated, StoreError, Trim};
+
+/// Most requests taken into one commit.
+const MAX_OPS_PER_COMMIT: usize = 4096;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A request to the writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Append {
+        stream: StreamName,
+        batch: EventBatch,
+        trim: Option<Trim>,
+        reply: Reply<Vec<EventId>>,
+    },
+    Trim {
+        stream: StreamName,
+        trim: Trim,
+        reply: Reply<u64>,
+    },
+    Delete {
+        stream: StreamName,
+        ids: Vec<EventId>,
+        reply: Reply<u64>,
+    },
+    Rotate {
+        stream: StreamName,
+        reply: Reply<Rotated>,
+    },
+    DeleteStream {
+        stream: StreamName,
+        reply: Reply<bool>,
+    },
+    Sync {
+        reply: Reply<()>,
+    },
+    /// Time passed: an `interval` fsync may be due.
+    Tick,
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// State shared between the writer and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub streams: RwLock<BTreeMap<StreamName, Arc<StreamHandle>>>,
+    pub streams_dir: PathBuf,
+    pub trash_dir: PathBuf,
+}
+
+/// The writer's view of a stream's active segment.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub no: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub read_file: Arc<File>,
+    pub len: u64,
+    pub builder: SegmentBuilder,
+    /// Index entries already handed to readers.
+    pub published_entries: usize,
+}
+
+/// A stream as the writer holds it.
+#[derive(Debug)]
+pub(crate) struct WStream {
+    pub handle: Arc<StreamHandle>,
+    pub dir: PathBuf,
+    pub clock: IdClock,
+    pub active: Active,
+    /// Segments sealed since the last publish.
+    pub sealed: Vec<Segment>,
+    /// Written since the last publish.
+    pub dirty: bool,
+    /// Written since the last fsync.
+    pub unsynced: bool,
+    /// Not yet in the shared map.
+    pub new: bool,
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub config: EmbeddedConfig,
+    pub streams: BTreeMap<StreamName, WStream>,
+    pub rx: mpsc::Receiver<Op>,
+    waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
+    pending_events: usize,
+    dirs_to_sync: Vec<PathBuf>,
+    /// Streams that sealed a segment since retention last ran.
+    rolled: Vec<StreamName>,
+    last_sync: Instant,
+    failed: bool,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::io(op, path, e)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+/// Creates segment `no` of a stream in `dir`; returns the append handle,
+/// a read handle, and the path.
+pub(crate) fn create_segment(
+    dir: &Path,
+    no: u64,
+    header: SegmentHeader,
+) -> Result<(File, Arc<File>, PathBuf)> {
+    let path = dir.join(segment_file_name(no));
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io("create segment", &path))?;
+    file.write_all(&header.encode())
+        .map_err(io("write segment header", &path))?;
+    let read = File::open(&path).map_err(io("open segment", &path))?;
+    Ok((file, Arc::new(read), path))
+}
+
+impl Active {
+    fn shared_segment(&self) -> Segment {
+        Segment {
+            no: self.no,
+            path: self.path.clone(),
+            file: self.read_file.clone(),
+            len: self.len,
+            count: self.builder.count,
+            first_id: self.builder.first_id,
+            last_id: self.builder.last_id,
+            event_bytes: self.builder.event_bytes,
+            index: self.builder.entries.clone(),
+            sealed: false,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(io("write segment", &self.path))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        config: EmbeddedConfig,
+        streams: BTreeMap<StreamName, WStream>,
+        rx: mpsc::Receiver<Op>,
+    ) -> Self {
+        Writer {
+            shared,
+            config,
+            streams,
+            rx,
+            waiting: Vec::new(),
+            pending_events: 0,
+            dirs_to_sync: Vec::new(),
+            rolled: Vec::new(),
+            last_sync: Instant::now(),
+            failed: false,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut ops = Vec::with_capacity(64);
+        while let Some(op) = self.rx.blocking_recv() {
+            ops.push(op);
+            while ops.len() < MAX_OPS_PER_COMMIT {
+                match self.rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            for op in ops.drain(..) {
+                if let Some(reply) = self.handle(op) {
+                    let result = self.close();
+                    let _ = reply.send(result);
+                    return;
+                }
+            }
+            self.commit();
+            self.apply_retention();
+        }
+        let _ = self.close();
+    }
+
+    /// Handles one request; returns the reply of a `Close`.
+    fn handle(&mut self, op: Op) -> Option<Reply<()>> {
+        if self.failed {
+            fail_op(op);
+            return None;
+        }
+        match op {
+            Op::Append {
+                stream,
+                batch,
+                trim: None,
+                reply,
+            } => match self.append(&stream, batch) {
+                Ok(ids) => self.waiting.push((reply, ids)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Op::Append {
+                stream,
+                batch,
+                trim: Some(trim),
+                reply,
+            } => {
+                let result = self.append(&stream, batch).and_then(|ids| {
+                    self.commit_checked()?;
+                    self.trim(&stream, trim)?;
+                    Ok(ids)
+                });
+                let _ = reply.send(result);
+            }
+            Op::Trim {
+                stream,
+                trim,
+                reply,
+            } => {
+                let result = self
+                    .commit_checked()
+                    .and_then(|()| self.trim(&stream, trim));
+                let _ = reply.send(result);
+            }
+            Op::Delete { stream, ids, reply } => {
+                let result = self
+                    .commit_checked()
+                    .and_then(|()| self.delete(&stream, ids));
+                let _ = reply.send(result);
+            }
+            Op::Rotate { stream, reply } => {
+                let result = self.commit_checked().and_then(|()| self.rotate(&stream));
+                let _ = reply.send(result);
+            }
+            Op::DeleteStream { stream, reply } => {
+                let result = self
+                    .commit_checked()
+                    .and_then(|()| self.delete_stream(&stream));
+                let _ = reply.send(result);
+            }
+            Op::Sync { reply } => {
+                let result = self.commit_checked().and_then(|()| self.sync_all());
+                let _ = reply.send(result);
+            }
+            Op::Tick => self.commit(),
+            Op::Close { reply } => return Some(reply),
+        }
+        None
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.commit_checked()?;
+        self.sync_all()?;
+        self.failed = true;
+        self.rx.close();
+        Ok(())
+    }
+
+    fn stream_for_append(&mut self, name: &StreamName) -> Result<&mut WStream> {
+        if !self.streams.contains_key(name) {
+            let dir = self.shared.streams_dir.join(name.as_str());
+            std::fs::create_dir_all(&dir).map_err(io("create stream directory", &dir))?;
+            let (file, read_file, path) = create_segment(&dir, 1, SegmentHeader::default())?;
+            self.dirs_to_sync.push(dir.clone());
+            self.dirs_to_sync.push(self.shared.streams_dir.clone());
+            let handle = Arc::new(StreamHandle {
+                name: name.clone(),
+                state: RwLock::new(StreamState {
+                    segments: Vec::new(),
+                    floor: EventId::ZERO,
+                    deleted: Default::default(),
+                    last_id: EventId::ZERO,
+                    hidden: 0,
+                }),
+            });
+            self.streams.insert(
+                name.clone(),
+                WStream {
+                    handle,
+                    dir,
+                    clock: IdClock::new(EventId::ZERO),
+                    active: Active {
+                        no: 1,
+                        path,
+                        file,
+                        read_file,
+                        len: HEADER_LEN,
+                        builder: SegmentBuilder::new(self.config.index_interval_bytes),
+                        published_entries: 0,
+                    },
+                    sealed: Vec::new(),
+                    dirty: true,
+                    unsynced: true,
+                    new: true,
+                },
+            );
+        }
+        self.streams
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: name.clone(),
+            })
+    }
+
+    fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
+        self.streams
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: name.clone(),
+            })
+    }
+
+    fn append(&mut self, name: &StreamName, mut batch: EventBatch) -> Result<Vec<EventId>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let segment_bytes = self.config.segment_bytes;
+        let ws = self.stream_for_append(name)?;
+        let now = now_ms();
+        check_ids(name, ws.clock, &batch, now)?;
+        if ws.active.builder.count > 0 && ws.active.len + batch.encoded_len() as u64 > segment_bytes
+        {
+            let dir = roll(ws)?;
+            self.dirs_to_sync.push(dir);
+            self.rolled.push(name.clone());
+        }
+        let ws = self.existing(name)?;
+        let ids = assign_ids(&mut ws.clock, &mut batch, now);
+        let framed = batch.seal();
+        let base = ws.active.len;
+        if let Err(e) = ws.active.write(&framed) {
+            self.fail(&e);
+            return Err(e);
+        }
+        let mut at = 0usize;
+        for id in &ids {
+            let len =
+                u32::from_le_bytes([framed[at], framed[at + 1], framed[at + 2], framed[at + 3]])
+                    as usize
+                    + FRAME_HEADER_LEN;
+            ws.active.builder.event(*id, base + at as u64, len as u64);
+            at += len;
+        }
+        ws.dirty = true;
+        ws.unsynced = true;
+        self.pending_events += ids.len();
+        Ok(ids)
+    }
+
+    /// Applies [`super::Retention`] to streams that sealed a segment.
+    fn apply_retention(&mut self) {
+        if self.rolled.is_empty() || self.failed {
+            return;
+        }
+        let r = self.config.retention;
+        let mut trims = Vec::new();
+        if let Some(max) = r.max_len {
+            trims.push(Trim::MaxLen { max, approx: true });
+        }
+        if let Some(age) = r.max_age {
+            trims.push(Trim::MaxAge { age, approx: true });
+        }
+        if let Some(max) = r.max_bytes {
+            trims.push(Trim::MaxBytes { max });
+        }
+        for name in std::mem::take(&mut self.rolled) {
+            for trim in &trims {
+                if let Err(e) = self.drop_segments(&name, *trim) {
+                    tracing::error!(stream = %name, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Makes written data durable as the policy says, publishes it to
+    /// readers and answers waiting appenders.
+    fn commit(&mut self) {
+        if let Err(e) = self.commit_checked() {
+            tracing::error!(error = %e, "commit failed; the store stops accepting writes");
+        }
+    }
+
+    fn commit_checked(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(StoreError::Closed);
+        }
+        let sync_now = match self.config.durability {
+            Durability::Always => true,
+            Durability::Interval(d) => self.last_sync.elapsed() >= d,
+            Durability::Never => false,
+        };
+        let mut fsync_time = Duration::ZERO;
+        if sync_now {
+            let started = Instant::now();
+            if let Err(e) = self.sync_unsynced() {
+                self.fail(&e);
+                return Err(e);
+            }
+            fsync_time = started.elapsed();
+        }
+        self.publish();
+        let events = std::mem::take(&mut self.pending_events);
+        for (reply, ids) in self.waiting.drain(..) {
+            let _ = reply.send(Ok(ids));
+        }
+        if events > 0 {
+            if let Some(observer) = &self.config.observer {
+                observer.commit(events, fsync_time);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_unsynced(&mut self) -> Result<()> {
+        for ws in self.streams.values_mut().filter(|ws| ws.unsynced) {
+            ws.active
+                .file
+                .sync_data()
+                .map_err(io("sync segment", &ws.active.path))?;
+            ws.unsynced = false;
+        }
+        for dir in std::mem::take(&mut self.dirs_to_sync) {
+            sync_dir(&dir)?;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_all(&mut self) -> Result<()> {
+        for ws in self.streams.values_mut() {
+            ws.unsynced = true;
+        }
+        self.sync_unsynced()
+    }
+
+    fn publish(&mut self) {
+        for ws in self.streams.values_mut().filter(|ws| ws.dirty) {
+            let mut st = ws.handle.state.write();
+            for sealed in ws.sealed.drain(..) {
+                match st.segments.last_mut() {
+                    Some(last) if last.no == sealed.no => *last = sealed,
+                    _ => st.segments.push(sealed),
+                }
+            }
+            let active = &mut ws.active;
+            match st.segments.last_mut() {
+                Some(last) if last.no == active.no => {
+                    last.len = active.len;
+                    last.count = active.builder.count;
+                    last.first_id = active.builder.first_id;
+                    last.last_id = active.builder.last_id;
+                    last.event_bytes = active.builder.event_bytes;
+                    last.index
+                        .extend_from_slice(&active.builder.entries[active.published_entries..]);
+                }
+                _ => st.segments.push(active.shared_segment()),
+            }
+            active.published_entries = active.builder.entries.len();
+            st.last_id = ws.clock.last();
+            drop(st);
+            ws.dirty = false;
+            if ws.new {
+                self.shared
+                    .streams
+                    .write()
+                    .insert(ws.handle.name.clone(), ws.handle.clone());
+                ws.new = false;
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "write failed; the store stops accepting writes");
+        self.failed = true;
+        for (reply, _) in self.waiting.drain(..) {
+            let _ = reply.send(Err(StoreError::Closed));
+        }
+    }
+
+    /// Logs a control record in the stream's active segment and makes it
+    /// durable (policy permitting) before it takes effect.
+    fn log_control(&mut self, name: &StreamName, control: &Control) -> Result<()> {
+        let always = self.config.durability == Durability::Always;
+        let ws = self.existing(name)?;
+        ws.active.write(&control.encode())?;
+        ws.active.builder.controls.push(control.clone());
+        ws.dirty = true;
+        if always {
+            ws.active
+                .file
+                .sync_data()
+                .map_err(io("sync segment", &ws.active.path))?;
+        } else {
+            ws.unsynced = true;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn trim(&mut self, name: &StreamName, trim: Trim) -> Result<u64> {
+        let handle = self.existing(name)?.handle.clone();
+        let before = handle.state.read().length();
+        let exact = match trim {
+            Trim::MaxLen { approx, .. }
+            | Trim::MinId { approx, .. }
+            | Trim::MaxAge { approx, .. } => !approx,
+            Trim::MaxBytes { .. } => false,
+        };
+        if exact {
+            let new_floor = {
+                let st = handle.state.read();
+                match trim {
+                    Trim::MaxLen { max, .. } => st.floor_for_maxlen(max)?,
+                    other => trim_floor(other),
+                }
+                .filter(|f| *f > st.floor)
+            };
+            if let Some(floor) = new_floor {
+                let control = Control::Trim(floor);
+                self.log_control(name, &control)?;
+                let mut st = handle.state.write();
+                st.apply(&control);
+                st.recount_hidden()?;
+            }
+        }
+        self.drop_segments(name, trim)?;
+        let after = handle.state.read().length();
+        Ok(before.saturating_sub(after))
+    }
+
+    /// Drops whole sealed segments at the front that `trim` allows to go.
+    fn drop_segments(&mut self, name: &StreamName, trim: Trim) -> Result<()> {
+        let always = self.config.durability == Durability::Always;
+        let ws = self.existing(name)?;
+        let mut st = ws.handle.state.write();
+        let mut length = st.length();
+        let mut bytes: u64 = st.segments.iter().map(|s| s.event_bytes).sum();
+        let id_floor = trim_floor(trim).unwrap_or(EventId::ZERO).max(st.floor);
+        let mut drop_count = 0;
+        for seg in &st.segments {
+            if !seg.sealed || seg.no == ws.active.no {
+                break;
+            }
+            let below_floor = seg.last_id.is_none_or(|l| l < id_floor);
+            let live = seg.count
+                - seg.count_below(st.floor)?
+                - match (seg.first_id, seg.last_id) {
+                    (Some(f), Some(l)) => st.deleted.range(f..=l).count() as u64,
+                    _ => 0,
+                };
+            let allowed = below_floor
+                || match trim {
+                    Trim::MaxLen { max, .. } => length - live >= max,
+                    Trim::MaxBytes { max } => bytes > max,
+                    _ => false,
+                };
+            if !allowed {
+                break;
+            }
+            length -= live;
+            bytes -= seg.event_bytes;
+            drop_count += 1;
+        }
+        if drop_count == 0 {
+            return Ok(());
+        }
+        let dropped: Vec<Segment> = st.segments.drain(..drop_count).collect();
+        if let Some(last) = dropped.last().and_then(|s| s.last_id) {
+            st.deleted = st
+                .deleted
+                .split_off(&last.successor().unwrap_or(EventId::MAX));
+        }
+        st.recount_hidden()?;
+        drop(st);
+        for seg in &dropped {
+            std::fs::remove_file(&seg.path).map_err(io("remove segment", &seg.path))?;
+            let idx = index_path(&seg.path);
+            if let Err(e) = std::fs::remove_file(&idx) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StoreError::io("remove index", &idx, e));
+                }
+            }
+        }
+        if always {
+            sync_dir(&ws.dir)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &StreamName, mut ids: Vec<EventId>) -> Result<u64> {
+        let handle = self.existing(name)?.handle.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let existing: Vec<EventId> = {
+            let st = handle.state.read();
+            let mut found = Vec::new();
+            for id in ids {
+                if id < st.floor || st.deleted.contains(&id) {
+                    continue;
+                }
+                let mut hit = false;
+                st.snapshot(id, id).scan_forward(|e| {
+                    hit = e.id() == id;
+                    false
+                })?;
+                if hit {
+                    found.push(id);
+                }
+            }
+            found
+        };
+        if existing.is_empty() {
+            return Ok(0);
+        }
+        let control = Control::Delete(existing);
+        self.log_control(name, &control)?;
+        handle.state.write().apply(&control);
+        let Control::Delete(ids) = control else {
+            return Ok(0);
+        };
+        Ok(ids.len() as u64)
+    }
+
+    fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
+        let ws = self.existing(name)?;
+        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
+        if !empty {
+            let dir = roll(ws)?;
+            ws.dirty = true;
+            self.dirs_to_sync.push(dir);
+            self.commit_checked()?;
+        }
+        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
+        Ok(Rotated {
+            sealed: !empty,
+            segments,
+        })
+    }
+
+    fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
+        let Some(ws) = self.streams.remove(name) else {
+            return Ok(false);
+        };
+        self.shared.streams.write().remove(name);
+        drop(ws.active);
+        // Renamed first, so a crash mid-removal never leaves half a stream.
+        std::fs::create_dir_all(&self.shared.trash_dir)
+            .map_err(io("create trash directory", &self.shared.trash_dir))?;
+        let trash = self
+            .shared
+            .trash_dir
+            .join(format!("{}-{}", name.as_str(), now_ms()));
+        std::fs::rename(&ws.dir, &trash).map_err(io("move stream to trash", &ws.dir))?;
+        sync_dir(&self.shared.streams_dir)?;
+        std::fs::remove_dir_all(&trash).map_err(io("remove stream", &trash))?;
+        Ok(true)
+    }
+}
+
+/// Seals the active segment (fsync, index file) and starts the next one.
+/// Returns the directory whose entries changed.
+fn roll(ws: &mut WStream) -> Result<PathBuf> {
+    let active = &mut ws.active;
+    active
+        .file
+        .sync_data()
+        .map_err(io("sync segment", &active.path))?;
+    active.builder.index_file(active.len).write(&active.path)?;
+    let mut sealed = active.shared_segment();
+    sealed.sealed = true;
+    ws.sealed.push(sealed);
+    let floor = ws.handle.state.read().floor;
+    let no = active.no + 1;
+    let header = SegmentHeader {
+        prev_last_id: ws.clock.last(),
+        floor,
+    };
+    let (file, read_file, path) = create_segment(&ws.dir, no, header)?;
+    let interval = active.builder_interval();
+    ws.active = Active {
+        no,
+        path,
+        file,
+        read_file,
+        len: HEADER_LEN,
+        builder: SegmentBuilder::new(interval),
+        published_entries: 0,
+    };
+    ws.dirty = true;
+    ws.unsynced = true;
+    Ok(ws.dir.clone())
+}
+
+impl Active {
+    fn builder_interval(&self) -> u64 {
+        self.builder.interval()
+    }
+}
+
+fn fail_op(op: Op) {
+    match op {
+        Op::Append { reply, .. } => drop(reply.send(Err(StoreError::Closed))),
+        Op::Trim { reply, .. } | Op::Delete { reply, .. } => {
+            drop(reply.send(Err(StoreError::Closed)))
+        }
+        Op::Rotate { reply, .. } => drop(reply.send(Err(StoreError::Closed))),
+        Op::DeleteStream { reply, .. } => drop(reply.send(Err(StoreError::Closed))),
+        Op::Sync { reply } | Op::Close { reply } => drop(reply.send(Err(StoreError::Closed))),
+        Op::Tick => {}
+    }
+}
