@@ -552,6 +552,9 @@ impl Writer {
                     Trim::MaxLen { max, .. } => st.floor_for_maxlen(max)?,
                     other => trim_floor(other),
                 }
+                // A floor past the last id would hide events appended later
+                // with smaller ids than the floor; Redis keeps those too.
+                .map(|f| f.min(st.last_id.successor().unwrap_or(EventId::MAX)))
                 .filter(|f| *f > st.floor)
             };
             if let Some(floor) = new_floor {
