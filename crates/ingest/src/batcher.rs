@@ -1,0 +1,251 @@
+//! Grouping parsed lines into one batch per stream, remembering the order
+//! the answers must go out in.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use busbar_engine::{Engine, EngineError, Principal, Transport};
+use busbar_event::{parse_event, EventBatch, EventError, Limits, StreamName};
+
+/// Where one event line's answer comes from.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// The next id of batch `n`.
+    Event(u32),
+    /// The line was refused before any append.
+    Error(ErrorLine),
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorLine {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+impl ErrorLine {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        ErrorLine {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_engine(e: &EngineError) -> Self {
+        ErrorLine::new(e.reason(), e.to_string())
+    }
+}
+
+/// Events read from a connection and not yet handed to the publisher.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// Who sent them (each event was checked against it already).
+    pub(crate) principal: Principal,
+    pub(crate) batches: Vec<(StreamName, EventBatch)>,
+    /// One per event line, in order; empty when acks are off.
+    pub(crate) slots: Vec<Slot>,
+}
+
+/// Builds [`Chunk`]s for one connection.
+pub(crate) struct Batcher {
+    engine: Arc<Engine>,
+    transport: Transport,
+    principal: Principal,
+    default_stream: StreamName,
+    limits: Limits,
+    acks: bool,
+    max_batch: usize,
+    /// Chunk size, in record bytes, past which reading pauses until the
+    /// publisher takes the chunk (bounds a connection's memory).
+    max_chunk_bytes: usize,
+    batches: Vec<(StreamName, EventBatch)>,
+    slots: Vec<Slot>,
+    /// Record bytes in `batches`.
+    bytes: usize,
+    /// For each stream in the chunk, the batch still being filled.
+    open: Vec<(StreamName, u32)>,
+}
+
+impl Batcher {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        transport: Transport,
+        principal: Principal,
+        max_line: usize,
+        acks: bool,
+    ) -> Self {
+        let default_stream = engine.default_stream(&principal);
+        let max_batch = engine.config().max_batch_events.max(1);
+        Batcher {
+            engine,
+            transport,
+            principal,
+            default_stream,
+            limits: Limits {
+                max_event_bytes: max_line,
+            },
+            acks,
+            max_batch,
+            max_chunk_bytes: (4 * 1024 * 1024).max(max_line * 2),
+            batches: Vec::new(),
+            slots: Vec::new(),
+            bytes: 0,
+            open: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.slots.is_empty()
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.bytes >= self.max_chunk_bytes
+    }
+
+    /// Hands over the chunk built so far.
+    pub(crate) fn take(&mut self) -> Chunk {
+        self.open.clear();
+        self.bytes = 0;
+        Chunk {
+            principal: self.principal.clone(),
+            batches: std::mem::take(&mut self.batches),
+            slots: std::mem::take(&mut self.slots),
+        }
+    }
+
+    /// Records a refused line.
+    pub(crate) fn refuse(&mut self, error: &EngineError) {
+        self.engine.count_error(self.transport, error);
+        if self.acks {
+            self.slots.push(Slot::Error(ErrorLine::from_engine(error)));
+        }
+    }
+
+    /// Records a line over the length limit.
+    pub(crate) fn too_long(&mut self, len: usize) {
+        self.refuse(&EngineError::Event(EventError::TooLarge {
+            len,
+            limit: self.limits.max_event_bytes,
+        }));
+    }
+
+    /// Parses an event line and adds it to its stream's batch.
+    pub(crate) fn push_line(&mut self, line: &[u8]) {
+        match self.try_push(line) {
+            Ok(batch) => {
+                if self.acks {
+                    self.slots.push(Slot::Event(batch));
+                }
+            }
+            Err(e) => self.refuse(&e),
+        }
+    }
+
+    fn try_push(&mut self, line: &[u8]) -> Result<u32, EngineError> {
+        let mut event = parse_event(line, &self.limits)?;
+        // Events of a tenant-bound producer carry its tenant.
+        if event.tenant.is_none() {
+            if let Some(t) = self.principal.tenant() {
+                event.tenant = Some(Cow::Borrowed(t));
+            }
+        }
+        let stream = event.stream.as_ref().unwrap_or(&self.default_stream);
+        self.engine
+            .check_publish(&self.principal, stream, event.tenant.as_deref())?;
+        let index = open_batch(&mut self.open, &mut self.batches, self.max_batch, stream);
+        let (_, batch) = &mut self.batches[index as usize];
+        let before = batch.encoded_len();
+        batch.push_parsed(&event)?;
+        self.bytes += batch.encoded_len() - before;
+        Ok(index)
+    }
+}
+
+/// The index of the batch that takes the next event of `stream`: the open
+/// one, or a new one when there is none or it is full.
+fn open_batch(
+    open: &mut Vec<(StreamName, u32)>,
+    batches: &mut Vec<(StreamName, EventBatch)>,
+    max_batch: usize,
+    stream: &StreamName,
+) -> u32 {
+    if let Some(at) = open.iter().position(|(s, _)| s == stream) {
+        let index = open[at].1;
+        if batches[index as usize].1.len() < max_batch {
+            return index;
+        }
+        open.swap_remove(at);
+    }
+    let index = batches.len() as u32;
+    batches.push((stream.clone(), EventBatch::with_capacity(64 * 1024)));
+    open.push((stream.clone(), index));
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use busbar_engine::{Auth, EngineConfig, Metrics, Readiness};
+    use busbar_store::memory::MemoryStore;
+
+    fn engine(max_batch_events: usize) -> Arc<Engine> {
+        Engine::new(
+            Arc::new(MemoryStore::new()),
+            Auth::default(),
+            EngineConfig {
+                max_batch_events,
+                ..EngineConfig::default()
+            },
+            Arc::new(Metrics::default()),
+            Readiness::new(None, 0),
+        )
+    }
+
+    #[test]
+    fn groups_by_stream_in_order_and_splits_at_the_batch_limit() {
+        let mut b = Batcher::new(engine(2), Transport::Unix, Principal::Trusted, 1024, true);
+        for line in [
+            &br#"{"type":"a"}"#[..],
+            br#"{"type":"b","stream":"s2"}"#,
+            br#"not json"#,
+            br#"{"type":"c"}"#,
+            br#"{"type":"d"}"#,
+        ] {
+            b.push_line(line);
+        }
+        let chunk = b.take();
+        let names: Vec<_> = chunk
+            .batches
+            .iter()
+            .map(|(s, b)| (s.as_str().to_owned(), b.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("events".to_owned(), 2),
+                ("s2".to_owned(), 1),
+                ("events".to_owned(), 1)
+            ]
+        );
+        let order: Vec<String> = chunk
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Event(i) => i.to_string(),
+                Slot::Error(e) => e.reason.to_owned(),
+            })
+            .collect();
+        assert_eq!(order, ["0", "1", "malformed_json", "0", "2"]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn without_acks_no_slots_are_kept() {
+        let mut b = Batcher::new(engine(10), Transport::Tcp, Principal::Open, 1024, false);
+        b.push_line(br#"{"type":"a"}"#);
+        b.push_line(b"{");
+        let chunk = b.take();
+        assert!(chunk.slots.is_empty());
+        assert_eq!(chunk.batches.len(), 1);
+    }
+}

@@ -1,0 +1,349 @@
+//! One producer connection: hello, reading and batching on one side,
+//! publishing and answering on the other, joined by a bounded queue.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use busbar_engine::{Engine, EngineError, Principal, Transport};
+use busbar_event::EventId;
+use busbar_store::AppendOptions;
+use bytes::BytesMut;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::batcher::{Batcher, Chunk, ErrorLine, Slot};
+use crate::lines::{is_blank, Line, LineSplitter};
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Chunks waiting for the publisher. One is enough: while the publisher
+/// works, the reader keeps growing the next chunk, which is what turns a
+/// fast producer's lines into large appends.
+const QUEUE_CHUNKS: usize = 1;
+
+/// What the reader hands the publisher.
+enum Work {
+    Chunk(Chunk),
+    /// Answer this and close (bad hello, bad token).
+    Refuse(ErrorLine),
+}
+
+/// Per-connection settings.
+#[derive(Clone)]
+pub(crate) struct ConnectionContext {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) transport: Transport,
+    pub(crate) max_line: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hello {
+    #[serde(default)]
+    acks: bool,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// The first line: a hello, or the first event.
+enum First {
+    Hello { acks: bool, principal: Principal },
+    Event(Principal),
+    Refuse(ErrorLine),
+}
+
+impl ConnectionContext {
+    /// Serves one connection until the producer closes, the connection
+    /// fails, or `shutdown` fires; every event read is published and, with
+    /// acks on, answered before this returns.
+    pub(crate) async fn serve<R, W>(&self, reader: R, writer: W, shutdown: watch::Receiver<bool>)
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        tokio::join!(
+            self.read_side(reader, tx, shutdown),
+            self.publish_side(writer, rx)
+        );
+    }
+
+    fn first_line(&self, line: &[u8]) -> First {
+        let auth = self.engine.auth();
+        let principal_for = |token: Option<&str>| -> Result<Principal, EngineError> {
+            match self.transport {
+                // The socket's file mode is the access control.
+                Transport::Unix => Ok(Principal::Trusted),
+                _ => auth.authenticate(token),
+            }
+        };
+        if let Some(hello) = parse_hello(line) {
+            return match hello {
+                Ok(h) => match principal_for(h.token.as_deref()) {
+                    Ok(principal) => First::Hello {
+                        acks: h.acks,
+                        principal,
+                    },
+                    Err(e) => {
+                        self.engine.count_error(self.transport, &e);
+                        First::Refuse(ErrorLine::from_engine(&e))
+                    }
+                },
+                Err(message) => {
+                    self.engine
+                        .metrics()
+                        .ingest_errors
+                        .get([self.transport.as_str(), "bad_hello"])
+                        .inc();
+                    First::Refuse(ErrorLine::new("bad_hello", message))
+                }
+            };
+        }
+        self.no_hello()
+    }
+
+    /// A connection whose first line is not a hello.
+    fn no_hello(&self) -> First {
+        let principal = match self.transport {
+            Transport::Unix => Ok(Principal::Trusted),
+            _ => self.engine.auth().authenticate(None),
+        };
+        match principal {
+            Ok(p) => First::Event(p),
+            Err(e) => {
+                self.engine.count_error(self.transport, &e);
+                First::Refuse(ErrorLine::new(
+                    e.reason(),
+                    format!("{e}: send {{\"hello\":{{\"token\":\"<secret>\"}}}} as the first line"),
+                ))
+            }
+        }
+    }
+
+    async fn read_side<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+        tx: mpsc::Sender<Work>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut splitter = LineSplitter::new(self.max_line);
+        let mut batcher: Option<Batcher> = None;
+        let mut refused: Option<ErrorLine> = None;
+        let mut eof = false;
+        while !eof {
+            let has_work = batcher.as_ref().is_some_and(|b| !b.is_empty());
+            let full = batcher.as_ref().is_some_and(Batcher::is_full);
+            tokio::select! {
+                biased;
+                permit = tx.reserve(), if has_work => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(b) = batcher.as_mut() {
+                        permit.send(Work::Chunk(b.take()));
+                    }
+                    continue;
+                }
+                _ = crate::listener::stopped(&mut shutdown) => break,
+                read = read_more(&mut reader, &mut buf), if !full => match read {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(transport = self.transport.as_str(), error = %e, "ingest connection read failed");
+                        break;
+                    }
+                },
+            }
+            splitter.split(&mut buf, eof, |line| {
+                if refused.is_some() {
+                    return;
+                }
+                let b = match &mut batcher {
+                    Some(b) => b,
+                    None => {
+                        let first = match line {
+                            Line::Text(text) if is_blank(text) => return,
+                            Line::Text(text) => self.first_line(text),
+                            // Too long to be a hello: the first event.
+                            Line::TooLong { .. } => self.no_hello(),
+                        };
+                        match first {
+                            First::Hello { acks, principal } => {
+                                batcher = Some(self.batcher(principal, acks));
+                                return;
+                            }
+                            First::Event(principal) => {
+                                batcher.insert(self.batcher(principal, false))
+                            }
+                            First::Refuse(e) => {
+                                refused = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                };
+                match line {
+                    Line::Text(text) if is_blank(text) => {}
+                    Line::Text(text) => b.push_line(text),
+                    Line::TooLong { len } => b.too_long(len),
+                }
+            });
+            if let Some(e) = refused.take() {
+                let _ = tx.send(Work::Refuse(e)).await;
+                return;
+            }
+        }
+        // Whatever was read before the end is published and answered.
+        if let Some(mut b) = batcher {
+            if !b.is_empty() {
+                let _ = tx.send(Work::Chunk(b.take())).await;
+            }
+        }
+    }
+
+    fn batcher(&self, principal: Principal, acks: bool) -> Batcher {
+        Batcher::new(
+            self.engine.clone(),
+            self.transport,
+            principal,
+            self.max_line,
+            acks,
+        )
+    }
+
+    async fn publish_side<W: AsyncWrite + Unpin>(
+        &self,
+        mut writer: W,
+        mut rx: mpsc::Receiver<Work>,
+    ) {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let mut ids: Vec<Result<Vec<EventId>, ErrorLine>> = Vec::new();
+        let mut writable = true;
+        while let Some(work) = rx.recv().await {
+            out.clear();
+            match work {
+                Work::Refuse(e) => {
+                    error_line(&mut out, &e);
+                    if writable {
+                        let _ = writer.write_all(&out).await;
+                    }
+                    break;
+                }
+                Work::Chunk(chunk) => {
+                    ids.clear();
+                    for (stream, batch) in chunk.batches {
+                        let result = self
+                            .engine
+                            .publish(
+                                &chunk.principal,
+                                &stream,
+                                batch,
+                                AppendOptions::default(),
+                                self.transport,
+                            )
+                            .await
+                            .map_err(|e| ErrorLine::from_engine(&e));
+                        ids.push(result);
+                    }
+                    if chunk.slots.is_empty() || !writable {
+                        continue;
+                    }
+                    let mut cursors = vec![0usize; ids.len()];
+                    for slot in &chunk.slots {
+                        match slot {
+                            Slot::Error(e) => error_line(&mut out, e),
+                            Slot::Event(i) => {
+                                let i = *i as usize;
+                                match &ids[i] {
+                                    Ok(batch_ids) => {
+                                        let _ = writeln!(
+                                            out,
+                                            "{{\"id\":\"{}\"}}",
+                                            batch_ids[cursors[i]]
+                                        );
+                                        cursors[i] += 1;
+                                    }
+                                    Err(e) => error_line(&mut out, e),
+                                }
+                            }
+                        }
+                    }
+                    if let Err(e) = writer.write_all(&out).await {
+                        // The producer is gone; what it sent is still
+                        // published, only the answers are dropped.
+                        tracing::debug!(transport = self.transport.as_str(), error = %e, "cannot write acknowledgements");
+                        writable = false;
+                    }
+                }
+            }
+        }
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+    }
+}
+
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    buf.reserve(READ_SIZE);
+    reader.read_buf(buf).await
+}
+
+/// `Some` when the line is a hello: `Ok` if understood, `Err(message)` if
+/// it names `hello` but is not a valid one.
+fn parse_hello(line: &[u8]) -> Option<Result<Hello, String>> {
+    // Cheap test first: most first lines are events.
+    memchr::memmem::find(line, b"\"hello\"")?;
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let object = value.as_object()?;
+    let hello = object.get("hello")?;
+    if object.len() != 1 {
+        return Some(Err(
+            "a hello line holds only {\"hello\":{\"acks\":bool,\"token\":string}}".to_owned(),
+        ));
+    }
+    Some(Hello::deserialize(hello).map_err(|e| {
+        format!("invalid hello: {e}; expected {{\"hello\":{{\"acks\":bool,\"token\":string}}}}")
+    }))
+}
+
+fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
+    out.extend_from_slice(b"{\"error\":\"");
+    out.extend_from_slice(e.reason.as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    let _ = serde_json::to_writer(&mut *out, &e.message);
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_detection() {
+        assert!(parse_hello(br#"{"type":"t"}"#).is_none());
+        assert!(parse_hello(br#"{"type":"t","data":"hello"}"#).is_none());
+        assert!(parse_hello(br#"{"type":"t","hello":1}"#).unwrap().is_err());
+        let h = parse_hello(br#"{"hello":{"acks":true,"token":"x"}}"#)
+            .unwrap()
+            .unwrap();
+        assert!(h.acks);
+        assert_eq!(h.token.as_deref(), Some("x"));
+        assert!(!parse_hello(br#"{"hello":{}}"#).unwrap().unwrap().acks);
+        assert!(parse_hello(br#"{"hello":{"ack":true}}"#).unwrap().is_err());
+    }
+
+    #[test]
+    fn error_lines_are_json() {
+        let mut out = Vec::new();
+        error_line(
+            &mut out,
+            &ErrorLine::new("too_large", "a \"quoted\" message"),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"], "too_large");
+        assert_eq!(v["message"], "a \"quoted\" message");
+    }
+}

@@ -1,0 +1,249 @@
+//! Accept loops shared by every socket transport: the connection limit, the
+//! connection gauges and draining at shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_engine::{Engine, Transport};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::connection::ConnectionContext;
+use crate::UnixSocket;
+
+/// Limits of the ingest transports.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Longest accepted line, in bytes.
+    pub max_line_bytes: usize,
+    /// Open connections per transport; past it a connection gets one
+    /// `too_many_connections` error line and is closed.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections to publish and answer
+    /// what they have read.
+    pub drain_timeout: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_line_bytes: 1024 * 1024,
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The NDJSON ingest transports of one engine.
+///
+/// Each `serve_*` call runs until `shutdown` turns true: it then stops
+/// accepting, lets every open connection publish and acknowledge what it has
+/// already read (up to [`IngestOptions::drain_timeout`]) and returns.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    engine: Arc<Engine>,
+    options: IngestOptions,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Ingest {
+    /// Ingest into `engine`, stopping when `shutdown` becomes true.
+    pub fn new(
+        engine: Arc<Engine>,
+        options: IngestOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Ingest {
+            engine,
+            options,
+            shutdown,
+        }
+    }
+
+    fn context(&self, transport: Transport) -> ConnectionContext {
+        ConnectionContext {
+            engine: self.engine.clone(),
+            transport,
+            max_line: self.options.max_line_bytes,
+        }
+    }
+
+    /// Serves the events Unix socket (callers are trusted).
+    pub async fn serve_unix(&self, socket: UnixSocket) {
+        let ctx = self.context(Transport::Unix);
+        let shutdown = self.shutdown.clone();
+        let accept = Accept::new(
+            &self.engine,
+            Transport::Unix,
+            &self.options,
+            self.shutdown.clone(),
+        );
+        accept
+            .run(
+                || socket.listener().accept(),
+                move |stream: UnixStream| {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    async move {
+                        let (r, w) = stream.into_split();
+                        ctx.serve(r, w, shutdown).await;
+                    }
+                },
+                reject_unix,
+            )
+            .await;
+    }
+
+    /// Serves TCP ingest (callers authenticate in their hello when tokens
+    /// are configured).
+    pub async fn serve_tcp(&self, listener: TcpListener) {
+        let ctx = self.context(Transport::Tcp);
+        let shutdown = self.shutdown.clone();
+        let accept = Accept::new(
+            &self.engine,
+            Transport::Tcp,
+            &self.options,
+            self.shutdown.clone(),
+        );
+        accept
+            .run(
+                || listener.accept(),
+                move |stream: TcpStream| {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    async move {
+                        // Acks are small and latency-bound.
+                        let _ = stream.set_nodelay(true);
+                        let (r, w) = stream.into_split();
+                        ctx.serve(r, w, shutdown).await;
+                    }
+                },
+                reject_tcp,
+            )
+            .await;
+    }
+}
+
+const TOO_MANY: &[u8] = b"{\"error\":\"too_many_connections\",\"message\":\"the connection limit of this transport is reached; retry later\"}\n";
+
+async fn reject_unix(mut s: UnixStream) {
+    let _ = s.write_all(TOO_MANY).await;
+    let _ = s.shutdown().await;
+}
+
+async fn reject_tcp(mut s: TcpStream) {
+    let _ = s.write_all(TOO_MANY).await;
+    let _ = s.shutdown().await;
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone, which also
+/// means stop).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// One transport's accept loop.
+pub(crate) struct Accept {
+    engine: Arc<Engine>,
+    transport: Transport,
+    max: u32,
+    slots: Arc<Semaphore>,
+    drain_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Accept {
+    pub(crate) fn new(
+        engine: &Arc<Engine>,
+        transport: Transport,
+        options: &IngestOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let max = u32::try_from(options.max_connections.clamp(1, Semaphore::MAX_PERMITS))
+            .unwrap_or(u32::MAX);
+        Accept {
+            engine: engine.clone(),
+            transport,
+            max,
+            slots: Arc::new(Semaphore::new(max as usize)),
+            drain_timeout: options.drain_timeout,
+            shutdown,
+        }
+    }
+
+    /// Accepts until shutdown, then waits for open connections to finish.
+    pub(crate) async fn run<S, Addr, A, AF, H, HF, R, RF>(mut self, accept: A, handle: H, reject: R)
+    where
+        A: Fn() -> AF,
+        AF: Future<Output = std::io::Result<(S, Addr)>>,
+        H: Fn(S) -> HF,
+        HF: Future<Output = ()> + Send + 'static,
+        R: Fn(S) -> RF,
+        RF: Future<Output = ()> + Send + 'static,
+    {
+        let gauge = self
+            .engine
+            .metrics()
+            .connections
+            .get([self.transport.as_str()]);
+        let rejected = self
+            .engine
+            .metrics()
+            .connections_rejected
+            .get([self.transport.as_str()]);
+        let transport = self.transport.as_str();
+        loop {
+            let stream = tokio::select! {
+                _ = crate::listener::stopped(&mut self.shutdown) => break,
+                accepted = accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning on the error.
+                        tracing::warn!(transport, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    gauge.add(1);
+                    let gauge = gauge.clone();
+                    let served = handle(stream);
+                    tokio::spawn(async move {
+                        served.await;
+                        gauge.add(-1);
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    rejected.inc();
+                    tracing::warn!(
+                        transport,
+                        limit = self.max,
+                        "connection refused: connection limit reached"
+                    );
+                    let refused = reject(stream);
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), refused).await;
+                    });
+                }
+            }
+        }
+        // Every permit back means every connection has finished.
+        let drained =
+            tokio::time::timeout(self.drain_timeout, self.slots.acquire_many(self.max)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                transport,
+                open = gauge.get(),
+                timeout = ?self.drain_timeout,
+                "connections still open after the drain timeout"
+            );
+        }
+    }
+}

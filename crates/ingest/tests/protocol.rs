@@ -1,0 +1,216 @@
+//! The NDJSON protocol over real sockets, against an engine on the memory
+//! store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Principal, Readiness, Scope, TokenSpec};
+use busbar_event::StreamName;
+use busbar_ingest::{bind_tcp, bind_unix, Ingest, IngestOptions};
+use busbar_store::memory::MemoryStore;
+use busbar_store::ReadQuery;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+
+struct Server {
+    engine: Arc<Engine>,
+    tcp: std::net::SocketAddr,
+    unix: std::path::PathBuf,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Auth::new(tokens),
+        EngineConfig::default(),
+        Arc::new(Metrics::default()),
+        Readiness::new(None, 0),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("sock").join("events.sock");
+    let socket = bind_unix(&unix, 0o600).unwrap();
+    let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let tcp = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let options = IngestOptions {
+        max_line_bytes: 256,
+        max_connections,
+        drain_timeout: Duration::from_secs(2),
+    };
+    let ingest = Ingest::new(engine.clone(), options, rx);
+    let i2 = ingest.clone();
+    tokio::spawn(async move { ingest.serve_unix(socket).await });
+    tokio::spawn(async move { i2.serve_tcp(listener).await });
+    Server {
+        engine,
+        tcp,
+        unix,
+        stop,
+        _dir: dir,
+    }
+}
+
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(r: R) -> Vec<Value> {
+    let mut lines = BufReader::new(r).lines();
+    let mut out = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .expect("answers within 5s")
+    {
+        out.push(serde_json::from_str(&line).unwrap());
+    }
+    out
+}
+
+async fn stream_len(engine: &Engine, stream: &str) -> usize {
+    engine
+        .read(
+            &Principal::Trusted,
+            &StreamName::new(stream).unwrap(),
+            ReadQuery::all(10_000),
+        )
+        .await
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn fire_and_forget_over_unix_writes_nothing_back() {
+    let s = start(vec![], 16).await;
+    let mut c = UnixStream::connect(&s.unix).await.unwrap();
+    c.write_all(b"{\"type\":\"test\"}\n{\"type\":\"test\",\"n\":2}")
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(stream_len(&s.engine, "events").await, 2);
+}
+
+#[tokio::test]
+async fn acks_in_order_with_errors_and_half_close() {
+    let s = start(vec![], 16).await;
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let long = format!("{{\"type\":\"t\",\"pad\":\"{}\"}}\n", "x".repeat(300));
+    let input = [
+        "{\"hello\":{\"acks\":true}}\n",
+        "{\"type\":\"a\"}\n",
+        "{not json\n",
+        "\n",
+        &long,
+        "{\"type\":\"b\",\"stream\":\"other\"}\n",
+        "{\"stream\":\"x\"}\n",
+        "{\"type\":\"c\"}",
+    ]
+    .concat();
+    w.write_all(input.as_bytes()).await.unwrap();
+    w.shutdown().await.unwrap();
+    let answers = read_lines(r).await;
+    let kinds: Vec<String> = answers
+        .iter()
+        .map(|a| match a.get("id") {
+            Some(_) => "id".to_owned(),
+            None => a["error"].as_str().unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "id",
+            "malformed_json",
+            "too_large",
+            "id",
+            "missing_type",
+            "id"
+        ]
+    );
+    assert_eq!(stream_len(&s.engine, "events").await, 2);
+    assert_eq!(stream_len(&s.engine, "other").await, 1);
+}
+
+#[tokio::test]
+async fn tcp_requires_a_valid_token_and_the_right_tenant() {
+    let tokens = vec![TokenSpec {
+        name: "acme".into(),
+        secret: "acme-secret".into(),
+        scopes: vec![Scope::Publish],
+        tenant: Some("acme".into()),
+    }];
+    let s = start(tokens, 16).await;
+
+    let mut c = TcpStream::connect(s.tcp).await.unwrap();
+    c.write_all(b"{\"type\":\"t\"}\n").await.unwrap();
+    let answers = read_lines(c).await;
+    assert_eq!(answers[0]["error"], "unauthenticated");
+
+    let mut c = TcpStream::connect(s.tcp).await.unwrap();
+    c.write_all(b"{\"hello\":{\"acks\":true,\"token\":\"nope\"}}\n{\"type\":\"t\"}\n")
+        .await
+        .unwrap();
+    let answers = read_lines(c).await;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["error"], "bad_token");
+
+    let mut c = TcpStream::connect(s.tcp).await.unwrap();
+    c.write_all(
+        b"{\"hello\":{\"acks\":true,\"token\":\"acme-secret\"}}\n{\"type\":\"t\"}\n{\"type\":\"t\",\"stream\":\"globex:events\"}\n{\"type\":\"t\",\"tenant\":\"globex\"}\n{\"type\":\"t\"}\n",
+    )
+    .await
+    .unwrap();
+    c.shutdown().await.unwrap();
+    let answers = read_lines(c).await;
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| a.get("error").and_then(Value::as_str).unwrap_or("id"))
+        .collect();
+    assert_eq!(kinds, ["id", "wrong_tenant", "wrong_tenant", "id"]);
+    assert_eq!(stream_len(&s.engine, "acme:events").await, 2);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_an_error_line() {
+    let s = start(vec![], 1).await;
+    let mut held = UnixStream::connect(&s.unix).await.unwrap();
+    held.write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"t\"}\n")
+        .await
+        .unwrap();
+    // Once the first is answered it certainly holds the only slot.
+    let mut first = [0u8; 8];
+    held.read_exact(&mut first).await.unwrap();
+    let refused = UnixStream::connect(&s.unix).await.unwrap();
+    let answers = read_lines(refused).await;
+    assert_eq!(answers[0]["error"], "too_many_connections");
+    assert_eq!(
+        s.engine.metrics().connections_rejected.get(["unix"]).get(),
+        1
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn shutdown_answers_what_was_read_then_closes() {
+    let s = start(vec![], 16).await;
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    w.write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"t\"}\n{\"type\":\"t\"}\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(r).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    assert!(first.contains("\"id\""));
+    s.stop.send(true).unwrap();
+    let second = lines.next_line().await.unwrap().unwrap();
+    assert!(second.contains("\"id\""));
+    // The connection ends even though the producer keeps its side open.
+    let end = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(None)));
+    drop(w);
+}
