@@ -1,0 +1,202 @@
+//! busbar's HTTP API: publish and read events, administer streams, and the
+//! operator endpoints, all over one listener.
+//!
+//! | route | method | what |
+//! |---|---|---|
+//! | `/health` | GET | liveness: `{"status":"ok"}` |
+//! | `/readyz` | GET | readiness: 200 `{"status":"ready"}` or 503 with reasons |
+//! | `/metrics` | GET | Prometheus text format |
+//! | `/api/openapi.json` | GET | the OpenAPI 3.0 document of this table |
+//! | `/api/streams` | GET | `{"streams":[StreamInfo...]}` the caller may see |
+//! | `/api/streams/{stream}` | GET, DELETE | one stream's info; delete it (admin) |
+//! | `/api/streams/{stream}/events` | POST | publish an object, an array or NDJSON: 201 `{"ids":[...]}` |
+//! | `/api/streams/{stream}/events` | GET | read a range, XRANGE / XREVRANGE style: `{"events":[...],"next":"<id>"}` |
+//! | `/api/streams/{stream}/events/{id}` | DELETE | delete one event (admin): `{"deleted":n}` |
+//! | `/api/streams/{stream}/events/delete` | POST | delete `{"ids":[...]}` (admin): `{"deleted":n}` |
+//! | `/api/streams/{stream}/trim` | POST | XTRIM by `maxlen`, `minid`, `max_age` or `max_bytes` (admin): `{"removed":n}` |
+//! | `/api/streams/{stream}/rotate` | POST | seal the active segment (admin) |
+//!
+//! ## Errors
+//! Every error is `{"error":"<reason>","message":"<human text>"}` with the
+//! status the engine assigns (400 bad input, 401 no or unknown token, 403
+//! missing scope or another tenant's stream, 404 no such stream, 409 an
+//! explicit id not greater than the last, 413 a body or batch over its
+//! limit). A batch refused because of one event adds `"index"`, its
+//! zero-based position; nothing of that batch is appended.
+//!
+//! ## Authentication
+//! Once any token is configured, every `/api/*` route needs
+//! `Authorization: Bearer <token>`; `/health`, `/readyz` and `/metrics` stay
+//! open so probes and scrapers need no secret.
+//!
+//! ## Publishing
+//! The body is one JSON object, a JSON array of objects, or NDJSON (declared
+//! with `Content-Type: application/x-ndjson`, or detected when the body is
+//! not a single JSON value). Events go to the stream of the path; one naming
+//! a different `stream` is refused. `?id=<ms>-<seq>` gives a single event
+//! an explicit id; `?maxlen=N[&approx=true]`, `?minid=`, `?max_age=` or
+//! `?max_bytes=` trim in the same call (admin scope).
+//!
+//! ## Reading
+//! `from` is where reading starts and `to` where it stops: going forward
+//! they default to `-` and `+`; with `reverse=true` to `+` and `-`
+//! (`XREVRANGE` order). A bare `<ms>` means the whole millisecond. When
+//! `limit` events came back, `next` holds the id to pass as `from` to
+//! continue. `wait_ms` (at most 30 s) long-polls an empty range.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness};
+//! use busbar_store::memory::MemoryStore;
+//!
+//! let engine = Engine::new(
+//!     Arc::new(MemoryStore::new()),
+//!     Auth::default(),
+//!     EngineConfig::default(),
+//!     Arc::new(Metrics::default()),
+//!     Readiness::new(None, 0),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(busbar_api::serve(
+//!     listener,
+//!     engine,
+//!     busbar_api::HttpConfig::default(),
+//!     async move { let _ = stopped.await; },
+//! ));
+//! stop.send(()).unwrap();
+//! server.await.unwrap().unwrap();
+//! # });
+//! ```
+
+#![warn(missing_docs)]
+
+mod auth;
+mod body;
+mod error;
+mod events;
+mod ops;
+mod params;
+mod publish;
+mod streams;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use busbar_engine::Engine;
+use busbar_event::Limits;
+
+pub use error::ApiError;
+pub use ops::OPENAPI_JSON;
+
+/// HTTP listener settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes (default 4 MiB). A larger
+    /// body is refused with 413 without being buffered.
+    pub max_body_bytes: usize,
+    /// Limits applied to each published event (largest event, default
+    /// 1 MiB).
+    pub event_limits: Limits,
+    /// Events a read returns when it gives no `limit` (default 100; the
+    /// engine caps every read at its `max_read_count`).
+    pub default_read_limit: usize,
+    /// Longest long poll a read may ask for with `wait_ms` (default 30 s).
+    pub max_wait: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            event_limits: Limits::default(),
+            default_read_limit: 100,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) cfg: Arc<HttpConfig>,
+}
+
+/// Every route: its path template and the handlers of its methods.
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/health", get(ops::health)),
+        ("/readyz", get(ops::readyz)),
+        ("/metrics", get(ops::metrics)),
+        ("/api/openapi.json", get(ops::openapi)),
+        ("/api/streams", get(streams::list)),
+        (
+            "/api/streams/{stream}",
+            get(streams::info).delete(streams::delete),
+        ),
+        (
+            "/api/streams/{stream}/events",
+            get(events::read).post(publish::publish),
+        ),
+        (
+            "/api/streams/{stream}/events/{id}",
+            delete(events::delete_one),
+        ),
+        (
+            "/api/streams/{stream}/events/delete",
+            post(events::delete_many),
+        ),
+        ("/api/streams/{stream}/trim", post(streams::trim)),
+        ("/api/streams/{stream}/rotate", post(streams::rotate)),
+    ]
+}
+
+/// The path template of every route the router serves (OpenAPI syntax,
+/// `{param}`), for documentation checks.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The API's router. Every request is counted in
+/// `busbar_http_requests_total` by route template and status.
+pub fn router(engine: Arc<Engine>, cfg: HttpConfig) -> Router {
+    let state = AppState {
+        engine,
+        cfg: Arc::new(cfg),
+    };
+    let mut router = Router::new();
+    for (path, methods) in routes() {
+        router = router.route(path, methods.fallback(ops::method_not_allowed));
+    }
+    router
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops
+/// accepting connections and lets in-flight requests finish.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    cfg: HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    axum::serve(listener, router(engine, cfg))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,237 @@
+use busbar_api::HttpConfig;
+use busbar_engine::EngineConfig;
+use serde_json::json;
+
+use crate::common::{ids, types, Server, Setup};
+
+const EVENTS: &str = "/api/streams/orders/events";
+
+#[tokio::test]
+async fn publishes_an_object_an_array_and_ndjson() {
+    let server = Server::open().await;
+    let one = server
+        .post(EVENTS)
+        .body(r#"{"type":"order.created","n": 1, "tags":["a"]}"#)
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(ids(&one).len(), 1);
+
+    let array = json!([{"type":"order.paid","n":2}, {"type":"order.shipped","n":3}]);
+    let two = server.post(EVENTS).json(&array).send().await.expect(201);
+    assert_eq!(ids(&two).len(), 2);
+
+    let declared = "{\"type\":\"a\"}\n{\"type\":\"b\",\"stream\":\"orders\"}\n";
+    assert_eq!(
+        ids(&server
+            .post(EVENTS)
+            .ndjson(declared)
+            .send()
+            .await
+            .expect(201))
+        .len(),
+        2
+    );
+
+    // NDJSON without a content type is detected.
+    let detected = "{\"type\":\"c\"}\r\n\n{\"type\":\"d\"}";
+    assert_eq!(
+        ids(&server.post(EVENTS).body(detected).send().await.expect(201)).len(),
+        2
+    );
+
+    let read = server.get(EVENTS).send().await.expect(200);
+    assert_eq!(
+        types(&read),
+        [
+            "order.created",
+            "order.paid",
+            "order.shipped",
+            "a",
+            "b",
+            "c",
+            "d"
+        ]
+    );
+    // Ids come back in order and the payload is stored byte-for-byte.
+    let all: Vec<String> = [ids(&one), ids(&two)].concat();
+    let events = read.json()["events"].as_array().unwrap().clone();
+    for (event, id) in events.iter().zip(&all) {
+        assert_eq!(event["id"].as_str().unwrap(), id);
+        assert_eq!(event["stream"], "orders");
+    }
+    assert!(
+        read.text().contains(r#""data":{"n": 1, "tags":["a"]}"#),
+        "{}",
+        read.text()
+    );
+}
+
+#[tokio::test]
+async fn explicit_ids_must_increase() {
+    let server = Server::open().await;
+    let first = server
+        .post("/api/streams/ids/events?id=5-1")
+        .body(r#"{"type":"t"}"#)
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(ids(&first), ["5-1"]);
+    for stale in ["5-1", "5-0", "4-9"] {
+        let reply = server
+            .post(&format!("/api/streams/ids/events?id={stale}"))
+            .body(r#"{"type":"t"}"#)
+            .send()
+            .await
+            .expect(409);
+        assert_eq!(reply.reason(), "id_not_greater");
+    }
+    // An explicit id names one event only.
+    let reply = server
+        .post("/api/streams/ids/events?id=9-0")
+        .json(&json!([{"type":"t"},{"type":"t"}]))
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "invalid_param");
+    let bad = server
+        .post("/api/streams/ids/events?id=nine")
+        .body(r#"{"type":"t"}"#)
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(bad.reason(), "invalid_id");
+    let info = server
+        .get("/api/streams/ids")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(info["length"], 1);
+}
+
+#[tokio::test]
+async fn a_bad_event_rejects_the_whole_batch_with_its_index() {
+    let server = Server::open().await;
+    server
+        .post(EVENTS)
+        .body(r#"{"type":"kept"}"#)
+        .send()
+        .await
+        .expect(201);
+
+    let lines = "{\"type\":\"a\"}\n{\"type\":\"b\"}\n{\"type\":\n";
+    let reply = server.post(EVENTS).ndjson(lines).send().await.expect(400);
+    let body = reply.json();
+    assert_eq!(body["error"], "malformed_json");
+    assert_eq!(body["index"], 2);
+    assert!(body["message"].as_str().unwrap().starts_with("event 2:"));
+
+    let array = json!([{"type":"a"}, {"no_type":"secret-payload"}]);
+    let reply = server.post(EVENTS).json(&array).send().await.expect(400);
+    assert_eq!(reply.reason(), "missing_type");
+    assert_eq!(reply.json()["index"], 1);
+    assert!(!reply.text().contains("secret-payload"));
+
+    let reply = server
+        .post(EVENTS)
+        .body("{\"type\":\"a\"}\n{\"type\":\"b\",\"stream\":\"elsewhere\"}")
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "stream_mismatch");
+    assert_eq!(reply.json()["index"], 1);
+
+    for (body, reason) in [
+        ("", "empty_batch"),
+        ("[]", "empty_batch"),
+        ("[1]", "not_an_object"),
+    ] {
+        let reply = server.post(EVENTS).body(body).send().await.expect(400);
+        assert_eq!(reply.reason(), reason, "{body}");
+    }
+
+    // Only the first event made it.
+    let read = server.get(EVENTS).send().await.expect(200);
+    assert_eq!(types(&read), ["kept"]);
+    let metrics = server.engine.render_metrics().await;
+    assert!(
+        metrics
+            .contains(r#"busbar_ingest_errors_total{transport="http",reason="malformed_json"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn oversize_bodies_and_batches_get_413() {
+    let server = Server::start(Setup {
+        http: HttpConfig {
+            max_body_bytes: 1024,
+            ..HttpConfig::default()
+        },
+        engine: EngineConfig {
+            max_batch_events: 3,
+            ..EngineConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let big = format!(r#"{{"type":"t","pad":"{}"}}"#, "x".repeat(2000));
+    let reply = server
+        .post(EVENTS)
+        .body(big.clone())
+        .send()
+        .await
+        .expect(413);
+    assert_eq!(reply.reason(), "body_too_large");
+    // Without a length up front the body is cut off at the limit.
+    let reply = server
+        .post(EVENTS)
+        .body(big)
+        .chunked()
+        .send()
+        .await
+        .expect(413);
+    assert_eq!(reply.reason(), "body_too_large");
+
+    let four = "{\"type\":\"t\"}\n".repeat(4);
+    let reply = server.post(EVENTS).ndjson(&four).send().await.expect(413);
+    assert_eq!(reply.reason(), "batch_too_large");
+
+    // A chunked body under the limit is fine.
+    let ok = server
+        .post(EVENTS)
+        .ndjson(&"{\"type\":\"t\"}\n".repeat(3))
+        .chunked()
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(ids(&ok).len(), 3);
+}
+
+#[tokio::test]
+async fn publish_can_trim_in_the_same_call() {
+    let server = Server::open().await;
+    for _ in 0..3 {
+        server
+            .post("/api/streams/capped/events?maxlen=2")
+            .body(r#"{"type":"t"}"#)
+            .send()
+            .await
+            .expect(201);
+    }
+    let info = server
+        .get("/api/streams/capped")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(info["length"], 2);
+    let reply = server
+        .post("/api/streams/capped/events?maxlen=2&minid=1-0")
+        .body(r#"{"type":"t"}"#)
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "invalid_param");
+}
