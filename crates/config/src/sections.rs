@@ -53,26 +53,28 @@ impl FromStr for Backend {
     }
 }
 
-/// What the embedded store does when it finds a corrupt record on open.
+/// What the embedded store does with a segment damaged in the middle
+/// (a torn tail from a crash is always repaired).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCorruption {
-    /// Keep every valid record before the damage, move the rest aside and
-    /// start. The daemon logs what was dropped.
+    /// Refuse to start, naming the file and offset, leaving the files
+    /// untouched for inspection.
     #[default]
-    Truncate,
-    /// Refuse to start, leaving the files untouched for inspection.
     Fail,
+    /// Move the damaged segment to `<data_dir>/quarantine/<stream>/` and
+    /// start without it.
+    Quarantine,
 }
 
 impl FromStr for OnCorruption {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim() {
-            "truncate" => Ok(OnCorruption::Truncate),
             "fail" => Ok(OnCorruption::Fail),
+            "quarantine" => Ok(OnCorruption::Quarantine),
             other => Err(format!(
-                "unknown corruption policy `{other}`: expected truncate or fail"
+                "unknown corruption policy `{other}`: expected fail or quarantine"
             )),
         }
     }
@@ -93,10 +95,25 @@ pub struct StorageConfig {
     pub segment_size: ByteSize,
     /// Bytes of records between two entries of a segment's sparse index.
     pub index_interval: ByteSize,
-    /// What to do with corrupt records found on open.
+    /// What to do with a segment damaged in the middle.
     pub on_corruption: OnCorruption,
     /// Appends waiting for the writer before producers wait.
     pub queue_depth: usize,
+    /// `[storage.retention]`: automatic trimming when segments are sealed.
+    pub retention: RetentionConfig,
+}
+
+/// `[storage.retention]`: applied, approximately (whole segments), each
+/// time a segment is sealed. Every limit is off by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep at least this many newest events per stream.
+    pub max_len: Option<u64>,
+    /// Drop segments whose events are all older than this.
+    pub max_age: Option<HumanDuration>,
+    /// Drop the oldest segments while a stream is larger than this.
+    pub max_bytes: Option<ByteSize>,
 }
 
 impl Default for StorageConfig {
@@ -106,9 +123,10 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("data"),
             durability: Durability::Always,
             segment_size: ByteSize::mib(64),
-            index_interval: ByteSize::kib(4),
-            on_corruption: OnCorruption::Truncate,
-            queue_depth: 1024,
+            index_interval: ByteSize::kib(16),
+            on_corruption: OnCorruption::Fail,
+            queue_depth: 4096,
+            retention: RetentionConfig::default(),
         }
     }
 }
