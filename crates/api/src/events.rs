@@ -109,6 +109,7 @@ pub(crate) async fn read(
     // Subscribed before the first read, so an append landing between the
     // read and the wait still wakes us.
     let mut appended = engine.subscribe_appends();
+    let mut draining = state.draining.subscribe();
     let deadline = Instant::now() + wait;
     let events = loop {
         let result = engine.read(&principal, &path.stream, query.clone()).await;
@@ -121,10 +122,13 @@ pub(crate) async fn read(
         if !empty || remaining.is_zero() {
             break result?;
         }
-        match tokio::time::timeout(remaining, appended.changed()).await {
-            Ok(Ok(())) => continue,
-            // Timed out, or the engine is gone: answer with what we have.
-            Ok(Err(_)) | Err(_) => break result?,
+        tokio::select! {
+            woke = tokio::time::timeout(remaining, appended.changed()) => match woke {
+                Ok(Ok(())) => continue,
+                // Timed out, or the engine is gone: answer with what we have.
+                Ok(Err(_)) | Err(_) => break result?,
+            },
+            _ = draining.wait_for(|draining| *draining) => break result?,
         }
     };
     Ok(render(&path.stream, &events, &query))

@@ -89,6 +89,7 @@ use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use busbar_engine::Engine;
 use busbar_event::Limits;
+use tokio::sync::watch;
 
 pub use error::ApiError;
 pub use ops::OPENAPI_JSON;
@@ -125,6 +126,9 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) cfg: Arc<HttpConfig>,
+    /// Turns true when graceful shutdown starts, so long polls answer at
+    /// once instead of holding the shutdown up for their whole wait.
+    pub(crate) draining: Arc<watch::Sender<bool>>,
 }
 
 /// Every route: its path template and the handlers of its methods.
@@ -165,9 +169,14 @@ pub fn route_paths() -> Vec<&'static str> {
 /// The API's router. Every request is counted in
 /// `busbar_http_requests_total` by route template and status.
 pub fn router(engine: Arc<Engine>, cfg: HttpConfig) -> Router {
+    build(engine, cfg, Arc::new(watch::Sender::new(false)))
+}
+
+fn build(engine: Arc<Engine>, cfg: HttpConfig, draining: Arc<watch::Sender<bool>>) -> Router {
     let state = AppState {
         engine,
         cfg: Arc::new(cfg),
+        draining,
     };
     let mut router = Router::new();
     for (path, methods) in routes() {
@@ -183,7 +192,8 @@ pub fn router(engine: Arc<Engine>, cfg: HttpConfig) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops
-/// accepting connections and lets in-flight requests finish.
+/// accepting connections and lets in-flight requests finish (long polls
+/// answer with what they have at once).
 ///
 /// # Errors
 /// An I/O error from the listener.
@@ -196,7 +206,12 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(engine, cfg))
-        .with_graceful_shutdown(shutdown)
+    let draining = Arc::new(watch::Sender::new(false));
+    let app = build(engine, cfg, draining.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.send_replace(true);
+        })
         .await
 }

@@ -132,3 +132,16 @@ async fn a_long_poll_wakes_on_the_next_append() {
         .expect(200);
     assert_eq!(empty.json(), json!({"events": []}));
 }
+
+#[tokio::test]
+async fn shutdown_answers_long_polls_at_once() {
+    let server = Server::open().await;
+    let started = Instant::now();
+    let waiting = tokio::spawn(server.get(&format!("{EVENTS}?wait_ms=30000")).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown().await;
+    let reply = waiting.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The stream never existed: the poll ends with the read's own answer.
+    assert_eq!(reply.expect(404).reason(), "no_such_stream");
+}
