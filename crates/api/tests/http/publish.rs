@@ -1,5 +1,6 @@
 use busbar_api::HttpConfig;
 use busbar_engine::EngineConfig;
+use busbar_event::Limits;
 use serde_json::json;
 
 use crate::common::{ids, types, Server, Setup};
@@ -167,6 +168,9 @@ async fn oversize_bodies_and_batches_get_413() {
     let server = Server::start(Setup {
         http: HttpConfig {
             max_body_bytes: 1024,
+            event_limits: Limits {
+                max_event_bytes: 100,
+            },
             ..HttpConfig::default()
         },
         engine: EngineConfig {
@@ -197,6 +201,15 @@ async fn oversize_bodies_and_batches_get_413() {
     let four = "{\"type\":\"t\"}\n".repeat(4);
     let reply = server.post(EVENTS).ndjson(&four).send().await.expect(413);
     assert_eq!(reply.reason(), "batch_too_large");
+
+    // One event over the event limit refuses the batch, naming it.
+    let padded = format!(
+        "{{\"type\":\"t\"}}\n{{\"type\":\"t\",\"pad\":\"{}\"}}\n",
+        "y".repeat(120)
+    );
+    let reply = server.post(EVENTS).ndjson(&padded).send().await.expect(413);
+    assert_eq!(reply.reason(), "too_large");
+    assert_eq!(reply.json()["index"], 1);
 
     // A chunked body under the limit is fine.
     let ok = server
