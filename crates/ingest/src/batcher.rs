@@ -44,6 +44,8 @@ pub(crate) struct Chunk {
     pub(crate) batches: Vec<(StreamName, EventBatch)>,
     /// One per event line, in order; empty when acks are off.
     pub(crate) slots: Vec<Slot>,
+    /// Whether the producer asked for acknowledgements.
+    pub(crate) acks: bool,
 }
 
 /// Builds [`Chunk`]s for one connection.
@@ -110,6 +112,7 @@ impl Batcher {
             principal: self.principal.clone(),
             batches: std::mem::take(&mut self.batches),
             slots: std::mem::take(&mut self.slots),
+            acks: self.acks,
         }
     }
 

@@ -231,6 +231,13 @@ impl ConnectionContext {
                     break;
                 }
                 Work::Chunk(chunk) => {
+                    if !chunk.acks && writable {
+                        // Nothing will ever be written back: say so now, so
+                        // a client like `echo .. | nc -U` that waits for the
+                        // server's end exits once its input is sent.
+                        let _ = writer.shutdown().await;
+                        writable = false;
+                    }
                     ids.clear();
                     for (stream, batch) in chunk.batches {
                         let result = self
@@ -278,8 +285,10 @@ impl ConnectionContext {
                 }
             }
         }
-        let _ = writer.flush().await;
-        let _ = writer.shutdown().await;
+        if writable {
+            let _ = writer.flush().await;
+            let _ = writer.shutdown().await;
+        }
     }
 }
 

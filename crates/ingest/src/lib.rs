@@ -5,7 +5,9 @@
 //!
 //! A producer writes one JSON event per line (`\n`-terminated; a final line
 //! without `\n` counts when the producer closes). By default the connection
-//! is fire-and-forget: busbar writes nothing back, so this works:
+//! is fire-and-forget: busbar writes nothing back, and shuts down its own
+//! sending side once it has read the first event, so this returns as soon
+//! as the line is sent:
 //!
 //! ```text
 //! echo '{"type":"test"}' | nc -U data/sock/events.sock
