@@ -45,7 +45,8 @@ use thiserror::Error;
 pub use env::ENV_VARS;
 pub use sections::{
     AuthConfig, Backend, CommandsConfig, HttpSection, IngestConfig, LogConfig, LogFormat,
-    OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
+    OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR,
+    DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 

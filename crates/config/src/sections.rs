@@ -174,7 +174,7 @@ impl Default for IngestConfig {
 pub struct HttpSection {
     /// Listen address (port 0 picks a free port). Default `127.0.0.1:9479`.
     pub addr: SocketAddr,
-    /// Largest request body. Default 8 MiB.
+    /// Largest request body. Default 4 MiB.
     pub max_body_bytes: ByteSize,
 }
 
@@ -182,7 +182,7 @@ impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             addr: DEFAULT_HTTP_ADDR,
-            max_body_bytes: ByteSize::mib(8),
+            max_body_bytes: ByteSize::mib(4),
         }
     }
 }
