@@ -1,0 +1,161 @@
+//! A small blocking client of the daemon's HTTP API for the CLI commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+/// Where the daemon is and who is asking; shared by the HTTP commands.
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// The daemon's HTTP URL. Default: the address in
+    /// <data-dir>/run/addresses.json, else http://127.0.0.1:9479.
+    #[arg(long, env = "BUSBAR_URL")]
+    pub url: Option<String>,
+    /// A token, when the daemon has [auth] tokens.
+    #[arg(long, env = "BUSBAR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of a local daemon, to find its address.
+    #[arg(long, env = "BUSBAR_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failed request.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No connection could be made.
+    Connect { url: String, message: String },
+    /// The daemon answered with an error.
+    Api {
+        status: u16,
+        reason: String,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect { url, message } => write!(
+                f,
+                "cannot connect to {url}: {message}: is `busbar serve` running? (set --url or BUSBAR_URL)"
+            ),
+            ClientError::Api {
+                status,
+                reason,
+                message,
+            } => {
+                write!(f, "{message} ({reason}, HTTP {status})")?;
+                match status {
+                    401 => f.write_str(": pass --token or set BUSBAR_TOKEN"),
+                    403 => f.write_str(": the token lacks a scope or this stream's tenant"),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The client.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(args: &HttpArgs, timeout: Duration) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Client {
+            agent,
+            base: base_url(args),
+            token: args.token.clone(),
+        }
+    }
+
+    /// `GET path?query`, decoded as JSON.
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.get(&url);
+        for (k, v) in query {
+            req = req.query(*k, v);
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.call())
+    }
+
+    /// `POST path` with a body, decoded as JSON.
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.post(&url).header("content-type", content_type);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.send(body))
+    }
+
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value, ClientError> {
+        let mut resp = result.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                message: format!("reading the answer failed: {e}"),
+            })?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        Err(ClientError::Api {
+            status,
+            reason: value["error"].as_str().unwrap_or("http_error").to_owned(),
+            message: value["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| text.chars().take(200).collect()),
+        })
+    }
+}
+
+fn base_url(args: &HttpArgs) -> String {
+    if let Some(url) = &args.url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let from_run_file = std::fs::read(args.data_dir.join("run").join("addresses.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|v| v["http"].as_str().map(|a| format!("http://{a}")));
+    from_run_file.unwrap_or_else(|| "http://127.0.0.1:9479".to_owned())
+}
+
+/// The `/api/streams/{stream}` path of a stream, validated so a typo fails
+/// here with the naming rules rather than as a 404.
+pub fn stream_path(stream: &str) -> anyhow::Result<String> {
+    let name = busbar_event::StreamName::new(stream)
+        .with_context(|| format!("`{stream}` is not a stream name"))?;
+    Ok(format!("/api/streams/{name}"))
+}

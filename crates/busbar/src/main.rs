@@ -1,0 +1,108 @@
+//! The `busbar` binary: glue over the library crates.
+//!
+//! - `busbar serve`: the daemon (storage, engine, socket ingest, command
+//!   socket, HTTP API);
+//! - `busbar cmd <name> [json]`: a command on the command socket;
+//! - `busbar publish | tail | range | streams`: a CLI over the HTTP API.
+
+mod client;
+mod cmd;
+mod logging;
+mod publish;
+mod read;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "busbar", version, about = "An event bus in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Run an operator command on the command socket (health, stats,
+    /// rotate, flush, streams).
+    Cmd(cmd::CmdArgs),
+    /// Publish events given as arguments, or NDJSON read from stdin.
+    Publish(publish::PublishArgs),
+    /// Follow a stream: print new events as they arrive.
+    Tail(read::TailArgs),
+    /// Print the events of a range of ids.
+    Range(read::RangeArgs),
+    /// List streams.
+    Streams(read::StreamsArgs),
+}
+
+/// `busbar serve` flags; they override the config file and `BUSBAR_*`.
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML config file (see busbar.example.toml).
+    #[arg(long, short, env = "BUSBAR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (streams, sockets, run files).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TCP ingest address; port 0 picks a free port.
+    #[arg(long)]
+    tcp_addr: Option<SocketAddr>,
+    /// HTTP address; port 0 picks a free port.
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Keep streams in memory only (nothing survives a restart).
+    #[arg(long)]
+    memory: bool,
+    /// Durability: always, never or interval:<duration>.
+    #[arg(long)]
+    durability: Option<busbar_store::Durability>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<busbar_config::Config> {
+        let mut config = busbar_config::Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(addr) = self.tcp_addr {
+            config.ingest.tcp_addr = addr;
+        }
+        if let Some(addr) = self.http_addr {
+            config.http.addr = addr;
+        }
+        if self.memory {
+            config.storage.backend = busbar_config::Backend::Memory;
+        }
+        if let Some(d) = self.durability {
+            config.storage.durability = d;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args.config().and_then(serve::run),
+        Command::Cmd(args) => cmd::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Tail(args) => read::tail(args),
+        Command::Range(args) => read::range(args),
+        Command::Streams(args) => read::streams(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("busbar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

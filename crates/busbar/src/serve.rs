@@ -1,0 +1,233 @@
+//! `busbar serve`: wires storage, engine and transports together, and shuts
+//! them down in order.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar_config::{Backend, Config, OnCorruption};
+use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness};
+use busbar_ingest::{bind_tcp, bind_unix, commands, Ingest, IngestOptions};
+use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore, Retention};
+use busbar_store::memory::MemoryStore;
+use busbar_store::Store;
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// What `<data-dir>/run/addresses.json` holds: where this daemon listens, so
+/// tools and tests find ports picked with port 0.
+#[derive(Debug, Serialize)]
+struct Addresses {
+    pid: u32,
+    backend: &'static str,
+    tcp: String,
+    http: String,
+    events_socket: PathBuf,
+    commands_socket: PathBuf,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<ExitCode> {
+    crate::logging::init(&config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("busbar")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
+    let storage = &config.storage;
+    match storage.backend {
+        Backend::Memory => Ok(Arc::new(MemoryStore::new())),
+        Backend::Embedded => {
+            let mut embedded = EmbeddedConfig::new(storage.data_dir.clone());
+            embedded.durability = storage.durability;
+            embedded.segment_bytes = storage.segment_size.bytes();
+            embedded.index_interval_bytes = storage.index_interval.bytes();
+            embedded.queue_depth = storage.queue_depth;
+            embedded.on_corruption = match storage.on_corruption {
+                OnCorruption::Fail => CorruptionPolicy::Fail,
+                OnCorruption::Quarantine => CorruptionPolicy::Quarantine,
+            };
+            embedded.retention = Retention {
+                max_len: storage.retention.max_len,
+                max_age: storage.retention.max_age.map(|d| d.0),
+                max_bytes: storage.retention.max_bytes.map(|b| b.bytes()),
+            };
+            embedded.observer = Some(metrics.clone());
+            let dir = storage.data_dir.display().to_string();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(embedded))
+                .await
+                .context("the store's recovery task failed")?
+                .with_context(|| {
+                    format!(
+                        "cannot open the embedded store in {dir} (storage.on_corruption = \"quarantine\" \
+                         starts without damaged segments)"
+                    )
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let run_dir = config.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let addresses_path = run_dir.join("addresses.json");
+    // A file left by an earlier run would point tools at dead ports.
+    let _ = std::fs::remove_file(&addresses_path);
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        backend = config.storage.backend.as_str(),
+        durability = %config.storage.durability,
+        data_dir = %data_dir.display(),
+        tokens = config.auth.tokens.len(),
+        "busbar starting"
+    );
+    let metrics = Arc::new(Metrics::default());
+    let store = open_store(&config, &metrics).await?;
+    let readiness = Readiness::new(
+        (config.storage.backend == Backend::Embedded).then(|| data_dir.clone()),
+        config.readiness.min_free_disk.bytes(),
+    );
+    let engine = Engine::new(
+        store,
+        Auth::new(config.auth.tokens.clone()),
+        EngineConfig::default(),
+        metrics,
+        readiness,
+    );
+
+    let events_path = config.events_socket();
+    let commands_path = config.commands_socket();
+    let events_socket = bind_unix(&events_path, config.ingest.socket_mode.0)?;
+    let commands_socket = bind_unix(&commands_path, config.commands.socket_mode.0)?;
+    let tcp = bind_tcp(config.ingest.tcp_addr).await?;
+    let tcp_addr = tcp.local_addr().context("cannot read the TCP address")?;
+    let http = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .with_context(|| format!("cannot listen on HTTP {}", config.http.addr))?;
+    let http_addr = http.local_addr().context("cannot read the HTTP address")?;
+
+    let (stop, stopping) = watch::channel(false);
+    let ingest = Ingest::new(
+        engine.clone(),
+        IngestOptions {
+            max_line_bytes: config.ingest.max_line_bytes.as_usize(),
+            max_connections: config.ingest.max_connections,
+            drain_timeout: config.ingest.drain_timeout.0,
+        },
+        stopping.clone(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let ingest = ingest.clone();
+        tasks.spawn(async move { ingest.serve_unix(events_socket).await });
+    }
+    tasks.spawn(async move { ingest.serve_tcp(tcp).await });
+    tasks.spawn(commands::serve_commands(
+        commands_socket,
+        engine.clone(),
+        stopping.clone(),
+    ));
+    {
+        let http_config = busbar_api::HttpConfig {
+            max_body_bytes: config.http.max_body_bytes.as_usize(),
+            event_limits: busbar_event::Limits {
+                max_event_bytes: config.ingest.max_line_bytes.as_usize(),
+            },
+            ..busbar_api::HttpConfig::default()
+        };
+        let mut stopping = stopping.clone();
+        let shutdown = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            if let Err(e) = busbar_api::serve(http, engine, http_config, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
+    write_addresses(
+        &addresses_path,
+        &Addresses {
+            pid: std::process::id(),
+            backend: engine.store().kind(),
+            tcp: tcp_addr.to_string(),
+            http: http_addr.to_string(),
+            events_socket: events_path.clone(),
+            commands_socket: commands_path.clone(),
+        },
+    )?;
+    tracing::info!(
+        tcp = %tcp_addr,
+        http = %http_addr,
+        events_socket = %events_path.display(),
+        commands_socket = %commands_path.display(),
+        "busbar ready"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no new connections, finishing in-flight appends");
+    engine.readiness().set_shutting_down();
+    let _ = stop.send(true);
+    // Each transport drains within its own timeout; this bound only guards
+    // against a transport that never returns.
+    let bound = config.ingest.drain_timeout.0 + Duration::from_secs(5);
+    let drained =
+        tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("transports did not stop in time; closing the store anyway");
+        tasks.abort_all();
+    }
+    engine
+        .shutdown()
+        .await
+        .context("cannot make the store durable at shutdown")?;
+    let _ = std::fs::remove_file(&addresses_path);
+    tracing::info!("busbar stopped");
+    Ok(())
+}
+
+fn write_addresses(path: &Path, addresses: &Addresses) -> anyhow::Result<()> {
+    // Written whole then renamed, so a reader never sees half a file.
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(addresses)?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "signal received");
+    // A second signal means the operator does not want to wait for the
+    // drain.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    Ok(())
+}
