@@ -118,6 +118,8 @@ pub(crate) struct Writer {
     dirs_to_sync: Vec<PathBuf>,
     /// Streams that sealed a segment since retention last ran.
     rolled: Vec<StreamName>,
+    /// Approximate trims requested with appends, run after the commit.
+    approx_trims: Vec<(StreamName, Trim)>,
     last_sync: Instant,
     failed: bool,
 }
@@ -192,6 +194,7 @@ impl Writer {
             pending_events: 0,
             dirs_to_sync: Vec::new(),
             rolled: Vec::new(),
+            approx_trims: Vec::new(),
             last_sync: Instant::now(),
             failed: false,
         }
@@ -234,6 +237,22 @@ impl Writer {
                 reply,
             } => match self.append(&stream, batch) {
                 Ok(ids) => self.waiting.push((reply, ids)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Op::Append {
+                stream,
+                batch,
+                trim: Some(trim),
+                reply,
+            } if is_approx(trim) => match self.append(&stream, batch) {
+                // Approximate trims only drop whole sealed segments: they run
+                // after the commit and do not break up the group.
+                Ok(ids) => {
+                    self.waiting.push((reply, ids));
+                    self.approx_trims.push((stream, trim));
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -388,7 +407,15 @@ impl Writer {
 
     /// Applies [`super::Retention`] to streams that sealed a segment.
     fn apply_retention(&mut self) {
-        if self.rolled.is_empty() || self.failed {
+        if self.failed {
+            return;
+        }
+        for (name, trim) in std::mem::take(&mut self.approx_trims) {
+            if let Err(e) = self.drop_segments(&name, trim) {
+                tracing::error!(stream = %name, error = %e, "trim failed");
+            }
+        }
+        if self.rolled.is_empty() {
             return;
         }
         let r = self.config.retention;
@@ -736,6 +763,15 @@ fn roll(ws: &mut WStream) -> Result<PathBuf> {
 impl Active {
     fn builder_interval(&self) -> u64 {
         self.builder.interval()
+    }
+}
+
+fn is_approx(trim: Trim) -> bool {
+    match trim {
+        Trim::MaxLen { approx, .. } | Trim::MinId { approx, .. } | Trim::MaxAge { approx, .. } => {
+            approx
+        }
+        Trim::MaxBytes { .. } => true,
     }
 }
 
