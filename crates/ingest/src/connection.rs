@@ -23,6 +23,10 @@ const READ_SIZE: usize = 64 * 1024;
 /// fast producer's lines into large appends.
 const QUEUE_CHUNKS: usize = 1;
 
+/// How long a closing connection keeps reading (and dropping) input so the
+/// close does not reset it.
+const DISCARD_BEFORE_CLOSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the reader hands the publisher.
 enum Work {
     Chunk(Chunk),
@@ -64,10 +68,15 @@ impl ConnectionContext {
         W: AsyncWrite + Unpin + Send,
     {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let mut reader = reader;
         tokio::join!(
-            self.read_side(reader, tx, shutdown),
+            self.read_side(&mut reader, tx, shutdown),
             self.publish_side(writer, rx)
         );
+        // Closing a TCP socket with unread input sends a reset, which can
+        // destroy answers still on their way to the producer (a refusal, the
+        // last acks of a drain). Read and drop its input briefly first.
+        let _ = tokio::time::timeout(DISCARD_BEFORE_CLOSE, discard(&mut reader)).await;
     }
 
     fn first_line(&self, line: &[u8]) -> First {
@@ -124,7 +133,7 @@ impl ConnectionContext {
 
     async fn read_side<R: AsyncRead + Unpin>(
         &self,
-        mut reader: R,
+        reader: &mut R,
         tx: mpsc::Sender<Work>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -146,7 +155,7 @@ impl ConnectionContext {
                     continue;
                 }
                 _ = crate::listener::stopped(&mut shutdown) => break,
-                read = read_more(&mut reader, &mut buf), if !full => match read {
+                read = read_more(reader, &mut buf), if !full => match read {
                     Ok(0) => eof = true,
                     Ok(_) => {}
                     Err(e) => {
@@ -298,6 +307,15 @@ async fn read_more<R: AsyncRead + Unpin>(
 ) -> std::io::Result<usize> {
     buf.reserve(READ_SIZE);
     reader.read_buf(buf).await
+}
+
+async fn discard<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// `Some` when the line is a hello: `Ok` if understood, `Err(message)` if

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_engine::{Engine, Transport};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -136,6 +136,14 @@ async fn reject_unix(mut s: UnixStream) {
 async fn reject_tcp(mut s: TcpStream) {
     let _ = s.write_all(TOO_MANY).await;
     let _ = s.shutdown().await;
+    // Unread input would turn the close into a reset that can destroy the
+    // error line; the caller bounds this wait.
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = s.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone, which also

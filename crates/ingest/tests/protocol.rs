@@ -222,3 +222,30 @@ async fn shutdown_answers_what_was_read_then_closes() {
     assert!(matches!(end, Ok(None)));
     drop(w);
 }
+
+/// A refused TCP producer that keeps writing still gets its error line
+/// (closing with unread input risks a reset that destroys it).
+#[tokio::test]
+async fn refusal_reaches_a_producer_that_keeps_writing() {
+    let tokens = vec![TokenSpec {
+        name: "ops".into(),
+        secret: "ops-secret".into(),
+        scopes: vec![Scope::Publish],
+        tenant: None,
+    }];
+    let s = start(tokens, 16).await;
+    let c = TcpStream::connect(s.tcp).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = w
+            .write_all(b"{\"hello\":{\"acks\":true,\"token\":\"bad\"}}\n")
+            .await;
+        let lines = "{\"type\":\"t\"}\n".repeat(100_000);
+        let _ = w.write_all(lines.as_bytes()).await;
+        w
+    });
+    let answers = read_lines(r).await;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["error"], "bad_token");
+    drop(writer.await.unwrap());
+}
