@@ -28,7 +28,8 @@ fn payload() -> String {
 fn batch(n: usize, payload: &str) -> EventBatch {
     let mut b = EventBatch::with_capacity(n * 270);
     for _ in 0..n {
-        b.push(&NewEvent::new("order.created", payload.as_bytes())).unwrap();
+        b.push(&NewEvent::new("order.created", payload.as_bytes()))
+            .unwrap();
     }
     b
 }
@@ -55,6 +56,7 @@ async fn append_concurrently(
     batch_size: usize,
     total: u64,
     payload: &str,
+    bounded: bool,
 ) -> Duration {
     let stream = StreamName::new("bench").unwrap();
     let per_task = (total as usize / appenders / batch_size).max(1);
@@ -62,7 +64,10 @@ async fn append_concurrently(
     // Bounded like a real deployment (XADD MAXLEN ~): RAM for the memory
     // engine, disk for the others.
     let opts = AppendOptions {
-        trim: Some(busbar_store::Trim::MaxLen { max: 2_000_000, approx: true }),
+        trim: bounded.then_some(busbar_store::Trim::MaxLen {
+            max: 2_000_000,
+            approx: true,
+        }),
     };
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(appenders);
@@ -82,11 +87,20 @@ async fn append_concurrently(
     start.elapsed()
 }
 
+/// Flushes dirty pages left by the previous case, so its background
+/// write-back does not compete with the next case's fsyncs.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn policies() -> Vec<(&'static str, Option<Durability>)> {
     vec![
         ("memory", None),
         ("never", Some(Durability::Never)),
-        ("interval-1s", Some(Durability::Interval(Duration::from_secs(1)))),
+        (
+            "interval-1s",
+            Some(Durability::Interval(Duration::from_secs(1))),
+        ),
         ("always", Some(Durability::Always)),
     ]
 }
@@ -95,9 +109,12 @@ fn bench_append(c: &mut Criterion) {
     let rt = runtime();
     let payload = payload();
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     // (appenders, batch size): one appender with batches of 100; 16 appenders
     // with batches of 64 sharing group commits.
+    settle_disk();
     for (appenders, batch_size) in [(1usize, 100usize), (16, 64)] {
         for (name, durability) in policies() {
             let dir = tempfile::tempdir().unwrap();
@@ -107,20 +124,28 @@ fn bench_append(c: &mut Criterion) {
             };
             let per_iter = (appenders * batch_size * 8) as u64;
             group.throughput(Throughput::Elements(per_iter));
-            group.bench_function(BenchmarkId::new(format!("{appenders}x{batch_size}"), name), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let store = store.clone();
-                    let payload = payload.clone();
-                    async move {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            total += append_concurrently(&store, appenders, batch_size, per_iter, &payload).await;
+            group.bench_function(
+                BenchmarkId::new(format!("{appenders}x{batch_size}"), name),
+                |b| {
+                    b.to_async(&rt).iter_custom(|iters| {
+                        let store = store.clone();
+                        let payload = payload.clone();
+                        async move {
+                            let mut total = Duration::ZERO;
+                            for _ in 0..iters {
+                                total += append_concurrently(
+                                    &store, appenders, batch_size, per_iter, &payload, true,
+                                )
+                                .await;
+                            }
+                            total
                         }
-                        total
-                    }
-                })
-            });
+                    })
+                },
+            );
             rt.block_on(store.close()).unwrap();
+            drop(dir);
+            settle_disk();
         }
     }
     // A lone appender of single events under `always`: one fsync each.
@@ -134,7 +159,12 @@ fn bench_append(c: &mut Criterion) {
             let store = store.clone();
             let stream = stream.clone();
             let one = one.clone();
-            async move { store.append(&stream, one, AppendOptions::default()).await.unwrap() }
+            async move {
+                store
+                    .append(&stream, one, AppendOptions::default())
+                    .await
+                    .unwrap()
+            }
         })
     });
     group.finish();
@@ -150,7 +180,12 @@ fn bench_read(c: &mut Criterion) {
     let ids: Vec<EventId> = rt.block_on(async {
         let mut ids = Vec::with_capacity(n as usize);
         for _ in 0..n / 1000 {
-            ids.extend(store.append(&stream, batch(1000, &payload), AppendOptions::default()).await.unwrap());
+            ids.extend(
+                store
+                    .append(&stream, batch(1000, &payload), AppendOptions::default())
+                    .await
+                    .unwrap(),
+            );
         }
         ids
     });
@@ -187,7 +222,7 @@ fn bench_reopen(c: &mut Criterion) {
     {
         let store = open(dir.path(), Durability::Never);
         rt.block_on(async {
-            append_concurrently(&store, 4, 1000, events, &payload).await;
+            append_concurrently(&store, 4, 1000, events, &payload, false).await;
             store.close().await.unwrap();
         });
     }
@@ -196,7 +231,9 @@ fn bench_reopen(c: &mut Criterion) {
     group.bench_function(format!("{events}-events"), |b| {
         b.iter(|| {
             let store = open(dir.path(), Durability::Never);
-            let info = rt.block_on(store.info(&StreamName::new("bench").unwrap())).unwrap();
+            let info = rt
+                .block_on(store.info(&StreamName::new("bench").unwrap()))
+                .unwrap();
             assert!(info.length >= events / 2);
             rt.block_on(store.close()).unwrap();
         })

@@ -36,7 +36,12 @@ fn populate(dir: &Path, n: usize) -> Vec<EventId> {
             let mut b = EventBatch::new();
             let payload = format!(r#"{{"i":{i}}}"#);
             b.push(&NewEvent::new("t", payload.as_bytes())).unwrap();
-            ids.extend(store.append(&stream(), b, AppendOptions::default()).await.unwrap());
+            ids.extend(
+                store
+                    .append(&stream(), b, AppendOptions::default())
+                    .await
+                    .unwrap(),
+            );
         }
         store.close().await.unwrap();
         ids
@@ -117,7 +122,10 @@ fn truncating_the_active_segment_at_every_offset_keeps_every_whole_record() {
         let store = EmbeddedStore::open(config(dir.path())).unwrap();
         let mut b = EventBatch::new();
         b.push(&NewEvent::new("t", b"{}")).unwrap();
-        let next = store.append(&stream(), b, AppendOptions::default()).await.unwrap();
+        let next = store
+            .append(&stream(), b, AppendOptions::default())
+            .await
+            .unwrap();
         assert!(next[0] > ids[earlier + records_in_active - 3]);
     });
 }
@@ -128,7 +136,10 @@ fn zeros_after_the_last_record_are_a_torn_tail() {
     let ids = populate(dir.path(), 5);
     let active = segments(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&active).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap();
     f.set_len(len + 4096).unwrap();
     let store = EmbeddedStore::open(config(dir.path())).unwrap();
     assert_eq!(read_all(&store).unwrap(), ids);
@@ -253,7 +264,9 @@ fn damaged_header_of_a_sealed_segment_is_corruption() {
     data[20] ^= 0x01;
     std::fs::write(&first, data).unwrap();
     match EmbeddedStore::open(config(dir.path())) {
-        Err(StoreError::Corrupt { path, offset: 0, .. }) => assert_eq!(path, first),
+        Err(StoreError::Corrupt {
+            path, offset: 0, ..
+        }) => assert_eq!(path, first),
         other => panic!("expected corruption, got {other:?}"),
     }
 }

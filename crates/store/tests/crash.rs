@@ -51,7 +51,10 @@ fn child(dir: &str) {
                     for p in &payloads {
                         b.push(&NewEvent::new("crash.test", p.as_bytes())).unwrap();
                     }
-                    let ids = store.append(&stream, b, AppendOptions::default()).await.unwrap();
+                    let ids = store
+                        .append(&stream, b, AppendOptions::default())
+                        .await
+                        .unwrap();
                     let mut out = String::new();
                     for (id, p) in ids.iter().zip(&payloads) {
                         out.push_str(&format!("ACK {id} {p}\n"));
@@ -89,7 +92,12 @@ fn acknowledged_appends_survive_sigkill() {
 
     for cycle in 0..cycles {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "acknowledged_appends_survive_sigkill", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "acknowledged_appends_survive_sigkill",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &dir_str)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -101,8 +109,12 @@ fn acknowledged_appends_survive_sigkill() {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // A line cut by the kill has no closing brace: not an ack.
-                let Some(rest) = line.strip_prefix("ACK ") else { continue };
-                let Some((id, payload)) = rest.split_once(' ') else { continue };
+                let Some(rest) = line.strip_prefix("ACK ") else {
+                    continue;
+                };
+                let Some((id, payload)) = rest.split_once(' ') else {
+                    continue;
+                };
                 if !payload.ends_with('}') {
                     continue;
                 }
@@ -112,7 +124,9 @@ fn acknowledged_appends_survive_sigkill() {
             }
         });
         // Let it get going, then kill it at a random moment.
-        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child acknowledged nothing");
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child acknowledged nothing");
         acked.insert(first.0, first.1);
         let until = Instant::now() + Duration::from_millis(rng.gen_range(1..120));
         while Instant::now() < until {
@@ -127,16 +141,30 @@ fn acknowledged_appends_survive_sigkill() {
             acked.insert(id, p);
         }
 
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let store = EmbeddedStore::open(config(&dir_str))
                 .unwrap_or_else(|e| panic!("cycle {cycle} (seed {seed}): reopen failed: {e}"));
-            let events = store.read(&stream, &ReadQuery::all(usize::MAX)).await.unwrap();
-            assert!(events.windows(2).all(|w| w[0].id() < w[1].id()), "ids out of order");
-            let found: BTreeMap<EventId, &[u8]> = events.iter().map(|e| (e.id(), e.payload())).collect();
+            let events = store
+                .read(&stream, &ReadQuery::all(usize::MAX))
+                .await
+                .unwrap();
+            assert!(
+                events.windows(2).all(|w| w[0].id() < w[1].id()),
+                "ids out of order"
+            );
+            let found: BTreeMap<EventId, &[u8]> =
+                events.iter().map(|e| (e.id(), e.payload())).collect();
             for (id, payload) in &acked {
                 match found.get(id) {
-                    Some(p) => assert_eq!(*p, payload.as_bytes(), "cycle {cycle} (seed {seed}): event {id} damaged"),
+                    Some(p) => assert_eq!(
+                        *p,
+                        payload.as_bytes(),
+                        "cycle {cycle} (seed {seed}): event {id} damaged"
+                    ),
                     None => panic!("cycle {cycle} (seed {seed}): acknowledged event {id} lost"),
                 }
             }
