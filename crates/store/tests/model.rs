@@ -128,7 +128,11 @@ impl Pair {
                     let ms = self.next_ms;
                     self.next_ms += 1;
                     let payload = format!(r#"{{"n":{ms},"pad":"{}"}}"#, "x".repeat(i * 7));
-                    let t = if ms % 3 == 0 { "odd.type" } else { "even.type" };
+                    let t = if ms.is_multiple_of(3) {
+                        "odd.type"
+                    } else {
+                        "even.type"
+                    };
                     b1.push(&NewEvent::new(t, payload.as_bytes()).with_id(EventId::new(ms, 0)))
                         .unwrap();
                 }
