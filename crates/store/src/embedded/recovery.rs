@@ -51,6 +51,15 @@ fn quarantine(config: &EmbeddedConfig, stream: &StreamName, path: &Path) -> Resu
     Ok(())
 }
 
+fn read_head(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEADER_LEN as usize);
+    File::open(path)
+        .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut head))
+        .map_err(io("read segment header", path))?;
+    Ok(head)
+}
+
 /// Recovers one stream.
 pub(crate) fn recover_stream(
     config: &EmbeddedConfig,
@@ -72,10 +81,15 @@ pub(crate) fn recover_stream(
     for (i, (no, path)) in files.into_iter().enumerate() {
         next_no = no + 1;
         let is_last = i + 1 == count;
-        let data = std::fs::read(&path).map_err(io("read segment", &path))?;
-        let header = match SegmentHeader::decode(&data) {
+        // Only the header is read up front: a sealed segment with a valid
+        // index file is never read in full on open.
+        let len = std::fs::metadata(&path)
+            .map_err(io("stat segment", &path))?
+            .len();
+        let head = read_head(&path)?;
+        let header = match SegmentHeader::decode(&head) {
             Ok(h) => h,
-            Err(reason) if is_last && data.len() < HEADER_LEN as usize => {
+            Err(reason) if is_last && len < HEADER_LEN => {
                 // Created but its header never reached the disk: nothing in
                 // it was ever acknowledged.
                 tracing::warn!(file = %path.display(), reason, "removing a segment torn at creation");
@@ -101,7 +115,6 @@ pub(crate) fn recover_stream(
         state.last_id = state.last_id.max(header.prev_last_id);
         state.floor = state.floor.max(header.floor);
 
-        let len = data.len() as u64;
         let cached = (!is_last)
             .then(|| IndexFile::read(&path))
             .flatten()
@@ -109,6 +122,7 @@ pub(crate) fn recover_stream(
         let builder = match cached {
             Some(idx) => SegmentBuilder::from_index(&idx, interval),
             None => {
+                let data = std::fs::read(&path).map_err(io("read segment", &path))?;
                 let mut builder = SegmentBuilder::new(interval);
                 let scanned =
                     scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |offset, body| {
