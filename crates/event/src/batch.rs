@@ -66,6 +66,7 @@ impl EventBatch {
             [e.tenant, e.key, e.session, e.idempotency_key],
             e.ts,
             e.id,
+            e.meta,
             &[b"", e.payload, b""],
         )
     }
@@ -85,6 +86,7 @@ impl EventBatch {
             ],
             e.ts,
             e.id,
+            None,
             &[b"{", e.payload_members(), b"}"],
         )
     }
@@ -95,6 +97,7 @@ impl EventBatch {
         optional: [Option<&str>; 4],
         ts: Option<i64>,
         id: Option<EventId>,
+        meta: Option<&[u8]>,
         payload: &[&[u8]; 3],
     ) -> Result<(), EventError> {
         let too_long = |field| EventError::InvalidField {
@@ -112,7 +115,8 @@ impl EventBatch {
         }
         let payload_len: usize = payload.iter().map(|p| p.len()).sum();
         let var = event_type.len() + optional.iter().flatten().map(|v| v.len()).sum::<usize>();
-        let body_len = RECORD_HEADER_LEN + var + payload_len;
+        let meta_len = meta.map_or(0, |m| 4 + m.len());
+        let body_len = RECORD_HEADER_LEN + var + meta_len + payload_len;
         if payload_len > u32::MAX as usize || body_len > u32::MAX as usize {
             return Err(too_long("payload"));
         }
@@ -128,6 +132,9 @@ impl EventBatch {
         }
         if ts.is_some() {
             flags |= FLAG_TS;
+        }
+        if meta.is_some() {
+            flags |= FLAG_META;
         }
         if id.is_some() {
             flags |= FLAG_EXPLICIT_ID;
@@ -151,6 +158,10 @@ impl EventBatch {
         b.extend_from_slice(event_type.as_bytes());
         for value in optional.into_iter().flatten() {
             b.extend_from_slice(value.as_bytes());
+        }
+        if let Some(m) = meta {
+            b.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            b.extend_from_slice(m);
         }
         for part in payload {
             b.extend_from_slice(part);
@@ -258,7 +269,11 @@ mod tests {
         .unwrap();
         batch.push_parsed(&parsed).unwrap();
         batch
-            .push(&NewEvent::new("u", b"{}").with_id(EventId::new(9, 9)))
+            .push(
+                &NewEvent::new("u", b"{}")
+                    .with_id(EventId::new(9, 9))
+                    .with_meta(br#"{"why":"x"}"#),
+            )
             .unwrap();
         assert_eq!(
             batch.requested_ids().collect::<Vec<_>>(),
@@ -285,6 +300,9 @@ mod tests {
         let f = &events[1];
         assert_eq!(f.id(), EventId::new(9, 9));
         assert!(f.explicit_id());
+        assert_eq!(f.meta(), Some(&br#"{"why":"x"}"#[..]));
+        assert_eq!(f.payload(), b"{}");
+        assert_eq!(e.meta(), None);
         assert_eq!((f.tenant(), f.key(), f.ts()), (None, None, None));
     }
 

@@ -8,8 +8,14 @@
 //!   8  u16  session length     10 u16 idempotency length 12 u32 payload length
 //!   16 u64  id.ms              24 u64 id.seq
 //!   32 u64  received ms        40 i64 ts (0 when absent)
-//!   48 type | tenant | key | session | idempotency_key | payload (JSON object)
+//!   48 type | tenant | key | session | idempotency_key
+//!      [u32 meta length | meta (JSON object)]   when flags & 64
+//!      payload (JSON object)
 //! ```
+//!
+//! `meta` is busbar's own annotation of an event, never the producer's: a
+//! dead-lettered event carries why it failed, a reprocessed one where it
+//! came from.
 //!
 //! Stores frame each body as `u32 length | u32 crc32c(body) | body`; the
 //! frame is what an [`EventBatch`](crate::EventBatch) holds and what the
@@ -28,6 +34,7 @@ pub(crate) const FLAG_KEY: u8 = 4;
 pub(crate) const FLAG_SESSION: u8 = 8;
 pub(crate) const FLAG_IDEMPOTENCY: u8 = 16;
 pub(crate) const FLAG_EXPLICIT_ID: u8 = 32;
+pub(crate) const FLAG_META: u8 = 64;
 
 /// An event to append, borrowing its fields. For library users who build
 /// events in code rather than parsing producer JSON.
@@ -56,6 +63,8 @@ pub struct NewEvent<'a> {
     pub idempotency_key: Option<&'a str>,
     /// An explicit id; it must be greater than the stream's last id.
     pub id: Option<EventId>,
+    /// busbar's annotation (a JSON object), e.g. dead-letter details.
+    pub meta: Option<&'a [u8]>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -70,6 +79,7 @@ impl<'a> NewEvent<'a> {
             session: None,
             idempotency_key: None,
             id: None,
+            meta: None,
         }
     }
 
@@ -88,6 +98,28 @@ impl<'a> NewEvent<'a> {
     /// Asks for an explicit id.
     pub fn with_id(mut self, id: EventId) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Copies every field of a stored event (id excepted), so it can be
+    /// appended again elsewhere (dead-lettering, reprocessing, replay).
+    pub fn from_event(event: &'a Event) -> Self {
+        NewEvent {
+            event_type: event.event_type(),
+            payload: event.payload(),
+            tenant: event.tenant(),
+            key: event.key(),
+            ts: event.ts(),
+            session: event.session(),
+            idempotency_key: event.idempotency_key(),
+            id: None,
+            meta: event.meta(),
+        }
+    }
+
+    /// Sets busbar's annotation (a JSON object).
+    pub fn with_meta(mut self, meta: &'a [u8]) -> Self {
+        self.meta = Some(meta);
         self
     }
 }
@@ -123,19 +155,22 @@ impl Event {
         if body[0] != KIND_EVENT {
             return Err(corrupt("not an event record"));
         }
-        let var: usize = [2, 4, 6, 8, 10]
-            .iter()
-            .map(|&at| u16_at(&body, at))
-            .sum::<usize>()
-            + u32_at(&body, 12);
-        if RECORD_HEADER_LEN + var != body.len() {
+        let text: usize = [2, 4, 6, 8, 10].iter().map(|&at| u16_at(&body, at)).sum();
+        let text_end = RECORD_HEADER_LEN + text;
+        if text_end > body.len() {
+            return Err(corrupt("field lengths run past the record"));
+        }
+        let mut end = text_end;
+        if body[1] & FLAG_META != 0 {
+            if body.len() < end + 4 {
+                return Err(corrupt("meta length runs past the record"));
+            }
+            end += 4 + u32_at(&body, end);
+        }
+        if end.checked_add(u32_at(&body, 12)) != Some(body.len()) {
             return Err(corrupt("field lengths do not match the record length"));
         }
-        if std::str::from_utf8(
-            &body[RECORD_HEADER_LEN..RECORD_HEADER_LEN + var - u32_at(&body, 12)],
-        )
-        .is_err()
-        {
+        if std::str::from_utf8(&body[RECORD_HEADER_LEN..text_end]).is_err() {
             return Err(corrupt("text field is not UTF-8"));
         }
         Ok(Event { body })
@@ -203,6 +238,20 @@ impl Event {
     /// Whether the producer asked for this id explicitly.
     pub fn explicit_id(&self) -> bool {
         self.body[1] & FLAG_EXPLICIT_ID != 0
+    }
+
+    /// busbar's annotation (a JSON object), if any.
+    pub fn meta(&self) -> Option<&[u8]> {
+        if self.body[1] & FLAG_META == 0 {
+            return None;
+        }
+        let at = RECORD_HEADER_LEN
+            + [2, 4, 6, 8, 10]
+                .iter()
+                .map(|&i| u16_at(&self.body, i))
+                .sum::<usize>();
+        let len = u32_at(&self.body, at);
+        Some(&self.body[at + 4..at + 4 + len])
     }
 
     /// The payload: a JSON object's text, byte-for-byte as the producer sent

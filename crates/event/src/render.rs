@@ -3,8 +3,9 @@ use std::io::Write;
 use crate::{Event, StreamName};
 
 /// Writes `event` as a JSON object:
-/// `{"id","stream","type","received_at",["ts","tenant","key","session","idempotency_key"],"data"}`,
-/// where `data` is the payload exactly as stored.
+/// `{"id","stream","type","received_at",["ts","tenant","key","session","idempotency_key","meta"],"data"}`,
+/// where `data` is the payload exactly as stored and `meta` busbar's own
+/// annotation (dead-letter details, reprocessing origin), when present.
 ///
 /// ```
 /// use busbar_event::{render_event, BatchIter, EventBatch, EventId, NewEvent, StreamName};
@@ -36,6 +37,10 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
             let _ = write!(out, ",\"{name}\":");
             string(out, value);
         }
+    }
+    if let Some(meta) = event.meta() {
+        out.extend_from_slice(b",\"meta\":");
+        out.extend_from_slice(meta);
     }
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(event.payload());
