@@ -3,8 +3,10 @@
 //! - `busbar serve`: the daemon (storage, engine, socket ingest, command
 //!   socket, HTTP API);
 //! - `busbar cmd <name> [json]`: a command on the command socket;
-//! - `busbar publish | tail | range | streams`: a CLI over the HTTP API.
+//! - `busbar publish | tail | range | streams`: a CLI over the HTTP API;
+//! - `busbar bench ingest`: busbar's ingest against Redis `XADD`.
 
+mod bench;
 mod client;
 mod cmd;
 mod logging;
@@ -40,6 +42,8 @@ enum Command {
     Range(read::RangeArgs),
     /// List streams.
     Streams(read::StreamsArgs),
+    /// Run a load scenario against a fresh daemon (and Redis).
+    Bench(bench::BenchArgs),
 }
 
 /// `busbar serve` flags; they override the config file and `BUSBAR_*`.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => read::tail(args),
         Command::Range(args) => read::range(args),
         Command::Streams(args) => read::streams(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,88 @@
+use std::path::PathBuf;
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// An I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `busbar serve` child could not be started.
+    #[error("cannot start {exe}: {source}")]
+    Spawn {
+        /// The executable.
+        exe: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon exited or never wrote its addresses.
+    #[error("the busbar daemon {what}; its log ends with:\n{log}")]
+    Daemon {
+        /// What went wrong.
+        what: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// A Redis URL that is not `redis://<loopback host>:<port>`.
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    RedisUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Redis answered a command with an error or an unexpected reply.
+    #[error("Redis {command}: {message}")]
+    Redis {
+        /// The command.
+        command: String,
+        /// Redis' error, or what was unexpected.
+        message: String,
+    },
+    /// A system under test refused an event or broke the protocol.
+    #[error("{system} answered {count} events with errors; first: {first}")]
+    Refused {
+        /// `busbar` or `redis`.
+        system: &'static str,
+        /// Events answered with an error.
+        count: u64,
+        /// The first error line.
+        first: String,
+    },
+    /// A connection ended before every event was acknowledged.
+    #[error("{system} closed a producer connection with {missing} events unacknowledged")]
+    Closed {
+        /// `busbar` or `redis`.
+        system: &'static str,
+        /// Events sent and never answered.
+        missing: u64,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// SIGINT or SIGTERM arrived; settings were restored.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl BenchError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        BenchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn redis(command: impl Into<String>, message: impl Into<String>) -> Self {
+        BenchError::Redis {
+            command: command.into(),
+            message: message.into(),
+        }
+    }
+}

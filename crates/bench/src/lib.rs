@@ -1,0 +1,41 @@
+//! busbar's load scenarios.
+//!
+//! [`ingest::run`] is `busbar bench ingest`: it starts its own `busbar
+//! serve` child on a temporary data directory with ephemeral ports, drives
+//! it with many producer connections over TCP and the Unix socket (acks on,
+//! each connection pipelining a bounded number of un-acked events), then
+//! runs the same load (same connection count, same pipelining depth, same
+//! payload bytes) against Redis `XADD`, with Redis' persistence set to match
+//! busbar's durability:
+//!
+//! | busbar | Redis |
+//! |---|---|
+//! | `--durability always` | `appendonly yes`, `appendfsync always` |
+//! | `--durability interval:1s` | `appendonly yes`, `appendfsync everysec` |
+//! | `--memory` | `appendonly no` |
+//!
+//! Redis' settings are read first and put back afterwards, also when the
+//! run fails or is interrupted, and the bench's keys are deleted. RDB
+//! snapshots (`save`) are off during a run so a fork never lands in the
+//! middle of one.
+//!
+//! Every figure is measured by one client, in one process, on one thread
+//! by default: throughput is acknowledged events divided by the time from
+//! the first send to the last acknowledgement; latency is publish →
+//! acknowledgement per event, in an HDR histogram.
+//!
+//! Everything is bounded: a fixed event count per run, a time limit per run,
+//! and loopback addresses only.
+
+#![warn(missing_docs)]
+
+mod daemon;
+mod error;
+pub mod ingest;
+mod load;
+mod redis;
+mod report;
+mod wire;
+
+pub use error::BenchError;
+pub use report::{LevelReport, Report, RunReport};

@@ -1,0 +1,131 @@
+//! `busbar bench`: load scenarios (see the `busbar-bench` crate).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar_bench::ingest::{Level, Plan, Transport};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// `busbar bench <scenario>`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Socket ingest with acks against Redis XADD, at each durability level.
+    ///
+    /// Starts its own `busbar serve` on a temporary data directory and
+    /// ephemeral loopback ports. Redis' persistence settings are changed for
+    /// each level and put back afterwards, and the bench's keys deleted.
+    Ingest(IngestArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    Always,
+    Interval,
+    Memory,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Unix,
+    Both,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Durability level(s): always (Redis appendfsync always), interval
+    /// (interval:1s; Redis everysec), memory (--memory; Redis appendonly
+    /// no), or all.
+    #[arg(long, value_enum, default_value = "all")]
+    durability: DurabilityArg,
+    /// Producer connections.
+    #[arg(long, default_value_t = 50)]
+    producers: usize,
+    /// Un-acknowledged events each producer keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    pipeline: usize,
+    /// Events per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Bytes of each event's JSON (the same bytes for both systems).
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// busbar transport(s); Redis is measured over TCP.
+    #[arg(long, value_enum, default_value = "both")]
+    transport: TransportArg,
+    /// Longest run, in seconds: producers then stop sending.
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    /// Events of one unpipelined producer under `always` (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    lone_events: u64,
+    /// Redis to compare with (loopback only).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Measure busbar alone.
+    #[arg(long)]
+    no_redis: bool,
+    /// Threads of the load client.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Directory for the daemons' temporary data (default: the system's
+    /// temporary directory); pick one on the disk to measure.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.scenario {
+        Scenario::Ingest(a) => ingest(a),
+    }
+}
+
+fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.producers > 0 && a.pipeline > 0,
+        "--producers and --pipeline must be at least 1"
+    );
+    let plan = Plan {
+        exe: std::env::current_exe().context("cannot find the busbar executable")?,
+        levels: match a.durability {
+            DurabilityArg::Always => vec![Level::Always],
+            DurabilityArg::Interval => vec![Level::Interval],
+            DurabilityArg::Memory => vec![Level::Memory],
+            DurabilityArg::All => Level::ALL.to_vec(),
+        },
+        transports: match a.transport {
+            TransportArg::Tcp => vec![Transport::Tcp],
+            TransportArg::Unix => vec![Transport::Unix],
+            TransportArg::Both => vec![Transport::Tcp, Transport::Unix],
+        },
+        producers: a.producers,
+        pipeline: a.pipeline,
+        events: a.events,
+        payload_bytes: a.payload_bytes,
+        max_run: Duration::from_secs(a.max_seconds.max(1)),
+        lone_events: a.lone_events,
+        redis_url: (!a.no_redis).then_some(a.redis_url),
+        work_dir: a.work_dir,
+        client_threads: a.client_threads.max(1),
+    };
+    let progress = |line: &str| eprintln!("busbar bench: {line}");
+    let report = busbar_bench::ingest::run(&plan, &progress).context("bench ingest failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
