@@ -60,6 +60,30 @@ pub enum StoreError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The consumer group does not exist.
+    #[error("group `{group}` does not exist on stream `{stream}`")]
+    NoSuchGroup {
+        /// The stream.
+        stream: StreamName,
+        /// The group asked for.
+        group: String,
+    },
+    /// A group of that name already exists.
+    #[error("group `{group}` already exists on stream `{stream}`")]
+    GroupExists {
+        /// The stream.
+        stream: StreamName,
+        /// The group.
+        group: String,
+    },
+    /// A group or consumer name breaks the naming rules.
+    #[error("invalid {kind} name: {reason}")]
+    InvalidName {
+        /// `group` or `consumer`.
+        kind: &'static str,
+        /// The rule.
+        reason: &'static str,
+    },
     /// The store has been closed, or its writer stopped after an I/O error.
     #[error("store is closed")]
     Closed,

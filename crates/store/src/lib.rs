@@ -36,11 +36,18 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod group;
 pub mod memory;
 mod types;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
+use group::{
+    AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupStart, NackOptions, NackOutcome,
+    PendingInfo, ReadOutcome,
+};
 
 pub use error::{Result, StoreError};
 pub use types::{
@@ -138,4 +145,138 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name of the backend (`embedded`, `memory`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Creates consumer group `group` on `stream` (creating the stream when
+    /// it does not exist, like `XGROUP CREATE ... MKSTREAM`).
+    ///
+    /// # Errors
+    /// [`StoreError::GroupExists`], [`StoreError::InvalidName`], I/O.
+    async fn create_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        start: GroupStart,
+        config: GroupConfig,
+    ) -> Result<GroupInfo>;
+
+    /// Deletes a group and its pending entries; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], I/O.
+    async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool>;
+
+    /// Every group of `stream`, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`].
+    async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>>;
+
+    /// One group.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`].
+    async fn group(&self, stream: &StreamName, group: &str) -> Result<GroupInfo>;
+
+    /// Delivers up to `count` events to `consumer` (created on first read):
+    /// due pending entries first, then new events. Exhausted entries met on
+    /// the way are dead-lettered. Never blocks; callers wait for appends.
+    /// Under `always`, the deliveries are durable before this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`],
+    /// [`StoreError::InvalidName`], I/O.
+    async fn read_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<ReadOutcome>;
+
+    /// Acknowledges events held by `consumer` (by anyone when `None`).
+    /// Under `always`, durable before it returns.
+    ///
+    /// # Errors
+    /// As [`Store::read_group`].
+    async fn ack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        ids: &[EventId],
+    ) -> Result<AckOutcome>;
+
+    /// Negatively acknowledges events held by `consumer`.
+    ///
+    /// # Errors
+    /// As [`Store::read_group`].
+    async fn nack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        ids: &[EventId],
+        opts: NackOptions,
+    ) -> Result<NackOutcome>;
+
+    /// Moves entries idle for at least `min_idle` to `consumer`, scanning
+    /// the pending list from `start` (`XAUTOCLAIM`).
+    ///
+    /// # Errors
+    /// As [`Store::read_group`].
+    async fn claim(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: EventId,
+        count: usize,
+    ) -> Result<ClaimOutcome>;
+
+    /// Pending entries in `[start, end]`, of one consumer or all.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`].
+    async fn pending(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        start: EventId,
+        end: EventId,
+        count: usize,
+    ) -> Result<Vec<PendingInfo>>;
+
+    /// Pauses or resumes delivery to a group (publishing goes on).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`], I/O.
+    async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()>;
+
+    /// Removes a consumer; its pending entries become deliverable to others
+    /// at once. Returns how many it held.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`], I/O.
+    async fn delete_consumer(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64>;
+
+    /// Moves a group's cursor (a replay into an existing group moves it
+    /// back so events are delivered again).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], [`StoreError::NoSuchGroup`], I/O.
+    async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()>;
+
+    /// Retires due entries that are out of attempts in every group of
+    /// `stream`; returns (dead-lettered, dropped).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchStream`], I/O.
+    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)>;
 }

@@ -15,6 +15,11 @@ use busbar_event::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::group::host::{self, GroupHost};
+use crate::group::{
+    self as groups, AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupOp, GroupStart,
+    GroupState, NackOptions, NackOutcome, PendingInfo, ReadOutcome,
+};
 use crate::{AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StreamInfo, Trim};
 
 /// Streams in RAM.
@@ -29,6 +34,7 @@ struct MemStream {
     events: VecDeque<Event>,
     clock: IdClock,
     bytes: u64,
+    groups: BTreeMap<String, GroupState>,
 }
 
 fn frame_len(e: &Event) -> u64 {
@@ -130,6 +136,67 @@ impl MemoryStore {
             })
     }
 
+    fn stream_or_create(&self, stream: &StreamName) -> Arc<Mutex<MemStream>> {
+        let existing = self.streams.read().get(stream).cloned();
+        match existing {
+            Some(h) => h,
+            None => self
+                .streams
+                .write()
+                .entry(stream.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(MemStream {
+                        events: VecDeque::new(),
+                        clock: IdClock::new(EventId::ZERO),
+                        bytes: 0,
+                        groups: BTreeMap::new(),
+                    }))
+                })
+                .clone(),
+        }
+    }
+
+    fn append_sync(
+        &self,
+        stream: &StreamName,
+        mut batch: EventBatch,
+        opts: AppendOptions,
+    ) -> Result<Vec<EventId>> {
+        self.check_open()?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let handle = self.stream_or_create(stream);
+        let mut s = handle.lock();
+        let now = now_ms();
+        check_ids(stream, s.clock, &batch, now)?;
+        let ids = assign_ids(&mut s.clock, &mut batch, now);
+        for event in BatchIter::new(batch.seal()) {
+            s.bytes += frame_len(&event);
+            s.events.push_back(event);
+        }
+        if let Some(trim) = opts.trim {
+            s.trim(trim);
+        }
+        Ok(ids)
+    }
+
+    /// Runs `f` over a stream's groups with a host for group operations.
+    fn with_host<T>(
+        &self,
+        stream: &StreamName,
+        f: impl FnOnce(&mut MemHost<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let handle = self.stream(stream)?;
+        let mut s = handle.lock();
+        let mut h = MemHost {
+            store: self,
+            stream,
+            s: &mut s,
+        };
+        f(&mut h)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             Err(StoreError::Closed)
@@ -144,43 +211,10 @@ impl Store for MemoryStore {
     async fn append(
         &self,
         stream: &StreamName,
-        mut batch: EventBatch,
+        batch: EventBatch,
         opts: AppendOptions,
     ) -> Result<Vec<EventId>> {
-        self.check_open()?;
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let handle = {
-            let existing = self.streams.read().get(stream).cloned();
-            match existing {
-                Some(h) => h,
-                None => self
-                    .streams
-                    .write()
-                    .entry(stream.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Mutex::new(MemStream {
-                            events: VecDeque::new(),
-                            clock: IdClock::new(EventId::ZERO),
-                            bytes: 0,
-                        }))
-                    })
-                    .clone(),
-            }
-        };
-        let mut s = handle.lock();
-        let now = now_ms();
-        check_ids(stream, s.clock, &batch, now)?;
-        let ids = assign_ids(&mut s.clock, &mut batch, now);
-        for event in BatchIter::new(batch.seal()) {
-            s.bytes += frame_len(&event);
-            s.events.push_back(event);
-        }
-        if let Some(trim) = opts.trim {
-            s.trim(trim);
-        }
-        Ok(ids)
+        self.append_sync(stream, batch, opts)
     }
 
     async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
@@ -274,5 +308,238 @@ impl Store for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    async fn create_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        start: GroupStart,
+        config: GroupConfig,
+    ) -> Result<GroupInfo> {
+        self.check_open()?;
+        groups::validate_name("group", group)?;
+        let handle = self.stream_or_create(stream);
+        let mut s = handle.lock();
+        if s.groups.contains_key(group) {
+            return Err(StoreError::GroupExists {
+                stream: stream.clone(),
+                group: group.to_owned(),
+            });
+        }
+        let cursor = match start {
+            GroupStart::Beginning => EventId::ZERO,
+            GroupStart::End => s.clock.last(),
+            GroupStart::After(id) => id,
+        };
+        let op = GroupOp::Create {
+            group: group.to_owned(),
+            cursor,
+            config,
+        };
+        groups::state::apply(&mut s.groups, &op);
+        let lag = s.lag(cursor);
+        Ok(s.groups[group].info(stream, lag, now_ms()))
+    }
+
+    async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool> {
+        let handle = self.stream(stream)?;
+        let removed = handle.lock().groups.remove(group).is_some();
+        Ok(removed)
+    }
+
+    async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>> {
+        let handle = self.stream(stream)?;
+        let s = handle.lock();
+        let now = now_ms();
+        Ok(s.groups
+            .values()
+            .map(|g| g.info(stream, s.lag(g.cursor), now))
+            .collect())
+    }
+
+    async fn group(&self, stream: &StreamName, group: &str) -> Result<GroupInfo> {
+        let handle = self.stream(stream)?;
+        let s = handle.lock();
+        let g = s.groups.get(group).ok_or_else(|| StoreError::NoSuchGroup {
+            stream: stream.clone(),
+            group: group.to_owned(),
+        })?;
+        Ok(g.info(stream, s.lag(g.cursor), now_ms()))
+    }
+
+    async fn read_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<ReadOutcome> {
+        groups::validate_name("consumer", consumer)?;
+        self.with_host(stream, |h| host::read(h, group, consumer, count, now_ms()))
+    }
+
+    async fn ack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        ids: &[EventId],
+    ) -> Result<AckOutcome> {
+        self.with_host(stream, |h| host::ack(h, group, consumer, ids, now_ms()))
+    }
+
+    async fn nack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        ids: &[EventId],
+        opts: NackOptions,
+    ) -> Result<NackOutcome> {
+        self.with_host(stream, |h| {
+            host::nack(h, group, consumer, ids, &opts, now_ms())
+        })
+    }
+
+    async fn claim(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        min_idle: std::time::Duration,
+        start: EventId,
+        count: usize,
+    ) -> Result<ClaimOutcome> {
+        groups::validate_name("consumer", consumer)?;
+        self.with_host(stream, |h| {
+            host::claim(h, group, consumer, min_idle, start, count, now_ms())
+        })
+    }
+
+    async fn pending(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        start: EventId,
+        end: EventId,
+        count: usize,
+    ) -> Result<Vec<PendingInfo>> {
+        self.with_host(stream, |h| {
+            let g = h.group_state(group)?;
+            Ok(g.pending_info(consumer, start, end, count, now_ms()))
+        })
+    }
+
+    async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()> {
+        self.with_host(stream, |h| {
+            h.group_state(group)?;
+            h.apply(GroupOp::Pause {
+                group: group.to_owned(),
+                paused,
+            })
+        })
+    }
+
+    async fn delete_consumer(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64> {
+        self.with_host(stream, |h| {
+            let held = h
+                .group_state(group)?
+                .consumers
+                .get(consumer)
+                .map_or(0, |c| c.pending);
+            h.apply(GroupOp::DeleteConsumer {
+                group: group.to_owned(),
+                consumer: consumer.to_owned(),
+            })?;
+            Ok(held)
+        })
+    }
+
+    async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()> {
+        self.with_host(stream, |h| {
+            h.group_state(group)?;
+            h.apply(GroupOp::SetCursor {
+                group: group.to_owned(),
+                cursor,
+            })
+        })
+    }
+
+    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)> {
+        self.with_host(stream, |h| {
+            let names: Vec<String> = h.groups().keys().cloned().collect();
+            let now = now_ms();
+            let mut total = (0, 0);
+            for name in names {
+                let (d, x) = host::expire(h, &name, now)?;
+                total.0 += d;
+                total.1 += x;
+            }
+            Ok(total)
+        })
+    }
+}
+
+impl MemStream {
+    /// Events with ids greater than `cursor`.
+    fn lag(&self, cursor: EventId) -> u64 {
+        (self.events.len() - self.events.partition_point(|e| e.id() <= cursor)) as u64
+    }
+}
+
+/// Group operations over one locked memory stream.
+struct MemHost<'a> {
+    store: &'a MemoryStore,
+    stream: &'a StreamName,
+    s: &'a mut MemStream,
+}
+
+impl MemHost<'_> {
+    fn group_state(&self, group: &str) -> Result<&GroupState> {
+        self.s
+            .groups
+            .get(group)
+            .ok_or_else(|| StoreError::NoSuchGroup {
+                stream: self.stream.clone(),
+                group: group.to_owned(),
+            })
+    }
+}
+
+impl GroupHost for MemHost<'_> {
+    fn stream(&self) -> &StreamName {
+        self.stream
+    }
+
+    fn groups(&self) -> &BTreeMap<String, GroupState> {
+        &self.s.groups
+    }
+
+    fn events_after(&mut self, after: EventId, count: usize) -> Result<Vec<Event>> {
+        let from = self.s.events.partition_point(|e| e.id() <= after);
+        Ok(self.s.events.range(from..).take(count).cloned().collect())
+    }
+
+    fn event(&mut self, id: EventId) -> Result<Option<Event>> {
+        let at = self.s.position(id);
+        Ok(self.s.events.get(at).filter(|e| e.id() == id).cloned())
+    }
+
+    fn append_dead_letters(&mut self, batch: EventBatch) -> Result<Vec<EventId>> {
+        let dlq = groups::dlq_stream(self.stream)?;
+        self.store
+            .append_sync(&dlq, batch, AppendOptions::default())
+    }
+
+    fn apply(&mut self, op: GroupOp) -> Result<()> {
+        groups::state::apply(&mut self.s.groups, &op);
+        Ok(())
     }
 }

@@ -18,6 +18,17 @@ pub(crate) const MAX_BODY_LEN: usize = 256 * 1024 * 1024;
 pub(crate) const KIND_EVENT: u8 = 1;
 pub(crate) const KIND_TRIM: u8 = 2;
 pub(crate) const KIND_DELETE: u8 = 3;
+pub(crate) const KIND_GROUP_OP: u8 = 4;
+pub(crate) const KIND_GROUP_SNAPSHOT: u8 = 5;
+
+/// Header flag: the segment's first record is a snapshot of the stream's
+/// consumer groups.
+pub(crate) const FLAG_GROUP_SNAPSHOT: u32 = 1;
+
+/// Whether a record body is an event (every other kind is a control).
+pub(crate) fn is_event(body: &[u8]) -> bool {
+    body.first() == Some(&KIND_EVENT)
+}
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -46,6 +57,8 @@ pub(crate) struct SegmentHeader {
     pub prev_last_id: EventId,
     /// The stream's trim floor when the segment was created.
     pub floor: EventId,
+    /// [`FLAG_GROUP_SNAPSHOT`] and future flags.
+    pub flags: u32,
 }
 
 impl SegmentHeader {
@@ -53,7 +66,7 @@ impl SegmentHeader {
         let mut v = Vec::with_capacity(HEADER_LEN as usize);
         v.extend_from_slice(SEGMENT_MAGIC);
         v.extend_from_slice(&VERSION.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&self.flags.to_le_bytes());
         put_id(&mut v, self.prev_last_id);
         put_id(&mut v, self.floor);
         v.resize(HEADER_LEN as usize - 4, 0);
@@ -81,6 +94,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             prev_last_id: id_at(b, 16),
             floor: id_at(b, 32),
+            flags: u32_at(b, 12),
         })
     }
 }
@@ -93,6 +107,10 @@ pub(crate) enum Control {
     Trim(EventId),
     /// These events are deleted.
     Delete(Vec<EventId>),
+    /// A consumer-group op (`group::encode_op` bytes).
+    GroupOp(Vec<u8>),
+    /// Every consumer group of the stream, as JSON.
+    GroupSnapshot(Vec<u8>),
 }
 
 impl Control {
@@ -110,6 +128,14 @@ impl Control {
                 for id in ids {
                     put_id(&mut body, *id);
                 }
+            }
+            Control::GroupOp(bytes) => {
+                body.push(KIND_GROUP_OP);
+                body.extend_from_slice(bytes);
+            }
+            Control::GroupSnapshot(bytes) => {
+                body.push(KIND_GROUP_SNAPSHOT);
+                body.extend_from_slice(bytes);
             }
         }
         let mut framed = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
@@ -133,6 +159,8 @@ impl Control {
                     (0..n).map(|i| id_at(body, 8 + 16 * i)).collect(),
                 )))
             }
+            Some(&KIND_GROUP_OP) => Ok(Some(Control::GroupOp(body[1..].to_vec()))),
+            Some(&KIND_GROUP_SNAPSHOT) => Ok(Some(Control::GroupSnapshot(body[1..].to_vec()))),
             _ => Err("unknown record kind"),
         }
     }
@@ -225,6 +253,7 @@ mod tests {
         let h = SegmentHeader {
             prev_last_id: EventId::new(5, 6),
             floor: EventId::new(1, 2),
+            flags: FLAG_GROUP_SNAPSHOT,
         };
         let mut bytes = h.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
@@ -238,6 +267,8 @@ mod tests {
             Control::Trim(EventId::new(3, 4)),
             Control::Delete(vec![EventId::new(1, 1), EventId::new(2, 0)]),
             Control::Delete(vec![]),
+            Control::GroupOp(vec![1, 2, 3]),
+            Control::GroupSnapshot(b"{}".to_vec()),
         ] {
             let framed = c.encode();
             assert_eq!(Control::decode(&framed[8..]), Ok(Some(c)));

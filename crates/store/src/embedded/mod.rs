@@ -89,6 +89,7 @@
 //! segment is sealed.
 
 mod format;
+mod groups;
 mod recovery;
 mod segment;
 mod stream;
@@ -105,10 +106,16 @@ use busbar_event::{Event, EventBatch, EventId, StreamName};
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::group::host;
+use crate::group::{
+    validate_name, AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupOp, GroupStart,
+    NackOptions, NackOutcome, PendingInfo, ReadOutcome,
+};
 use crate::{
     AppendOptions, Durability, ReadQuery, Result, Rotated, Store, StoreError, StoreObserver,
     StreamInfo, Trim,
 };
+use busbar_event::now_ms;
 use stream::StreamHandle;
 use writer::{Op, Shared, Writer};
 
@@ -236,6 +243,8 @@ impl EmbeddedStore {
             streams.insert(name, ws);
         }
 
+        groups::reconcile_dead_letters(&mut streams)?;
+
         let shared = Arc::new(Shared {
             streams: RwLock::new(handles),
             streams_dir,
@@ -262,6 +271,35 @@ impl EmbeddedStore {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(op(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a group operation on the writer thread; answers once its records
+    /// are committed.
+    async fn group_call<T: Send + 'static>(
+        &self,
+        stream: &StreamName,
+        create: bool,
+        f: impl FnOnce(&mut groups::WriterHost<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if !create {
+            self.handle(stream)?;
+        }
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let run: writer::GroupRun = Box::new(move |h| {
+            let result = f(h);
+            Box::new(move |committed: Result<()>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.tx
+            .send(Op::Group {
+                stream: stream.clone(),
+                create,
+                run,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -381,5 +419,229 @@ impl Store for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn create_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        start: GroupStart,
+        config: GroupConfig,
+    ) -> Result<GroupInfo> {
+        validate_name("group", group)?;
+        let (name, s) = (group.to_owned(), stream.clone());
+        self.group_call(stream, true, move |h| {
+            if host::GroupHost::groups(h).contains_key(&name) {
+                return Err(StoreError::GroupExists {
+                    stream: s,
+                    group: name,
+                });
+            }
+            let cursor = match start {
+                GroupStart::Beginning => EventId::ZERO,
+                GroupStart::End => h.last_id()?,
+                GroupStart::After(id) => id,
+            };
+            host::GroupHost::apply(
+                h,
+                GroupOp::Create {
+                    group: name,
+                    cursor,
+                    config,
+                },
+            )
+        })
+        .await?;
+        self.group(stream, group).await
+    }
+
+    async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool> {
+        let name = group.to_owned();
+        self.group_call(stream, false, move |h| {
+            if !host::GroupHost::groups(h).contains_key(&name) {
+                return Ok(false);
+            }
+            host::GroupHost::apply(h, GroupOp::Destroy { group: name })?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>> {
+        let handle = self.handle(stream)?;
+        let state = handle.state.read();
+        let now = now_ms();
+        state
+            .groups
+            .values()
+            .map(|g| Ok(g.info(stream, state.count_after(g.cursor)?, now)))
+            .collect()
+    }
+
+    async fn group(&self, stream: &StreamName, group: &str) -> Result<GroupInfo> {
+        let handle = self.handle(stream)?;
+        let state = handle.state.read();
+        let g = state
+            .groups
+            .get(group)
+            .ok_or_else(|| StoreError::NoSuchGroup {
+                stream: stream.clone(),
+                group: group.to_owned(),
+            })?;
+        Ok(g.info(stream, state.count_after(g.cursor)?, now_ms()))
+    }
+
+    async fn read_group(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<ReadOutcome> {
+        validate_name("consumer", consumer)?;
+        let (g, c) = (group.to_owned(), consumer.to_owned());
+        self.group_call(stream, false, move |h| {
+            host::read(h, &g, &c, count, now_ms())
+        })
+        .await
+    }
+
+    async fn ack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        ids: &[EventId],
+    ) -> Result<AckOutcome> {
+        let (g, c, ids) = (group.to_owned(), consumer.map(str::to_owned), ids.to_vec());
+        self.group_call(stream, false, move |h| {
+            host::ack(h, &g, c.as_deref(), &ids, now_ms())
+        })
+        .await
+    }
+
+    async fn nack(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        ids: &[EventId],
+        opts: NackOptions,
+    ) -> Result<NackOutcome> {
+        let (g, c, ids) = (group.to_owned(), consumer.to_owned(), ids.to_vec());
+        self.group_call(stream, false, move |h| {
+            host::nack(h, &g, &c, &ids, &opts, now_ms())
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: EventId,
+        count: usize,
+    ) -> Result<ClaimOutcome> {
+        validate_name("consumer", consumer)?;
+        let (g, c) = (group.to_owned(), consumer.to_owned());
+        self.group_call(stream, false, move |h| {
+            host::claim(h, &g, &c, min_idle, start, count, now_ms())
+        })
+        .await
+    }
+
+    async fn pending(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        start: EventId,
+        end: EventId,
+        count: usize,
+    ) -> Result<Vec<PendingInfo>> {
+        let handle = self.handle(stream)?;
+        let state = handle.state.read();
+        let g = state
+            .groups
+            .get(group)
+            .ok_or_else(|| StoreError::NoSuchGroup {
+                stream: stream.clone(),
+                group: group.to_owned(),
+            })?;
+        Ok(g.pending_info(consumer, start, end, count, now_ms()))
+    }
+
+    async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()> {
+        let (g, s) = (group.to_owned(), stream.clone());
+        self.group_call(stream, false, move |h| {
+            if !host::GroupHost::groups(h).contains_key(&g) {
+                return Err(StoreError::NoSuchGroup {
+                    stream: s,
+                    group: g,
+                });
+            }
+            host::GroupHost::apply(h, GroupOp::Pause { group: g, paused })
+        })
+        .await
+    }
+
+    async fn delete_consumer(
+        &self,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64> {
+        let (g, c, s) = (group.to_owned(), consumer.to_owned(), stream.clone());
+        self.group_call(stream, false, move |h| {
+            let held = match host::GroupHost::groups(h).get(&g) {
+                None => {
+                    return Err(StoreError::NoSuchGroup {
+                        stream: s,
+                        group: g,
+                    })
+                }
+                Some(state) => state.consumers.get(&c).map_or(0, |x| x.pending),
+            };
+            host::GroupHost::apply(
+                h,
+                GroupOp::DeleteConsumer {
+                    group: g,
+                    consumer: c,
+                },
+            )?;
+            Ok(held)
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()> {
+        let (g, s) = (group.to_owned(), stream.clone());
+        self.group_call(stream, false, move |h| {
+            if !host::GroupHost::groups(h).contains_key(&g) {
+                return Err(StoreError::NoSuchGroup {
+                    stream: s,
+                    group: g,
+                });
+            }
+            host::GroupHost::apply(h, GroupOp::SetCursor { group: g, cursor })
+        })
+        .await
+    }
+
+    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)> {
+        self.group_call(stream, false, move |h| {
+            let names: Vec<String> = host::GroupHost::groups(h).keys().cloned().collect();
+            let now = now_ms();
+            let mut total = (0, 0);
+            for name in names {
+                let (d, x) = host::expire(h, &name, now)?;
+                total.0 += d;
+                total.1 += x;
+            }
+            Ok(total)
+        })
+        .await
     }
 }

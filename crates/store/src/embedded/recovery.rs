@@ -8,7 +8,9 @@ use std::sync::Arc;
 use busbar_event::{EventId, IdClock, StreamName};
 use parking_lot::RwLock;
 
-use super::format::{scan_frames, SegmentHeader, HEADER_LEN};
+use super::format::{
+    scan_frames, Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN, KIND_GROUP_SNAPSHOT,
+};
 use super::segment::{index_path, IndexFile, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
 use super::writer::{create_segment, sync_dir, Active, WStream};
@@ -60,13 +62,46 @@ fn read_head(path: &Path) -> Result<Vec<u8>> {
     Ok(head)
 }
 
+/// A last segment whose header promises a group snapshot but whose first
+/// record is not a whole one was torn while being created: nothing in it
+/// was ever acknowledged, and the segment before it still holds the groups.
+/// It is removed so that one becomes the active segment again.
+fn drop_torn_snapshot_segment(files: &mut Vec<(u64, PathBuf)>) -> Result<()> {
+    if files.len() < 2 {
+        return Ok(());
+    }
+    let Some((_, path)) = files.last() else {
+        return Ok(());
+    };
+    let head = read_head(path)?;
+    let Ok(header) = SegmentHeader::decode(&head) else {
+        return Ok(());
+    };
+    if header.flags & FLAG_GROUP_SNAPSHOT == 0 {
+        return Ok(());
+    }
+    let data = std::fs::read(path).map_err(io("read segment", path))?;
+    let mut whole = false;
+    let _ = scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |_, body| {
+        whole = body.first() == Some(&KIND_GROUP_SNAPSHOT);
+        Err("stop after the first record")
+    });
+    if !whole {
+        tracing::warn!(file = %path.display(), "removing a segment torn while it was being created");
+        std::fs::remove_file(path).map_err(io("remove torn segment", path))?;
+        files.pop();
+    }
+    Ok(())
+}
+
 /// Recovers one stream.
 pub(crate) fn recover_stream(
     config: &EmbeddedConfig,
     name: &StreamName,
     dir: &Path,
 ) -> Result<WStream> {
-    let files = segment_files(dir)?;
+    let mut files = segment_files(dir)?;
+    drop_torn_snapshot_segment(&mut files)?;
     let interval = config.index_interval_bytes;
     let mut state = StreamState {
         segments: Vec::new(),
@@ -74,6 +109,7 @@ pub(crate) fn recover_stream(
         deleted: Default::default(),
         last_id: EventId::ZERO,
         hidden: 0,
+        groups: Default::default(),
     };
     let mut last_active: Option<(u64, PathBuf, u64, SegmentBuilder)> = None;
     let mut next_no = 1;
@@ -119,7 +155,7 @@ pub(crate) fn recover_stream(
             .then(|| IndexFile::read(&path))
             .flatten()
             .filter(|idx| idx.segment_len == len);
-        let builder = match cached {
+        let mut builder = match cached {
             Some(idx) => SegmentBuilder::from_index(&idx, interval),
             None => {
                 let data = std::fs::read(&path).map_err(io("read segment", &path))?;
@@ -201,6 +237,7 @@ pub(crate) fn recover_stream(
             sealed: !is_last,
         });
         if is_last {
+            state.groups = std::mem::take(&mut builder.groups);
             last_active = Some((no, path, seg_len, builder));
         }
     }
@@ -230,18 +267,30 @@ pub(crate) fn recover_stream(
             if let Some(last) = state.segments.last_mut() {
                 last.sealed = true;
             }
+            let snapshot = if state.groups.is_empty() {
+                Vec::new()
+            } else {
+                let json = serde_json::to_vec(&state.groups)
+                    .map_err(|e| StoreError::io("encode group snapshot", dir, e.into()))?;
+                Control::GroupSnapshot(json).encode()
+            };
             let header = SegmentHeader {
                 prev_last_id: state.last_id,
                 floor: state.floor,
+                flags: if snapshot.is_empty() {
+                    0
+                } else {
+                    FLAG_GROUP_SNAPSHOT
+                },
             };
-            let (file, read_file, path) = create_segment(dir, next_no, header)?;
+            let (file, read_file, path) = create_segment(dir, next_no, header, &snapshot)?;
             sync_dir(dir)?;
             let builder = SegmentBuilder::new(interval);
             state.segments.push(Segment {
                 no: next_no,
                 path: path.clone(),
                 file: read_file.clone(),
-                len: HEADER_LEN,
+                len: HEADER_LEN + snapshot.len() as u64,
                 count: 0,
                 first_id: None,
                 last_id: None,
@@ -254,7 +303,7 @@ pub(crate) fn recover_stream(
                 path,
                 file,
                 read_file,
-                len: HEADER_LEN,
+                len: HEADER_LEN + snapshot.len() as u64,
                 builder,
                 published_entries: 0,
             }

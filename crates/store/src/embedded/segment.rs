@@ -10,8 +10,10 @@ use std::sync::Arc;
 use busbar_event::{EventId, FRAME_HEADER_LEN};
 use bytes::{Bytes, BytesMut};
 
-use super::format::{id_at, u64_at, Control, INDEX_MAGIC};
+use super::format::{id_at, is_event, u64_at, Control, INDEX_MAGIC};
+use crate::group::{decode_op, GroupState};
 use crate::{Result, StoreError};
+use std::collections::BTreeMap;
 
 /// A sparse index entry: the event at `offset` has `id` and is the
 /// `ordinal`-th event of its segment.
@@ -87,7 +89,7 @@ impl Segment {
         let mut below = start.ordinal;
         let mut reader = self.reader(start.offset);
         while let Some((_, body)) = reader.next_frame()? {
-            if Control::decode(&body).ok().flatten().is_some() {
+            if !is_event(&body) {
                 continue;
             }
             if id_at(&body, 16) >= floor {
@@ -275,7 +277,14 @@ pub(crate) struct SegmentBuilder {
     pub last_id: Option<EventId>,
     pub event_bytes: u64,
     pub entries: Vec<IndexEntry>,
+    /// Trims and deletions (kept in the index file).
     pub controls: Vec<Control>,
+    /// Consumer groups as of the segment's snapshot plus its ops (only
+    /// meaningful for the active segment).
+    pub groups: BTreeMap<String, GroupState>,
+    /// Whether the first record was a group snapshot.
+    pub starts_with_snapshot: bool,
+    frames: u64,
     since_entry: u64,
     interval: u64,
 }
@@ -301,6 +310,9 @@ impl SegmentBuilder {
             event_bytes: index.event_bytes,
             entries: index.entries.clone(),
             controls: index.controls.clone(),
+            groups: BTreeMap::new(),
+            starts_with_snapshot: false,
+            frames: 0,
             since_entry: 0,
             interval,
         }
@@ -329,7 +341,19 @@ impl SegmentBuilder {
         offset: u64,
         body: &[u8],
     ) -> std::result::Result<(), &'static str> {
+        let first = self.frames == 0;
+        self.frames += 1;
         match Control::decode(body)? {
+            Some(Control::GroupSnapshot(json)) => {
+                self.groups =
+                    serde_json::from_slice(&json).map_err(|_| "group snapshot does not parse")?;
+                if first {
+                    self.starts_with_snapshot = true;
+                }
+            }
+            Some(Control::GroupOp(bytes)) => {
+                crate::group::state::apply(&mut self.groups, &decode_op(&bytes)?);
+            }
             Some(c) => self.controls.push(c),
             None => {
                 if body.len() < busbar_event::RECORD_HEADER_LEN {

@@ -2,14 +2,15 @@
 //! and trim computations over it. The writer thread is the only mutator;
 //! readers take the read lock just long enough to copy what they need.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use busbar_event::{Event, EventId};
 use parking_lot::RwLock;
 
-use super::format::Control;
+use super::format::{is_event, Control};
 use super::segment::Segment;
+use crate::group::GroupState;
 use crate::{ReadQuery, Result, StreamInfo};
 use busbar_event::StreamName;
 
@@ -25,6 +26,8 @@ pub(crate) struct StreamState {
     pub last_id: EventId,
     /// Trimmed events still physically present (below the floor).
     pub hidden: u64,
+    /// Consumer groups.
+    pub groups: BTreeMap<String, GroupState>,
 }
 
 #[derive(Debug)]
@@ -64,7 +67,26 @@ impl StreamState {
                 self.deleted
                     .extend(ids.iter().filter(|id| **id >= self.floor));
             }
+            Control::GroupOp(_) | Control::GroupSnapshot(_) => {}
         }
+    }
+
+    /// Live events with ids greater than `cursor` (a group's lag).
+    pub(crate) fn count_after(&self, cursor: EventId) -> Result<u64> {
+        let from = cursor.successor().unwrap_or(EventId::MAX).max(self.floor);
+        let mut n = 0;
+        for seg in &self.segments {
+            let (Some(first), Some(last)) = (seg.first_id, seg.last_id) else {
+                continue;
+            };
+            if last < from {
+                continue;
+            }
+            let below = seg.count_below(from)?;
+            let deleted = self.deleted.range(from.max(first)..=last).count() as u64;
+            n += seg.count - below - deleted;
+        }
+        Ok(n)
     }
 
     pub(crate) fn info(&self, name: &StreamName) -> Result<StreamInfo> {
@@ -157,7 +179,7 @@ impl StreamState {
             };
             let mut reader = seg.reader(from);
             while let Some((_, body)) = reader.next_frame()? {
-                if Control::decode(&body).ok().flatten().is_some() {
+                if !is_event(&body) {
                     continue;
                 }
                 let id = super::format::event_id(&body);
@@ -208,7 +230,7 @@ impl Snapshot {
             let from = seg.seek(self.start).map_or(seg.len, |e| e.offset);
             let mut reader = seg.reader(from);
             while let Some((_, body)) = reader.next_frame()? {
-                if Control::decode(&body).ok().flatten().is_some() {
+                if !is_event(&body) {
                     continue;
                 }
                 let event = Event::from_body(body)?;
@@ -242,7 +264,7 @@ impl Snapshot {
                     if offset >= to {
                         break;
                     }
-                    if Control::decode(&body).ok().flatten().is_some() {
+                    if !is_event(&body) {
                         continue;
                     }
                     let event = Event::from_body(body)?;

@@ -21,7 +21,7 @@ use busbar_event::{now_ms, EventBatch, EventId, IdClock, StreamName, FRAME_HEADE
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{Control, SegmentHeader, HEADER_LEN};
+use super::format::{Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN};
 use super::segment::{index_path, segment_file_name, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
 use super::EmbeddedConfig;
@@ -33,8 +33,13 @@ const MAX_OPS_PER_COMMIT: usize = 4096;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// Answers a group operation once its records are committed (or failed).
+pub(crate) type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A group operation run on the writer thread.
+pub(crate) type GroupRun = Box<dyn FnOnce(&mut super::groups::WriterHost<'_>) -> Finish + Send>;
+
 /// A request to the writer.
-#[derive(Debug)]
 pub(crate) enum Op {
     Append {
         stream: StreamName,
@@ -63,11 +68,34 @@ pub(crate) enum Op {
     Sync {
         reply: Reply<()>,
     },
+    /// A consumer-group operation (creating the stream first if `create`).
+    Group {
+        stream: StreamName,
+        create: bool,
+        run: GroupRun,
+    },
     /// Time passed: an `interval` fsync may be due.
     Tick,
     Close {
         reply: Reply<()>,
     },
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Op::Append { .. } => "Append",
+            Op::Trim { .. } => "Trim",
+            Op::Delete { .. } => "Delete",
+            Op::Rotate { .. } => "Rotate",
+            Op::DeleteStream { .. } => "DeleteStream",
+            Op::Sync { .. } => "Sync",
+            Op::Group { .. } => "Group",
+            Op::Tick => "Tick",
+            Op::Close { .. } => "Close",
+        };
+        f.write_str(name)
+    }
 }
 
 /// State shared between the writer and readers.
@@ -114,14 +142,17 @@ pub(crate) struct Writer {
     pub streams: BTreeMap<StreamName, WStream>,
     pub rx: mpsc::Receiver<Op>,
     waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
+    finishers: Vec<Finish>,
+    /// Reused buffer for encoding group records.
+    pub(crate) scratch: Vec<u8>,
     pending_events: usize,
-    dirs_to_sync: Vec<PathBuf>,
+    pub(crate) dirs_to_sync: Vec<PathBuf>,
     /// Streams that sealed a segment since retention last ran.
     rolled: Vec<StreamName>,
     /// Approximate trims requested with appends, run after the commit.
     approx_trims: Vec<(StreamName, Trim)>,
     last_sync: Instant,
-    failed: bool,
+    pub(crate) failed: bool,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -140,6 +171,7 @@ pub(crate) fn create_segment(
     dir: &Path,
     no: u64,
     header: SegmentHeader,
+    first_records: &[u8],
 ) -> Result<(File, Arc<File>, PathBuf)> {
     let path = dir.join(segment_file_name(no));
     let mut file = OpenOptions::new()
@@ -147,7 +179,9 @@ pub(crate) fn create_segment(
         .append(true)
         .open(&path)
         .map_err(io("create segment", &path))?;
-    file.write_all(&header.encode())
+    let mut head = header.encode().to_vec();
+    head.extend_from_slice(first_records);
+    file.write_all(&head)
         .map_err(io("write segment header", &path))?;
     let read = File::open(&path).map_err(io("open segment", &path))?;
     Ok((file, Arc::new(read), path))
@@ -191,6 +225,8 @@ impl Writer {
             streams,
             rx,
             waiting: Vec::new(),
+            finishers: Vec::new(),
+            scratch: Vec::new(),
             pending_events: 0,
             dirs_to_sync: Vec::new(),
             rolled: Vec::new(),
@@ -226,10 +262,28 @@ impl Writer {
     /// Handles one request; returns the reply of a `Close`.
     fn handle(&mut self, op: Op) -> Option<Reply<()>> {
         if self.failed {
-            fail_op(op);
+            if let Op::Group { stream, run, .. } = op {
+                let finish = self.run_group(stream, run);
+                finish(Err(StoreError::Closed));
+            } else {
+                fail_op(op);
+            }
             return None;
         }
         match op {
+            Op::Group {
+                stream,
+                create,
+                run,
+            } => {
+                if create {
+                    if let Err(e) = self.stream_for_append(&stream) {
+                        tracing::error!(stream = %stream, error = %e, "cannot create stream");
+                    }
+                }
+                let finish = self.run_group(stream, run);
+                self.finishers.push(finish);
+            }
             Op::Append {
                 stream,
                 batch,
@@ -314,11 +368,11 @@ impl Writer {
         Ok(())
     }
 
-    fn stream_for_append(&mut self, name: &StreamName) -> Result<&mut WStream> {
+    pub(crate) fn stream_for_append(&mut self, name: &StreamName) -> Result<&mut WStream> {
         if !self.streams.contains_key(name) {
             let dir = self.shared.streams_dir.join(name.as_str());
             std::fs::create_dir_all(&dir).map_err(io("create stream directory", &dir))?;
-            let (file, read_file, path) = create_segment(&dir, 1, SegmentHeader::default())?;
+            let (file, read_file, path) = create_segment(&dir, 1, SegmentHeader::default(), &[])?;
             self.dirs_to_sync.push(dir.clone());
             self.dirs_to_sync.push(self.shared.streams_dir.clone());
             let handle = Arc::new(StreamHandle {
@@ -329,6 +383,7 @@ impl Writer {
                     deleted: Default::default(),
                     last_id: EventId::ZERO,
                     hidden: 0,
+                    groups: BTreeMap::new(),
                 }),
             });
             self.streams.insert(
@@ -368,7 +423,11 @@ impl Writer {
             })
     }
 
-    fn append(&mut self, name: &StreamName, mut batch: EventBatch) -> Result<Vec<EventId>> {
+    pub(crate) fn append(
+        &mut self,
+        name: &StreamName,
+        mut batch: EventBatch,
+    ) -> Result<Vec<EventId>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -469,6 +528,9 @@ impl Writer {
         for (reply, ids) in self.waiting.drain(..) {
             let _ = reply.send(Ok(ids));
         }
+        for finish in self.finishers.drain(..) {
+            finish(Ok(()));
+        }
         if events > 0 {
             if let Some(observer) = &self.config.observer {
                 observer.commit(events, fsync_time);
@@ -535,11 +597,14 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, e: &StoreError) {
+    pub(crate) fn fail(&mut self, e: &StoreError) {
         tracing::error!(error = %e, "write failed; the store stops accepting writes");
         self.failed = true;
         for (reply, _) in self.waiting.drain(..) {
             let _ = reply.send(Err(StoreError::Closed));
+        }
+        for finish in self.finishers.drain(..) {
+            finish(Err(StoreError::Closed));
         }
     }
 
@@ -738,20 +803,34 @@ fn roll(ws: &mut WStream) -> Result<PathBuf> {
     let mut sealed = active.shared_segment();
     sealed.sealed = true;
     ws.sealed.push(sealed);
-    let floor = ws.handle.state.read().floor;
+    // The new segment starts with the consumer groups as they are, so it
+    // alone is enough to recover them once older segments are dropped.
+    let (floor, snapshot) = {
+        let st = ws.handle.state.read();
+        let snapshot = (!st.groups.is_empty())
+            .then(|| serde_json::to_vec(&st.groups).map(|j| Control::GroupSnapshot(j).encode()))
+            .transpose()
+            .map_err(|e| StoreError::io("encode group snapshot", &active.path, e.into()))?;
+        (st.floor, snapshot.unwrap_or_default())
+    };
     let no = active.no + 1;
     let header = SegmentHeader {
         prev_last_id: ws.clock.last(),
         floor,
+        flags: if snapshot.is_empty() {
+            0
+        } else {
+            FLAG_GROUP_SNAPSHOT
+        },
     };
-    let (file, read_file, path) = create_segment(&ws.dir, no, header)?;
+    let (file, read_file, path) = create_segment(&ws.dir, no, header, &snapshot)?;
     let interval = active.builder_interval();
     ws.active = Active {
         no,
         path,
         file,
         read_file,
-        len: HEADER_LEN,
+        len: HEADER_LEN + snapshot.len() as u64,
         builder: SegmentBuilder::new(interval),
         published_entries: 0,
     };
@@ -784,6 +863,6 @@ fn fail_op(op: Op) {
         Op::Rotate { reply, .. } => drop(reply.send(Err(StoreError::Closed))),
         Op::DeleteStream { reply, .. } => drop(reply.send(Err(StoreError::Closed))),
         Op::Sync { reply } | Op::Close { reply } => drop(reply.send(Err(StoreError::Closed))),
-        Op::Tick => {}
+        Op::Tick | Op::Group { .. } => {}
     }
 }

@@ -12,6 +12,9 @@ use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
 
 use crate::{AppendOptions, ReadQuery, Store, StoreError, Trim, TypeFilter};
 
+mod groups;
+pub use groups::*;
+
 /// Opens (and reopens) the backend under test.
 #[async_trait]
 pub trait Harness: Send {
@@ -64,7 +67,11 @@ macro_rules! store_conformance {
             inverted_range_fails, trim_by_maxlen, trim_by_min_id, trim_by_age, trim_in_append,
             delete_entries, info_tracks_length_and_bytes, last_id_survives_full_trim,
             list_and_delete_streams, rotate_keeps_events, data_survives_reopen,
-            concurrent_appends_are_ordered);
+            concurrent_appends_are_ordered, group_lifecycle, group_delivers_each_event_once,
+            group_ack_rules, group_nack_redelivers, group_ack_wait_expiry,
+            group_dead_letters_exactly_once, group_terminal_nack_and_drop, group_claim_idle,
+            group_pause_resume, group_consumers_and_caps, group_expire_and_rewind,
+            group_state_survives_reopen);
     };
     (@cases $harness:expr; $($case:ident),*) => {
         $(
