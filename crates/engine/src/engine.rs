@@ -65,6 +65,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     readiness: Readiness,
     appended: watch::Sender<u64>,
+    pub(crate) paused_all: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -92,6 +93,7 @@ impl Engine {
             metrics,
             readiness,
             appended,
+            paused_all: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -363,11 +365,27 @@ impl Engine {
         use std::fmt::Write;
         let mut out = String::with_capacity(8192);
         self.metrics.render(&mut out);
-        let mut lines = [String::new(), String::new(), String::new()];
+        let mut lines: [String; 6] = Default::default();
         if let Ok(streams) = self.store.streams().await {
             for name in streams {
+                let label = name.as_str().replace('\\', "\\\\").replace('"', "\\\"");
+                if let Ok(groups) = self.store.groups(&name).await {
+                    for g in groups {
+                        let group = g.name.replace('\\', "\\\\").replace('"', "\\\"");
+                        let l = format!("stream=\"{label}\",group=\"{group}\"");
+                        let _ = writeln!(lines[3], "{}{{{l}}} {}", names::GROUP_LAG, g.lag);
+                        let _ = writeln!(lines[4], "{}{{{l}}} {}", names::GROUP_PENDING, g.pending);
+                    }
+                }
                 if let Ok(info) = self.store.info(&name).await {
-                    let label = name.as_str().replace('\\', "\\\\").replace('"', "\\\"");
+                    if let Some(main) = label.strip_suffix(busbar_store::group::DLQ_SUFFIX) {
+                        let _ = writeln!(
+                            lines[5],
+                            "{}{{stream=\"{main}\"}} {}",
+                            names::DLQ_LENGTH,
+                            info.length
+                        );
+                    }
                     let _ = writeln!(
                         lines[0],
                         "{}{{stream=\"{label}\"}} {}",
@@ -410,6 +428,26 @@ impl Engine {
             "Segment files of each stream.",
         );
         out.push_str(&lines[2]);
+        for (i, name, help) in [
+            (
+                3,
+                names::GROUP_LAG,
+                "Events after a group's cursor not yet delivered.",
+            ),
+            (
+                4,
+                names::GROUP_PENDING,
+                "Delivered, unacknowledged events of a group.",
+            ),
+            (
+                5,
+                names::DLQ_LENGTH,
+                "Events in a stream's dead-letter stream (<stream>:dlq).",
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            out.push_str(&lines[i]);
+        }
         out
     }
 }

@@ -75,6 +75,9 @@ impl EngineError {
             EngineError::BatchTooLarge { .. } => "batch_too_large",
             EngineError::Store(e) => match e {
                 StoreError::NoSuchStream { .. } => "no_such_stream",
+                StoreError::NoSuchGroup { .. } => "no_such_group",
+                StoreError::GroupExists { .. } => "group_exists",
+                StoreError::InvalidName { .. } => "invalid_name",
                 StoreError::IdNotGreater { .. } => "id_not_greater",
                 StoreError::InvertedRange { .. } => "inverted_range",
                 StoreError::Event(_) => "invalid_event",
@@ -95,7 +98,11 @@ impl EngineError {
                 413
             }
             EngineError::Event(_) => 400,
-            EngineError::Store(StoreError::NoSuchStream { .. }) => 404,
+            EngineError::Store(
+                StoreError::NoSuchStream { .. } | StoreError::NoSuchGroup { .. },
+            ) => 404,
+            EngineError::Store(StoreError::GroupExists { .. }) => 409,
+            EngineError::Store(StoreError::InvalidName { .. }) => 400,
             EngineError::Store(StoreError::IdNotGreater { .. }) => 409,
             EngineError::Store(StoreError::InvertedRange { .. } | StoreError::Event(_)) => 400,
             EngineError::Store(StoreError::Closed) => 503,

@@ -11,11 +11,13 @@
 mod auth;
 mod engine;
 mod error;
+mod groups;
 pub mod metrics;
 mod readiness;
 
 pub use auth::{Auth, Principal, Scope, TokenSpec};
 pub use engine::{Engine, EngineConfig, Transport};
 pub use error::EngineError;
+pub use groups::MAX_BLOCK;
 pub use metrics::Metrics;
 pub use readiness::{NotReady, Readiness};

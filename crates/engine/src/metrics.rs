@@ -42,14 +42,32 @@ pub mod names {
     pub const RESIDENT_MEMORY: &str = "busbar_process_resident_memory_bytes";
     /// Seconds since the daemon started.
     pub const UPTIME: &str = "busbar_uptime_seconds";
+    /// Events delivered to consumer groups (first deliveries and redeliveries).
+    pub const GROUP_DELIVERIES: &str = "busbar_group_deliveries_total";
+    /// Redeliveries (after nack, ack_wait expiry or claim).
+    pub const GROUP_REDELIVERIES: &str = "busbar_group_redeliveries_total";
+    /// Acknowledged events.
+    pub const GROUP_ACKS: &str = "busbar_group_acks_total";
+    /// Negatively acknowledged events.
+    pub const GROUP_NACKS: &str = "busbar_group_nacks_total";
+    /// Events moved to the dead-letter stream.
+    pub const GROUP_DEAD_LETTERED: &str = "busbar_group_dead_lettered_total";
+    /// Time from delivery to ack.
+    pub const GROUP_PROCESSING_SECONDS: &str = "busbar_group_processing_seconds";
+    /// Events after a group's cursor not yet delivered.
+    pub const GROUP_LAG: &str = "busbar_group_lag";
+    /// Delivered, unacknowledged events of a group.
+    pub const GROUP_PENDING: &str = "busbar_group_pending";
+    /// Events in a stream's dead-letter stream.
+    pub const DLQ_LENGTH: &str = "busbar_dlq_length";
     /// HTTP requests, by route and status.
     pub const HTTP_REQUESTS: &str = "busbar_http_requests_total";
 }
 
-/// Latency buckets in seconds.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+/// Latency buckets in seconds (50 µs to a minute: fsyncs to slow handlers).
+pub const LATENCY_BUCKETS: [f64; 19] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// A monotonically increasing count.
@@ -227,6 +245,18 @@ pub struct Metrics {
     pub command_seconds: Family<Histogram, 1>,
     /// [`names::HTTP_REQUESTS`]
     pub http_requests: Family<Counter, 2>,
+    /// [`names::GROUP_DELIVERIES`] by stream and group.
+    pub group_deliveries: Family<Counter, 2>,
+    /// [`names::GROUP_REDELIVERIES`] by stream and group.
+    pub group_redeliveries: Family<Counter, 2>,
+    /// [`names::GROUP_ACKS`] by stream and group.
+    pub group_acks: Family<Counter, 2>,
+    /// [`names::GROUP_NACKS`] by stream and group.
+    pub group_nacks: Family<Counter, 2>,
+    /// [`names::GROUP_DEAD_LETTERED`] by stream and group.
+    pub group_dead_lettered: Family<Counter, 2>,
+    /// [`names::GROUP_PROCESSING_SECONDS`] by stream and group.
+    pub group_processing: Family<Histogram, 2>,
     started: std::time::Instant,
 }
 
@@ -243,6 +273,12 @@ impl Default for Metrics {
             connections_rejected: Family::new(["transport"]),
             command_seconds: Family::new(["command"]),
             http_requests: Family::new(["route", "status"]),
+            group_deliveries: Family::new(["stream", "group"]),
+            group_redeliveries: Family::new(["stream", "group"]),
+            group_acks: Family::new(["stream", "group"]),
+            group_nacks: Family::new(["stream", "group"]),
+            group_dead_lettered: Family::new(["stream", "group"]),
+            group_processing: Family::new(["stream", "group"]),
             started: std::time::Instant::now(),
         }
     }
@@ -338,6 +374,42 @@ impl Metrics {
         self.http_requests.each(|l, c| {
             let _ = writeln!(out, "{}{{{l}}} {}", names::HTTP_REQUESTS, c.get());
         });
+        for (name, help, family) in [
+            (
+                names::GROUP_DELIVERIES,
+                "Events delivered to consumer groups, redeliveries included.",
+                &self.group_deliveries,
+            ),
+            (
+                names::GROUP_REDELIVERIES,
+                "Redeliveries after a nack, an ack_wait expiry or a claim.",
+                &self.group_redeliveries,
+            ),
+            (names::GROUP_ACKS, "Acknowledged events.", &self.group_acks),
+            (
+                names::GROUP_NACKS,
+                "Negatively acknowledged events.",
+                &self.group_nacks,
+            ),
+            (
+                names::GROUP_DEAD_LETTERED,
+                "Events moved to the dead-letter stream.",
+                &self.group_dead_lettered,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            family.each(|l, c| {
+                let _ = writeln!(out, "{name}{{{l}}} {}", c.get());
+            });
+        }
+        header(
+            out,
+            names::GROUP_PROCESSING_SECONDS,
+            "histogram",
+            "Time from delivery to ack, by stream and group.",
+        );
+        self.group_processing
+            .each(|l, h| h.render(out, names::GROUP_PROCESSING_SECONDS, &l));
         header(
             out,
             names::RESIDENT_MEMORY,

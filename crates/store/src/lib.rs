@@ -45,8 +45,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
 use group::{
-    AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupStart, NackOptions, NackOutcome,
-    PendingInfo, ReadOutcome,
+    AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupStart, NackOptions,
+    NackOutcome, PendingInfo, ReadOutcome,
 };
 
 pub use error::{Result, StoreError};
@@ -274,9 +274,10 @@ pub trait Store: Send + Sync + 'static {
     async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()>;
 
     /// Retires due entries that are out of attempts in every group of
-    /// `stream`; returns (dead-lettered, dropped).
+    /// `stream`; returns what each group dead-lettered and dropped (groups
+    /// with nothing to retire are left out).
     ///
     /// # Errors
     /// [`StoreError::NoSuchStream`], I/O.
-    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)>;
+    async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>>;
 }

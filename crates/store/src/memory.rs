@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::group::host::{self, GroupHost};
 use crate::group::{
-    self as groups, AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupOp, GroupStart,
+    self as groups, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
     GroupState, NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
 use crate::{AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StreamInfo, Trim};
@@ -472,18 +472,8 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)> {
-        self.with_host(stream, |h| {
-            let names: Vec<String> = h.groups().keys().cloned().collect();
-            let now = now_ms();
-            let mut total = (0, 0);
-            for name in names {
-                let (d, x) = host::expire(h, &name, now)?;
-                total.0 += d;
-                total.1 += x;
-            }
-            Ok(total)
-        })
+    async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>> {
+        self.with_host(stream, |h| groups::expire_all(h, now_ms()))
     }
 }
 

@@ -108,7 +108,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group::host;
 use crate::group::{
-    validate_name, AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupOp, GroupStart,
+    validate_name, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
     NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
 use crate::{
@@ -630,17 +630,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn expire(&self, stream: &StreamName) -> Result<(u32, u32)> {
+    async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>> {
         self.group_call(stream, false, move |h| {
-            let names: Vec<String> = host::GroupHost::groups(h).keys().cloned().collect();
-            let now = now_ms();
-            let mut total = (0, 0);
-            for name in names {
-                let (d, x) = host::expire(h, &name, now)?;
-                total.0 += d;
-                total.1 += x;
-            }
-            Ok(total)
+            crate::group::expire_all(h, now_ms())
         })
         .await
     }

@@ -220,7 +220,13 @@ pub(crate) fn ack<H: GroupHost + ?Sized>(
     ids: &[EventId],
     now_ms: u64,
 ) -> Result<AckOutcome> {
-    let (acked, unknown, wrong_consumer) = sort_ids(group(h, name)?, consumer, ids);
+    let g = group(h, name)?;
+    let (acked, unknown, wrong_consumer) = sort_ids(g, consumer, ids);
+    let processing_ms = acked
+        .iter()
+        .filter_map(|id| g.pending.get(id))
+        .map(|p| now_ms.saturating_sub(p.delivered_ms))
+        .collect();
     if !acked.is_empty() {
         h.apply(GroupOp::Ack {
             group: name.to_owned(),
@@ -232,6 +238,7 @@ pub(crate) fn ack<H: GroupHost + ?Sized>(
         acked,
         unknown,
         wrong_consumer,
+        processing_ms,
     })
 }
 

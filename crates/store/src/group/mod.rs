@@ -201,6 +201,8 @@ pub struct AckOutcome {
     pub unknown: Vec<EventId>,
     /// Ids pending for another consumer (not acknowledged).
     pub wrong_consumer: Vec<EventId>,
+    /// For each acked id, milliseconds from its last delivery to the ack.
+    pub processing_ms: Vec<u64>,
 }
 
 /// How to nack.
@@ -229,6 +231,17 @@ pub struct NackOutcome {
     pub wrong_consumer: Vec<EventId>,
 }
 
+/// What the sweeper retired in one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expired {
+    /// The group.
+    pub group: String,
+    /// Events moved to the dead-letter stream.
+    pub dead_lettered: u32,
+    /// Events dropped (`on_exhausted = drop`).
+    pub dropped: u32,
+}
+
 /// The result of a claim (XAUTOCLAIM).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimOutcome {
@@ -238,6 +251,26 @@ pub struct ClaimOutcome {
     pub next: Option<EventId>,
     /// Pending entries whose event no longer exists (trimmed), removed.
     pub deleted: Vec<EventId>,
+}
+
+/// Runs the sweeper over every group of a host's stream.
+pub(crate) fn expire_all<H: host::GroupHost + ?Sized>(
+    h: &mut H,
+    now_ms: u64,
+) -> Result<Vec<Expired>> {
+    let names: Vec<String> = h.groups().keys().cloned().collect();
+    let mut out = Vec::new();
+    for name in names {
+        let (dead_lettered, dropped) = host::expire(h, &name, now_ms)?;
+        if dead_lettered + dropped > 0 {
+            out.push(Expired {
+                group: name,
+                dead_lettered,
+                dropped,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Builds the meta annotation of a dead-lettered event.

@@ -1,0 +1,373 @@
+//! Consumer groups through the engine: scopes and tenants checked, blocking
+//! reads, metrics, the sweeper that dead-letters exhausted entries nobody
+//! reads, and pausing all delivery at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use busbar_event::{EventId, StreamName};
+use busbar_store::group::{
+    AckOutcome, ClaimOutcome, GroupConfig, GroupInfo, GroupStart, NackOptions, NackOutcome,
+    PendingInfo, ReadOutcome,
+};
+
+use crate::{Engine, EngineError, Principal, Scope};
+
+/// How often a blocked group read looks again for entries that became due
+/// with time (nack delays, `ack_wait` expiry) rather than with an append.
+const DUE_POLL: Duration = Duration::from_millis(200);
+
+/// Longest a group read may block.
+pub const MAX_BLOCK: Duration = Duration::from_secs(60);
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+impl Engine {
+    fn group_access(&self, p: &Principal, stream: &StreamName, scope: Scope) -> Result<()> {
+        p.require(scope)?;
+        p.check_stream(stream)
+    }
+
+    /// Creates a group (the `consume` scope suffices: services create their
+    /// own groups at start-up).
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors (`GroupExists`, `InvalidName`).
+    pub async fn create_group(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        start: GroupStart,
+        config: GroupConfig,
+    ) -> Result<GroupInfo> {
+        self.group_access(p, stream, Scope::Consume)?;
+        Ok(self
+            .store()
+            .create_group(stream, group, start, config)
+            .await?)
+    }
+
+    /// Deletes a group (admin).
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn delete_group(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+    ) -> Result<bool> {
+        self.group_access(p, stream, Scope::Admin)?;
+        Ok(self.store().delete_group(stream, group).await?)
+    }
+
+    /// Every group of a stream.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn groups(&self, p: &Principal, stream: &StreamName) -> Result<Vec<GroupInfo>> {
+        self.group_access(p, stream, Scope::Consume)?;
+        Ok(self.store().groups(stream).await?)
+    }
+
+    /// One group.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors (`NoSuchGroup`).
+    pub async fn group(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+    ) -> Result<GroupInfo> {
+        self.group_access(p, stream, Scope::Consume)?;
+        Ok(self.store().group(stream, group).await?)
+    }
+
+    /// Delivers up to `count` events to `consumer`, waiting up to `block`
+    /// (capped at [`MAX_BLOCK`]) when there is nothing to deliver yet.
+    /// Nothing is delivered while the group or all delivery is paused.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe once a read has reached the store: events it
+    /// delivered are pending for `consumer` and come back after `ack_wait`.
+    pub async fn read_group(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<ReadOutcome> {
+        self.group_access(p, stream, Scope::Consume)?;
+        let count = count.clamp(1, self.config().max_read_count);
+        let deadline = Instant::now() + block.min(MAX_BLOCK);
+        loop {
+            let mut appended = self.subscribe_appends();
+            appended.mark_unchanged();
+            let out = if self.all_paused() {
+                // Still checks the group exists, so a typo is an error.
+                self.store().group(stream, group).await?;
+                ReadOutcome::default()
+            } else {
+                self.store()
+                    .read_group(stream, group, consumer, count)
+                    .await?
+            };
+            self.count_read(stream, group, &out);
+            let now = Instant::now();
+            if !out.deliveries.is_empty() || now >= deadline || self.readiness().is_shutting_down()
+            {
+                return Ok(out);
+            }
+            let _ = tokio::time::timeout((deadline - now).min(DUE_POLL), appended.changed()).await;
+        }
+    }
+
+    fn count_read(&self, stream: &StreamName, group: &str, out: &ReadOutcome) {
+        let labels = [stream.as_str(), group];
+        let m = self.metrics();
+        if !out.deliveries.is_empty() {
+            m.group_deliveries
+                .get(labels)
+                .add(out.deliveries.len() as u64);
+        }
+        if out.redelivered > 0 {
+            m.group_redeliveries
+                .get(labels)
+                .add(u64::from(out.redelivered));
+        }
+        if out.dead_lettered > 0 {
+            m.group_dead_lettered
+                .get(labels)
+                .add(u64::from(out.dead_lettered));
+        }
+    }
+
+    /// Acknowledges events; the outcome lists ids that were unknown or held
+    /// by another consumer.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn ack(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        ids: &[EventId],
+    ) -> Result<AckOutcome> {
+        self.group_access(p, stream, Scope::Consume)?;
+        let out = self.store().ack(stream, group, consumer, ids).await?;
+        let labels = [stream.as_str(), group];
+        if !out.acked.is_empty() {
+            self.metrics()
+                .group_acks
+                .get(labels)
+                .add(out.acked.len() as u64);
+            let histogram = self.metrics().group_processing.get(labels);
+            for ms in &out.processing_ms {
+                histogram.observe(Duration::from_millis(*ms));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Negatively acknowledges events.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn nack(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        ids: &[EventId],
+        opts: NackOptions,
+    ) -> Result<NackOutcome> {
+        self.group_access(p, stream, Scope::Consume)?;
+        let out = self
+            .store()
+            .nack(stream, group, consumer, ids, opts)
+            .await?;
+        let labels = [stream.as_str(), group];
+        let nacked = out.retried.len() + out.dead_lettered.len() + out.dropped.len();
+        if nacked > 0 {
+            self.metrics().group_nacks.get(labels).add(nacked as u64);
+        }
+        if !out.dead_lettered.is_empty() {
+            self.metrics()
+                .group_dead_lettered
+                .get(labels)
+                .add(out.dead_lettered.len() as u64);
+        }
+        Ok(out)
+    }
+
+    /// Claims idle pending entries for `consumer` (XAUTOCLAIM).
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: EventId,
+        count: usize,
+    ) -> Result<ClaimOutcome> {
+        self.group_access(p, stream, Scope::Consume)?;
+        let count = count.clamp(1, self.config().max_read_count);
+        let out = self
+            .store()
+            .claim(stream, group, consumer, min_idle, start, count)
+            .await?;
+        if !out.deliveries.is_empty() {
+            let labels = [stream.as_str(), group];
+            let n = out.deliveries.len() as u64;
+            self.metrics().group_deliveries.get(labels).add(n);
+            self.metrics().group_redeliveries.get(labels).add(n);
+        }
+        Ok(out)
+    }
+
+    /// Pending entries of a group.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pending(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: Option<&str>,
+        start: EventId,
+        end: EventId,
+        count: usize,
+    ) -> Result<Vec<PendingInfo>> {
+        self.group_access(p, stream, Scope::Consume)?;
+        let count = count.min(self.config().max_read_count);
+        Ok(self
+            .store()
+            .pending(stream, group, consumer, start, end, count)
+            .await?)
+    }
+
+    /// Pauses or resumes one group (admin).
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn set_group_paused(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        paused: bool,
+    ) -> Result<()> {
+        self.group_access(p, stream, Scope::Admin)?;
+        Ok(self.store().set_paused(stream, group, paused).await?)
+    }
+
+    /// Pauses or resumes all group delivery at once (admin). Publishing
+    /// goes on; nothing is lost. Not persisted: a restart resumes.
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub fn set_all_paused(&self, p: &Principal, paused: bool) -> Result<()> {
+        p.require(Scope::Admin)?;
+        self.paused_all.store(paused, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether all delivery is paused.
+    pub fn all_paused(&self) -> bool {
+        self.paused_all.load(Ordering::Acquire)
+    }
+
+    /// Removes a consumer (admin); its pending entries go to whoever reads
+    /// next. Returns how many it held.
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn delete_consumer(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64> {
+        self.group_access(p, stream, Scope::Admin)?;
+        Ok(self
+            .store()
+            .delete_consumer(stream, group, consumer)
+            .await?)
+    }
+
+    /// Moves a group's cursor (admin).
+    ///
+    /// # Errors
+    /// Scope/tenant errors, store errors.
+    pub async fn set_group_cursor(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        cursor: EventId,
+    ) -> Result<()> {
+        self.group_access(p, stream, Scope::Admin)?;
+        Ok(self.store().set_cursor(stream, group, cursor).await?)
+    }
+
+    /// One sweep: dead-letters (or drops) exhausted entries that are due in
+    /// every group of every stream. Returns how many were retired.
+    pub async fn sweep(&self) -> u64 {
+        let Ok(streams) = self.store().streams().await else {
+            return 0;
+        };
+        let mut retired = 0;
+        for stream in streams {
+            match self.store().expire(&stream).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        if o.dead_lettered > 0 {
+                            self.metrics()
+                                .group_dead_lettered
+                                .get([stream.as_str(), &o.group])
+                                .add(u64::from(o.dead_lettered));
+                        }
+                        retired += u64::from(o.dead_lettered + o.dropped);
+                    }
+                }
+                Err(e) => tracing::warn!(stream = %stream, error = %e, "group sweep failed"),
+            }
+        }
+        retired
+    }
+
+    /// Runs [`Engine::sweep`] every `every` until shutdown begins.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if engine.readiness().is_shutting_down() {
+                    return;
+                }
+                engine.sweep().await;
+            }
+        })
+    }
+}
