@@ -34,10 +34,10 @@ mod stream;
 pub use batch::{BatchIter, EventBatch, FRAME_HEADER_LEN};
 pub use error::EventError;
 pub use id::{now_ms, EventId, IdClock, IdNotGreater};
-pub use parse::{parse_event, Limits, ParsedEvent};
+pub use parse::{parse_event, parse_event_with, Limits, ParsedEvent};
 pub use record::{Event, NewEvent, RECORD_HEADER_LEN};
 pub use render::render_event;
-pub use stream::StreamName;
+pub use stream::{StreamName, StreamNames};
 
 /// The stream an event goes to when it names none.
 pub const DEFAULT_STREAM: &str = "events";

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use serde_json::value::RawValue;
 
-use crate::{EventError, EventId, StreamName};
+use crate::{EventError, EventId, StreamName, StreamNames};
 
 /// Size limits applied while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,41 @@ impl ParsedEvent<'_> {
 /// An [`EventError`] naming the reason: oversize input, malformed JSON, not
 /// an object, missing `type`, or a reserved field of the wrong type or size.
 pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'a>, EventError> {
+    parse(input, limits, None)
+}
+
+/// As [`parse_event`], reusing the [`StreamName`]s held by `names`: an
+/// event whose `stream` is one `names` already holds gets a clone of it
+/// (no allocation, no validation); a new name is validated and remembered.
+///
+/// A transport that parses many events of a few streams avoids one
+/// allocation per event this way.
+///
+/// ```
+/// use busbar_event::{parse_event_with, Limits, StreamNames};
+///
+/// let mut names = StreamNames::new(8);
+/// let a = parse_event_with(br#"{"type":"t","stream":"orders"}"#, &Limits::default(), &mut names).unwrap();
+/// let b = parse_event_with(br#"{"type":"t","stream":"orders"}"#, &Limits::default(), &mut names).unwrap();
+/// assert_eq!(a.stream, b.stream);
+/// assert_eq!(names.len(), 1);
+/// ```
+///
+/// # Errors
+/// As [`parse_event`].
+pub fn parse_event_with<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+    names: &mut StreamNames,
+) -> Result<ParsedEvent<'a>, EventError> {
+    parse(input, limits, Some(names))
+}
+
+fn parse<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+    mut names: Option<&mut StreamNames>,
+) -> Result<ParsedEvent<'a>, EventError> {
     if input.len() > limits.max_event_bytes {
         return Err(EventError::TooLarge {
             len: input.len(),
@@ -102,12 +137,7 @@ pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'
             reason: e.to_string(),
         });
     }
-    let mut scan = Scanner { s: input, pos: 0 };
-    scan.skip_ws();
-    if scan.peek() != Some(b'{') {
-        return Err(EventError::NotAnObject);
-    }
-    scan.pos += 1;
+    let members = Members::new(input).ok_or(EventError::NotAnObject)?;
 
     let mut event = ParsedEvent {
         event_type: Cow::Borrowed(""),
@@ -122,84 +152,57 @@ pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'
     };
     let mut seen_type = false;
     let mut seen = 0u8;
-    let mut members: Vec<Range<usize>> = Vec::new();
+    // The payload members are usually one run of the input; only when a
+    // reserved member sits between two of them are they collected (in a
+    // second pass) and joined.
     let mut run: Option<Range<usize>> = None;
     let mut interleaved = false;
 
-    loop {
-        scan.skip_ws();
-        match scan.peek() {
-            Some(b'}') => break,
-            Some(b',') => {
-                scan.pos += 1;
-                continue;
-            }
-            _ => {}
-        }
-        let key_start = scan.pos;
-        let key_span = scan.string();
-        scan.skip_ws();
-        scan.pos += 1; // ':'
-        scan.skip_ws();
-        let value_start = scan.pos;
-        scan.value();
-        let value = &input[value_start..scan.pos];
-        let key = decode_key(&input[key_span.clone()]);
-        let reserved = match key.as_ref() {
-            "type" => Some(0),
-            "stream" => Some(1),
-            "tenant" => Some(2),
-            "key" => Some(3),
-            "ts" => Some(4),
-            "session" => Some(5),
-            "idempotency_key" => Some(6),
-            _ => None,
-        };
-        match reserved {
-            None => {
-                let span = key_start..scan.pos;
-                members.push(span.clone());
-                run = Some(match run {
-                    None => span,
-                    Some(r) => {
-                        if interleaved_since(&r, &span, input) {
-                            interleaved = true;
-                        }
-                        r.start..span.end
+    for m in members {
+        let Some(bit) = reserved(&input[m.key.clone()]) else {
+            let span = m.key.start..m.value.end;
+            run = Some(match run {
+                None => span,
+                Some(r) => {
+                    if interleaved_since(&r, &span, input) {
+                        interleaved = true;
                     }
-                });
+                    r.start..span.end
+                }
+            });
+            continue;
+        };
+        let value = &input[m.value];
+        if seen & (1 << bit) != 0 {
+            return Err(EventError::DuplicateField {
+                field: FIELD_NAMES[bit as usize],
+            });
+        }
+        seen |= 1 << bit;
+        match bit {
+            0 => {
+                event.event_type =
+                    string_field(value, "type", MAX_TYPE_LEN)?.ok_or(EventError::InvalidField {
+                        field: "type",
+                        reason: "must be a non-empty string",
+                    })?;
+                seen_type = true;
             }
-            Some(bit) => {
-                if seen & (1 << bit) != 0 {
-                    return Err(EventError::DuplicateField {
-                        field: FIELD_NAMES[bit as usize],
+            1 => {
+                if let Some(name) = string_field(value, "stream", usize::MAX)? {
+                    event.stream = Some(match names.as_deref_mut() {
+                        Some(names) => names.get(&name)?,
+                        None => StreamName::new(&name)?,
                     });
                 }
-                seen |= 1 << bit;
-                match bit {
-                    0 => {
-                        event.event_type = string_field(value, "type", MAX_TYPE_LEN)?.ok_or(
-                            EventError::InvalidField {
-                                field: "type",
-                                reason: "must be a non-empty string",
-                            },
-                        )?;
-                        seen_type = true;
-                    }
-                    1 => {
-                        if let Some(name) = string_field(value, "stream", usize::MAX)? {
-                            event.stream = Some(StreamName::new(&name)?);
-                        }
-                    }
-                    2 => event.tenant = string_field(value, "tenant", MAX_TENANT_LEN)?,
-                    3 => event.key = string_field(value, "key", MAX_KEY_LEN)?,
-                    4 => event.ts = ts_field(value)?,
-                    5 => event.session = string_field(value, "session", MAX_SESSION_LEN)?,
-                    _ => {
-                        event.idempotency_key =
-                            string_field(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_LEN)?
-                    }
-                }
+            }
+            2 => event.tenant = string_field(value, "tenant", MAX_TENANT_LEN)?,
+            3 => event.key = string_field(value, "key", MAX_KEY_LEN)?,
+            4 => event.ts = ts_field(value)?,
+            5 => event.session = string_field(value, "session", MAX_SESSION_LEN)?,
+            _ => {
+                event.idempotency_key =
+                    string_field(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_LEN)?
             }
         }
     }
@@ -209,18 +212,93 @@ pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'
     event.payload = match run {
         None => Payload::Borrowed(&[]),
         Some(r) if !interleaved => Payload::Borrowed(&input[r]),
-        Some(_) => {
-            let mut joined = Vec::new();
-            for (i, m) in members.iter().enumerate() {
-                if i > 0 {
+        Some(r) => {
+            let mut joined = Vec::with_capacity(r.len());
+            let all = Members::new(input).ok_or(EventError::NotAnObject)?;
+            for m in all.filter(|m| reserved(&input[m.key.clone()]).is_none()) {
+                if !joined.is_empty() {
                     joined.push(b',');
                 }
-                joined.extend_from_slice(&input[m.clone()]);
+                joined.extend_from_slice(&input[m.key.start..m.value.end]);
             }
             Payload::Owned(joined)
         }
     };
     Ok(event)
+}
+
+/// The bit of a reserved key (`"type"` is 0 ... `"idempotency_key"` is 6),
+/// from its quoted JSON text.
+fn reserved(quoted: &[u8]) -> Option<u8> {
+    let inner = &quoted[1..quoted.len() - 1];
+    if inner.contains(&b'\\') {
+        // Escaped spelling of a key (`"\u0074ype"`): decode it first.
+        return reserved_name(decode_key(quoted).as_bytes());
+    }
+    reserved_name(inner)
+}
+
+fn reserved_name(name: &[u8]) -> Option<u8> {
+    match name {
+        b"type" => Some(0),
+        b"stream" => Some(1),
+        b"tenant" => Some(2),
+        b"key" => Some(3),
+        b"ts" => Some(4),
+        b"session" => Some(5),
+        b"idempotency_key" => Some(6),
+        _ => None,
+    }
+}
+
+/// One top-level member: spans of its quoted key and of its value.
+struct Member {
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+/// The top-level members of a JSON object already validated by serde_json.
+struct Members<'a> {
+    scan: Scanner<'a>,
+}
+
+impl<'a> Members<'a> {
+    /// `None` when the input is not an object.
+    fn new(input: &'a [u8]) -> Option<Self> {
+        let mut scan = Scanner { s: input, pos: 0 };
+        scan.skip_ws();
+        if scan.peek() != Some(b'{') {
+            return None;
+        }
+        scan.pos += 1;
+        Some(Members { scan })
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = Member;
+
+    fn next(&mut self) -> Option<Member> {
+        let scan = &mut self.scan;
+        loop {
+            scan.skip_ws();
+            match scan.peek() {
+                Some(b',') => scan.pos += 1,
+                None | Some(b'}') => return None,
+                _ => break,
+            }
+        }
+        let key = scan.string();
+        scan.skip_ws();
+        scan.pos += 1; // ':'
+        scan.skip_ws();
+        let value_start = scan.pos;
+        scan.value();
+        Some(Member {
+            key,
+            value: value_start..scan.pos,
+        })
+    }
 }
 
 const FIELD_NAMES: [&str; 7] = [
@@ -441,6 +519,23 @@ mod tests {
             ),
             Err(EventError::TooLarge { limit: 50, .. })
         ));
+    }
+
+    #[test]
+    fn parsing_with_held_stream_names_gives_the_same_events() {
+        let mut names = StreamNames::new(2);
+        for input in [
+            r#"{"type":"t","stream":"a","x":1}"#,
+            r#"{"x":1,"stream":"b","type":"t","y":[2]}"#,
+            r#"{"type":"t","stream":"a"}"#,
+            r#"{"type":"t","stream":"c/d"}"#,
+            r#"{"type":"t","x":{"stream":"e"}}"#,
+        ] {
+            let plain = parse(input);
+            let held = parse_event_with(input.as_bytes(), &Limits::default(), &mut names);
+            assert_eq!(format!("{plain:?}"), format!("{held:?}"), "{input}");
+        }
+        assert_eq!(names.len(), 2);
     }
 
     #[test]

@@ -37,6 +37,55 @@ impl StreamName {
     }
 }
 
+/// A few recently seen [`StreamName`]s, so a parser that meets the same
+/// names over and over hands out clones instead of allocating each time.
+///
+/// Holds at most `capacity` names; past that the oldest is forgotten.
+#[derive(Debug, Clone, Default)]
+pub struct StreamNames {
+    names: Vec<StreamName>,
+    capacity: usize,
+}
+
+impl StreamNames {
+    /// Remembers up to `capacity` names.
+    pub fn new(capacity: usize) -> Self {
+        StreamNames {
+            names: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// The name `name`: a clone of the one held, or a new one, validated
+    /// and remembered.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidStreamName`] as [`StreamName::new`].
+    pub fn get(&mut self, name: &str) -> Result<StreamName, EventError> {
+        if let Some(held) = self.names.iter().find(|n| n.as_str() == name) {
+            return Ok(held.clone());
+        }
+        let new = StreamName::new(name)?;
+        if self.capacity > 0 {
+            if self.names.len() == self.capacity {
+                self.names.remove(0);
+            }
+            self.names.push(new.clone());
+        }
+        Ok(new)
+    }
+
+    /// How many names are held.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no name is held.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 fn validate(name: &str) -> Result<(), EventError> {
     let reason = if name.is_empty() {
         "must not be empty"
@@ -112,5 +161,19 @@ mod tests {
         for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", long.as_str(), ".."] {
             assert!(StreamName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_are_shared_validated_and_bounded() {
+        let mut names = StreamNames::new(2);
+        let a = names.get("a").unwrap();
+        let again = names.get("a").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &again.0), "the held name is cloned");
+        assert!(names.get("a/b").is_err());
+        names.get("b").unwrap();
+        names.get("c").unwrap();
+        assert_eq!(names.len(), 2);
+        let fresh = names.get("a").unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &fresh.0), "the oldest was forgotten");
     }
 }
