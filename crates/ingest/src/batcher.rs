@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
-use busbar_event::{parse_event, EventBatch, EventError, Limits, StreamName};
+use busbar_event::{parse_event_with, EventBatch, EventError, Limits, StreamName, StreamNames};
 
 /// Where one event line's answer comes from.
 #[derive(Debug)]
@@ -66,7 +66,13 @@ pub(crate) struct Batcher {
     bytes: usize,
     /// For each stream in the chunk, the batch still being filled.
     open: Vec<(StreamName, u32)>,
+    /// Names of the streams this connection published to lately, so an
+    /// event naming one does not allocate a new name.
+    names: StreamNames,
 }
+
+/// Stream names a connection remembers.
+const HELD_STREAM_NAMES: usize = 8;
 
 impl Batcher {
     pub(crate) fn new(
@@ -93,6 +99,7 @@ impl Batcher {
             slots: Vec::new(),
             bytes: 0,
             open: Vec::new(),
+            names: StreamNames::new(HELD_STREAM_NAMES),
         }
     }
 
@@ -145,7 +152,7 @@ impl Batcher {
     }
 
     fn try_push(&mut self, line: &[u8]) -> Result<u32, EngineError> {
-        let mut event = parse_event(line, &self.limits)?;
+        let mut event = parse_event_with(line, &self.limits, &mut self.names)?;
         // Events of a tenant-bound producer carry its tenant.
         if event.tenant.is_none() {
             if let Some(t) = self.principal.tenant() {

@@ -1,7 +1,6 @@
 //! One producer connection: hello, reading and batching on one side,
 //! publishing and answering on the other, joined by a bounded queue.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
@@ -273,11 +272,7 @@ impl ConnectionContext {
                                 let i = *i as usize;
                                 match &ids[i] {
                                     Ok(batch_ids) => {
-                                        let _ = writeln!(
-                                            out,
-                                            "{{\"id\":\"{}\"}}",
-                                            batch_ids[cursors[i]]
-                                        );
+                                        id_line(&mut out, batch_ids[cursors[i]]);
                                         cursors[i] += 1;
                                     }
                                     Err(e) => error_line(&mut out, e),
@@ -336,6 +331,30 @@ fn parse_hello(line: &[u8]) -> Option<Result<Hello, String>> {
     }))
 }
 
+/// `{"id":"<ms>-<seq>"}\n`, written without `fmt` (one per event on the
+/// hot path).
+fn id_line(out: &mut Vec<u8>, id: EventId) {
+    out.extend_from_slice(b"{\"id\":\"");
+    push_decimal(out, id.ms);
+    out.push(b'-');
+    push_decimal(out, id.seq);
+    out.extend_from_slice(b"\"}\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
     out.extend_from_slice(b"{\"error\":\"");
     out.extend_from_slice(e.reason.as_bytes());
@@ -360,6 +379,19 @@ mod tests {
         assert_eq!(h.token.as_deref(), Some("x"));
         assert!(!parse_hello(br#"{"hello":{}}"#).unwrap().unwrap().acks);
         assert!(parse_hello(br#"{"hello":{"ack":true}}"#).unwrap().is_err());
+    }
+
+    #[test]
+    fn id_lines_match_the_display_form() {
+        for id in [
+            EventId::new(0, 0),
+            EventId::new(1_700_000_000_000, 42),
+            EventId::new(u64::MAX, u64::MAX),
+        ] {
+            let mut out = Vec::new();
+            id_line(&mut out, id);
+            assert_eq!(out, format!("{{\"id\":\"{id}\"}}\n").into_bytes());
+        }
     }
 
     #[test]
