@@ -122,6 +122,20 @@ impl Daemon {
         Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
+    /// CPU time the daemon used so far (all threads, user + system).
+    pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the line, in clock ticks.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
     fn failure(&mut self, what: String) -> BenchError {
         self.kill();
         BenchError::Daemon {

@@ -252,10 +252,14 @@ async fn scenario(
             Transport::Tcp => Target::Tcp(daemon.tcp),
             Transport::Unix => Target::Unix(daemon.unix.clone()),
         };
+        let cpu_before = daemon.cpu_time();
         let measured = load::run(&target, &Wire::Busbar, &frame, load).await?;
-        report
-            .runs
-            .push(run_report("busbar", transport.name(), &measured));
+        let mut run = run_report("busbar", transport.name(), &measured);
+        if let (Some(before), Some(after)) = (cpu_before, daemon.cpu_time()) {
+            let events = measured.acknowledged.max(1) as f64;
+            run.server_cpu_us_per_event = Some((after - before).as_secs_f64() * 1e6 / events);
+        }
+        report.runs.push(run);
     }
     if let Some((rss, peak)) = daemon.memory_kib() {
         report.busbar_rss_after_kib = Some(rss);
@@ -296,5 +300,6 @@ fn run_report(system: &str, transport: &str, m: &load::Measured) -> RunReport {
             max: us(m.latency.max()),
             mean: m.latency.mean() / 1000.0,
         },
+        server_cpu_us_per_event: None,
     }
 }

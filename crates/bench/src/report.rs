@@ -86,6 +86,9 @@ pub struct RunReport {
     pub events_per_sec: f64,
     /// Publish → acknowledgement latency, µs.
     pub latency_us: Latency,
+    /// CPU time the busbar daemon spent per event (user + system, all
+    /// threads), µs; not measured for Redis.
+    pub server_cpu_us_per_event: Option<f64>,
 }
 
 /// Latency percentiles, µs.
@@ -171,8 +174,16 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "  {:<7} {:<5} {:>12} {:>9} {:>9} {:>9} {:>9}  {:>10}",
-                "system", "via", "events/s", "p50 us", "p99 us", "p99.9 us", "max us", "vs Redis"
+                "  {:<7} {:<5} {:>12} {:>9} {:>9} {:>9} {:>9}  {:>10}  {:>9}",
+                "system",
+                "via",
+                "events/s",
+                "p50 us",
+                "p99 us",
+                "p99.9 us",
+                "max us",
+                "vs Redis",
+                "cpu us/ev"
             );
             for r in &s.runs {
                 let ratio = s
@@ -181,9 +192,13 @@ impl Report {
                     .find(|x| r.system == "busbar" && x.transport == r.transport)
                     .map(|x| format!("{:.2}x", x.throughput))
                     .unwrap_or_default();
+                let cpu = r
+                    .server_cpu_us_per_event
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "  {:<7} {:<5} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>10}",
+                    "  {:<7} {:<5} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}  {:>10}  {:>9}",
                     r.system,
                     r.transport,
                     r.events_per_sec,
@@ -191,7 +206,8 @@ impl Report {
                     r.latency_us.p99,
                     r.latency_us.p999,
                     r.latency_us.max,
-                    ratio
+                    ratio,
+                    cpu
                 );
             }
             let kib = |v: Option<u64>| {
