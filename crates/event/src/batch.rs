@@ -179,6 +179,22 @@ impl EventBatch {
         })
     }
 
+    /// The `session` and `ts` of every event that names a session, in
+    /// order (for session statistics, without decoding whole events).
+    pub fn sessions(&self) -> impl Iterator<Item = (&str, Option<i64>)> + '_ {
+        self.frames().filter_map(|(_, body)| {
+            if body[1] & FLAG_SESSION == 0 {
+                return None;
+            }
+            let len = |at: usize| u16::from_le_bytes([body[at], body[at + 1]]) as usize;
+            // type, tenant and key come before the session.
+            let start = RECORD_HEADER_LEN + len(2) + len(4) + len(6);
+            let session = std::str::from_utf8(body.get(start..start + len(8))?).ok()?;
+            let ts = (body[1] & FLAG_TS != 0).then(|| u64_at(body, 40) as i64);
+            Some((session, ts))
+        })
+    }
+
     fn frames(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -279,6 +295,7 @@ mod tests {
             batch.requested_ids().collect::<Vec<_>>(),
             vec![None, Some(EventId::new(9, 9))]
         );
+        assert_eq!(batch.sessions().collect::<Vec<_>>(), vec![("s", Some(-5))]);
         let mut seq = 0;
         batch.assign(77, |req| {
             seq += 1;
