@@ -144,6 +144,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on HTTP {}", config.http.addr))?;
     let http_addr = http.local_addr().context("cannot read the HTTP address")?;
 
+    // Moves exhausted pending entries to the dead-letter streams even when
+    // no consumer reads; it stops by itself once shutdown begins.
+    let sweeper = engine.spawn_sweeper(config.groups.sweep_interval.0);
+
     let (stop, stopping) = watch::channel(false);
     let ingest = Ingest::new(
         engine.clone(),
@@ -217,6 +221,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("transports did not stop in time; closing the store anyway");
         tasks.abort_all();
     }
+    // No sweep may start a dead-letter move once the store is closing.
+    sweeper.abort();
+    let _ = sweeper.await;
     engine
         .shutdown()
         .await

@@ -4,7 +4,7 @@
 //!
 //! 1. built-in defaults ([`Config::default`]);
 //! 2. a TOML file (`busbar serve --config busbar.toml`), one table per
-//!    section: `[storage]`, `[ingest]`, `[http]`, `[auth]`, `[commands]`,
+//!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[auth]`, `[commands]`,
 //!    `[log]`, `[readiness]`; unknown keys are errors, so typos surface;
 //! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]);
 //! 4. command-line flags, which the binary writes into the struct before
@@ -44,8 +44,8 @@ use thiserror::Error;
 
 pub use env::ENV_VARS;
 pub use sections::{
-    AuthConfig, Backend, CommandsConfig, HttpSection, IngestConfig, LogConfig, LogFormat,
-    OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR,
+    AuthConfig, Backend, CommandsConfig, GroupsConfig, HttpSection, IngestConfig, LogConfig,
+    LogFormat, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR,
     DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
@@ -114,6 +114,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[ingest]`
     pub ingest: IngestConfig,
+    /// `[groups]`
+    pub groups: GroupsConfig,
     /// `[http]`
     pub http: HttpSection,
     /// `[auth]`
@@ -229,6 +231,9 @@ impl Config {
         }
         if self.ingest.max_connections == 0 {
             return invalid("ingest.max_connections", "must be greater than 0");
+        }
+        if self.groups.sweep_interval.0.is_zero() {
+            return invalid("groups.sweep_interval", "must be greater than 0");
         }
         if self.http.max_body_bytes.bytes() == 0 {
             return invalid("http.max_body_bytes", "must be greater than 0");

@@ -168,6 +168,24 @@ impl Default for IngestConfig {
     }
 }
 
+/// `[groups]`: consumer-group delivery.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// How often the sweeper moves exhausted pending entries (delivered
+    /// `max_deliver` times and past their `ack_wait`) to the dead-letter
+    /// stream when no consumer reads. Default 1s.
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            sweep_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
 /// `[http]`: the HTTP listener (API, metrics, health).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

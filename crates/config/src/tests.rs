@@ -29,6 +29,7 @@ fn defaults_follow_the_design() {
     assert_eq!(c.ingest.tcp_addr.to_string(), "127.0.0.1:9478");
     assert_eq!(c.http.addr.to_string(), "127.0.0.1:9479");
     assert_eq!(c.ingest.max_line_bytes.bytes(), 1 << 20);
+    assert_eq!(c.groups.sweep_interval.0, std::time::Duration::from_secs(1));
     assert_eq!(c.events_socket(), PathBuf::from("data/sock/events.sock"));
     assert_eq!(
         c.commands_socket(),
@@ -135,4 +136,17 @@ fn invalid_ranges_are_refused() {
     c.ingest.max_connections = 0;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("ingest.max_connections"), "{err}");
+}
+
+#[test]
+fn group_sweep_interval_comes_from_file_or_env_and_is_positive() {
+    let c = Config::from_toml_str("[groups]\nsweep_interval = \"250ms\"", "inline").unwrap();
+    assert_eq!(c.groups.sweep_interval.0.as_millis(), 250);
+    let c = c
+        .with_env(env(&[("BUSBAR_GROUP_SWEEP_INTERVAL", "2s")]))
+        .unwrap();
+    assert_eq!(c.groups.sweep_interval.0.as_secs(), 2);
+    let zero = Config::from_toml_str("[groups]\nsweep_interval = \"0s\"", "inline").unwrap();
+    let err = zero.validate().unwrap_err().to_string();
+    assert!(err.contains("groups.sweep_interval"), "{err}");
 }

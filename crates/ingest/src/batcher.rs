@@ -7,13 +7,18 @@ use std::sync::Arc;
 use busbar_engine::{Engine, EngineError, Principal, Transport};
 use busbar_event::{parse_event_with, EventBatch, EventError, Limits, StreamName, StreamNames};
 
-/// Where one event line's answer comes from.
+use crate::ops::{self, Op};
+
+/// Where one line's answer comes from.
 #[derive(Debug)]
 pub(crate) enum Slot {
     /// The next id of batch `n`.
     Event(u32),
     /// The line was refused before any append.
     Error(ErrorLine),
+    /// A group op, run once batches `..before` are published (events sent
+    /// before it are appended before it runs).
+    Op { op: Box<Op>, before: u32 },
 }
 
 /// An error answer.
@@ -139,8 +144,14 @@ impl Batcher {
         }));
     }
 
-    /// Parses an event line and adds it to its stream's batch.
+    /// Parses a line: a group op joins the answer order (and closes the
+    /// open batches, so later events are appended after it runs); an event
+    /// joins its stream's batch.
     pub(crate) fn push_line(&mut self, line: &[u8]) {
+        if let Some(op) = ops::parse(line, &self.default_stream) {
+            self.push_op(op, line.len());
+            return;
+        }
         match self.try_push(line) {
             Ok(batch) => {
                 if self.acks {
@@ -148,6 +159,36 @@ impl Batcher {
                 }
             }
             Err(e) => self.refuse(&e),
+        }
+    }
+
+    fn push_op(&mut self, op: Result<Op, ErrorLine>, len: usize) {
+        let transport = self.transport.as_str();
+        let count = |reason: &'static str| {
+            self.engine
+                .metrics()
+                .ingest_errors
+                .get([transport, reason])
+                .inc();
+        };
+        if !self.acks {
+            // Nothing can be written back on this connection.
+            count("acks_required");
+            return;
+        }
+        match op {
+            Ok(op) => {
+                self.open.clear();
+                self.bytes += len;
+                self.slots.push(Slot::Op {
+                    op: Box::new(op),
+                    before: self.batches.len() as u32,
+                });
+            }
+            Err(e) => {
+                count(e.reason);
+                self.slots.push(Slot::Error(e));
+            }
         }
     }
 
@@ -243,6 +284,7 @@ mod tests {
             .map(|s| match s {
                 Slot::Event(i) => i.to_string(),
                 Slot::Error(e) => e.reason.to_owned(),
+                Slot::Op { before, .. } => format!("op<{before}"),
             })
             .collect();
         assert_eq!(order, ["0", "1", "malformed_json", "0", "2"]);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
-use busbar_event::EventId;
+use busbar_event::{EventBatch, EventId, StreamName};
 use busbar_store::AppendOptions;
 use bytes::BytesMut;
 use serde::Deserialize;
@@ -50,10 +50,17 @@ struct Hello {
     token: Option<String>,
 }
 
-/// The first line: a hello, or the first event.
+/// The first line: a hello, or the first event or op.
 enum First {
-    Hello { acks: bool, principal: Principal },
-    Event(Principal),
+    Hello {
+        acks: bool,
+        principal: Principal,
+    },
+    /// Not a hello: answered when it is an op.
+    Line {
+        acks: bool,
+        principal: Principal,
+    },
     Refuse(ErrorLine),
 }
 
@@ -109,17 +116,18 @@ impl ConnectionContext {
                 }
             };
         }
-        self.no_hello()
+        // A connection that opens with a group op wants answers.
+        self.no_hello(crate::ops::is_op(line))
     }
 
     /// A connection whose first line is not a hello.
-    fn no_hello(&self) -> First {
+    fn no_hello(&self, acks: bool) -> First {
         let principal = match self.transport {
             Transport::Unix => Ok(Principal::Trusted),
             _ => self.engine.auth().authenticate(None),
         };
         match principal {
-            Ok(p) => First::Event(p),
+            Ok(principal) => First::Line { acks, principal },
             Err(e) => {
                 self.engine.count_error(self.transport, &e);
                 First::Refuse(ErrorLine::new(
@@ -174,15 +182,15 @@ impl ConnectionContext {
                             Line::Text(text) if is_blank(text) => return,
                             Line::Text(text) => self.first_line(text),
                             // Too long to be a hello: the first event.
-                            Line::TooLong { .. } => self.no_hello(),
+                            Line::TooLong { .. } => self.no_hello(false),
                         };
                         match first {
                             First::Hello { acks, principal } => {
                                 batcher = Some(self.batcher(principal, acks));
                                 return;
                             }
-                            First::Event(principal) => {
-                                batcher.insert(self.batcher(principal, false))
+                            First::Line { acks, principal } => {
+                                batcher.insert(self.batcher(principal, acks))
                             }
                             First::Refuse(e) => {
                                 refused = Some(e);
@@ -226,7 +234,6 @@ impl ConnectionContext {
         mut rx: mpsc::Receiver<Work>,
     ) {
         let mut out = Vec::with_capacity(16 * 1024);
-        let mut ids: Vec<Result<Vec<EventId>, ErrorLine>> = Vec::new();
         let mut writable = true;
         while let Some(work) = rx.recv().await {
             out.clear();
@@ -246,52 +253,115 @@ impl ConnectionContext {
                         let _ = writer.shutdown().await;
                         writable = false;
                     }
-                    ids.clear();
-                    for (stream, batch) in chunk.batches {
-                        let result = self
-                            .engine
-                            .publish(
-                                &chunk.principal,
-                                &stream,
-                                batch,
-                                AppendOptions::default(),
-                                self.transport,
-                            )
-                            .await
-                            .map_err(|e| ErrorLine::from_engine(&e));
-                        ids.push(result);
-                    }
-                    if chunk.slots.is_empty() || !writable {
-                        continue;
-                    }
-                    let mut cursors = vec![0usize; ids.len()];
-                    for slot in &chunk.slots {
-                        match slot {
-                            Slot::Error(e) => error_line(&mut out, e),
-                            Slot::Event(i) => {
-                                let i = *i as usize;
-                                match &ids[i] {
-                                    Ok(batch_ids) => {
-                                        id_line(&mut out, batch_ids[cursors[i]]);
-                                        cursors[i] += 1;
-                                    }
-                                    Err(e) => error_line(&mut out, e),
-                                }
-                            }
-                        }
-                    }
-                    if let Err(e) = writer.write_all(&out).await {
-                        // The producer is gone; what it sent is still
-                        // published, only the answers are dropped.
-                        tracing::debug!(transport = self.transport.as_str(), error = %e, "cannot write acknowledgements");
-                        writable = false;
-                    }
+                    self.answer_chunk(chunk, &mut writer, &mut writable, &mut out)
+                        .await;
                 }
             }
         }
         if writable {
             let _ = writer.flush().await;
             let _ = writer.shutdown().await;
+        }
+    }
+
+    /// Publishes a chunk's batches and runs its ops in line order, writing
+    /// one answer per line (when acks are on). Events before an op are
+    /// appended before it runs; answers due before an op that may block are
+    /// written before it waits.
+    async fn answer_chunk<W: AsyncWrite + Unpin>(
+        &self,
+        chunk: Chunk,
+        writer: &mut W,
+        writable: &mut bool,
+        out: &mut Vec<u8>,
+    ) {
+        let mut publisher = Publisher {
+            ctx: self,
+            principal: &chunk.principal,
+            batches: chunk.batches.into_iter(),
+            results: Vec::new(),
+            cursors: Vec::new(),
+        };
+        for slot in chunk.slots {
+            match slot {
+                Slot::Error(e) => error_line(out, &e),
+                Slot::Event(i) => {
+                    let i = i as usize;
+                    publisher.publish_through(i + 1).await;
+                    match &publisher.results[i] {
+                        Ok(batch_ids) => {
+                            id_line(out, batch_ids[publisher.cursors[i]]);
+                            publisher.cursors[i] += 1;
+                        }
+                        Err(e) => error_line(out, e),
+                    }
+                }
+                Slot::Op { op, before } => {
+                    publisher.publish_through(before as usize).await;
+                    if !*writable && op.delivers() {
+                        // Nobody would receive the events.
+                        continue;
+                    }
+                    if op.may_block() && *writable && !out.is_empty() {
+                        self.write_answers(writer, writable, out).await;
+                    }
+                    crate::ops::run(&self.engine, self.transport, &chunk.principal, *op, out).await;
+                }
+            }
+        }
+        publisher.publish_through(usize::MAX).await;
+        if *writable && !out.is_empty() {
+            self.write_answers(writer, writable, out).await;
+        }
+    }
+
+    async fn write_answers<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        writable: &mut bool,
+        out: &mut Vec<u8>,
+    ) {
+        if let Err(e) = writer.write_all(out).await {
+            // The producer is gone; what it sent is still published, only
+            // the answers are dropped.
+            tracing::debug!(transport = self.transport.as_str(), error = %e, "cannot write answers");
+            *writable = false;
+        }
+        out.clear();
+    }
+}
+
+/// Publishes a chunk's batches in order, as far as the answers need.
+struct Publisher<'a> {
+    ctx: &'a ConnectionContext,
+    principal: &'a Principal,
+    batches: std::vec::IntoIter<(StreamName, EventBatch)>,
+    results: Vec<Result<Vec<EventId>, ErrorLine>>,
+    /// For each published batch, how many of its ids are answered.
+    cursors: Vec<usize>,
+}
+
+impl Publisher<'_> {
+    /// Publishes batches until `n` of them are (or none are left).
+    async fn publish_through(&mut self, n: usize) {
+        while self.results.len() < n {
+            let Some((stream, batch)) = self.batches.next() else {
+                return;
+            };
+            let result = self
+                .ctx
+                .engine
+                .publish(
+                    self.principal,
+                    &stream,
+                    batch,
+                    AppendOptions::default(),
+                    self.ctx.transport,
+                )
+                .await
+                .map_err(|e| ErrorLine::from_engine(&e));
+            self.results.push(result);
+            self.cursors.push(0);
         }
     }
 }
@@ -355,7 +425,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
+pub(crate) fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
     out.extend_from_slice(b"{\"error\":\"");
     out.extend_from_slice(e.reason.as_bytes());
     out.extend_from_slice(b"\",\"message\":");

@@ -53,6 +53,70 @@
 //! `<tenant>:events` by default, may only name its own tenant's streams, and
 //! its events carry its tenant.
 //!
+//! ## Consumer groups on the same connection
+//!
+//! A connection also consumes: besides events, it may send **op lines**. A
+//! line is an op when its top-level object has an `op` member and no `type`
+//! member (every event has a `type`, so an event whose payload carries an
+//! `op` field stays an event). Each op gets exactly one answer line, in
+//! line order with the event acknowledgements, so ops may be pipelined
+//! with events and with each other. `stream` defaults to the connection's
+//! default stream (`events`, or `<tenant>:events` for a tenant token).
+//!
+//! ```text
+//! {"op":"create_group","stream":"orders","group":"billing","start":"0","max_deliver":3,"ack_wait_ms":30000}
+//! {"group":{"stream":"orders","name":"billing","pending":0,"lag":2,...}}
+//! {"op":"read","stream":"orders","group":"billing","consumer":"w1","count":100,"block_ms":5000}
+//! {"deliveries":[{"id":"1700000000000-0","delivery_count":1,"event":{"id":"1700000000000-0","stream":"orders","type":"order.created",...}}],"redelivered":0,"dead_lettered":0}
+//! {"op":"ack","stream":"orders","group":"billing","consumer":"w1","ids":["1700000000000-0"]}
+//! {"acked":["1700000000000-0"],"unknown":[],"wrong_consumer":[]}
+//! ```
+//!
+//! | op | members (`?`: optional, default) | answer |
+//! |---|---|---|
+//! | `create_group` | `stream?`, `group`, `start?` (`"$"`: new events only, the default; `"0"`: from the beginning; an id: after it), `max_deliver?` (3), `ack_wait_ms?` (30000), `max_pending_per_consumer?` (1000), `on_exhausted?` (`"dead_letter"` or `"drop"`) | `{"group":{..}}` |
+//! | `group` | `stream?`, `group` | `{"group":{..}}`: pending, lag, cursor, consumers |
+//! | `read` | `stream?`, `group`, `consumer`, `count?` (1), `block_ms?` (0; at most 60000) | `{"deliveries":[{"id","delivery_count","event"}],"redelivered":n,"dead_lettered":n}` |
+//! | `ack` | `stream?`, `group`, `consumer?` (any consumer when absent), `ids` | `{"acked":[..],"unknown":[..],"wrong_consumer":[..]}` |
+//! | `nack` | `stream?`, `group`, `consumer`, `ids`, `delay_ms?` (0), `terminal?` (false: dead-letter now), `error?` (kept with the entry and in the dead-letter stream) | `{"retried","dead_lettered","dropped","unknown","wrong_consumer"}` (lists of ids) |
+//! | `claim` | `stream?`, `group`, `consumer`, `min_idle_ms`, `start?` (`"-"`), `count?` (1) | `{"deliveries":[..],"next":id or null,"deleted":[..]}` (`XAUTOCLAIM`) |
+//! | `pending` | `stream?`, `group`, `consumer?`, `start?` (`"-"`), `end?` (`"+"`), `count?` (1) | `{"pending":[{"id","consumer","delivery_count","idle_ms","last_error"}]}` |
+//!
+//! Delivery is at least once. A delivered event stays pending for its
+//! consumer until acked; a nack (after `delay_ms`) or an expired `ack_wait`
+//! delivers it again, to whichever consumer reads next, with its
+//! `delivery_count` one higher. After `max_deliver` deliveries it moves to
+//! the stream's dead-letter stream `<stream>:dlq` exactly once, with
+//! `meta` saying where it came from (`original_id`, `group`, `attempts`,
+//! `last_error`, `dead_lettered_at`). Under `durability = always` a read's
+//! deliveries and an ack are on disk before they are answered.
+//!
+//! A `read` with `block_ms` waits until it can deliver something or the
+//! time is up (then `"deliveries":[]`); every answer due before it on the
+//! connection is written before it waits, and other connections are not
+//! held up. Answers to lines sent after it wait for it (they stay in
+//! order): open another connection to ack while a read blocks, or pipeline
+//! the acks before the next read. Events sent on the connection before an
+//! op are appended before the op runs.
+//!
+//! An op that cannot run gets an error line and the connection goes on:
+//! `unknown_op`, `missing_field`, `invalid_op` (a member of the wrong type,
+//! one the op does not use, bad ids), `invalid_stream`, `invalid_id`,
+//! `invalid_name`, `no_such_stream`, `no_such_group`, `group_exists`,
+//! `forbidden`, `wrong_tenant`, `shutting_down`. An `ack` or `nack` naming
+//! ids that are not pending (`unknown_id`) or are held by another consumer
+//! (`wrong_consumer`) settles the others and answers with `error`,
+//! `message` *and* the lists, so the caller sees exactly what happened.
+//!
+//! Ops are always answered. A connection whose first line is an op answers
+//! every line, as if its hello had asked for acks. On a connection that
+//! does not answer (no hello and an event first, or `"acks":false`) an op
+//! is not run, since nothing could be written back; it is counted as
+//! `busbar_ingest_errors_total{reason="acks_required"}`. On TCP with
+//! tokens configured, ops need a token with the `consume` scope (and a
+//! tenant-bound token reaches only its tenant's streams); Unix-socket
+//! callers are trusted.
+//!
 //! ## Batching
 //!
 //! Each connection parses every complete line it has read and groups the
@@ -72,6 +136,7 @@ mod connection;
 mod error;
 mod lines;
 mod listener;
+mod ops;
 mod tcp;
 mod unix;
 

@@ -2,6 +2,9 @@
 //! the Unix socket, TCP and HTTP, bad input, authentication, shutdown and
 //! crash recovery.
 
+mod consume;
+mod group_client;
+mod group_crash;
 mod harness;
 
 use std::collections::HashSet;
