@@ -393,14 +393,16 @@ impl Scanner<'_> {
     fn string(&mut self) -> Range<usize> {
         let start = self.pos;
         self.pos += 1;
-        while let Some(b) = self.peek() {
-            self.pos += 1;
-            match b {
-                b'\\' => self.pos += 1,
-                b'"' => break,
-                _ => {}
+        // Jump from quote or backslash to the next: payload strings are
+        // most of an event's bytes.
+        while let Some(i) = memchr::memchr2(b'"', b'\\', &self.s[self.pos..]) {
+            self.pos += i + 1;
+            if self.s[self.pos - 1] == b'"' {
+                return start..self.pos;
             }
+            self.pos += 1;
         }
+        self.pos = self.s.len();
         start..self.pos
     }
 
@@ -536,6 +538,16 @@ mod tests {
             assert_eq!(format!("{plain:?}"), format!("{held:?}"), "{input}");
         }
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn escaped_quotes_and_backslashes_stay_inside_strings() {
+        let e = parse(r#"{"q":"a\"b\\","type":"t\"\\","r":["\\\"",{"s":"}"}]}"#).unwrap();
+        assert_eq!(e.event_type, "t\"\\");
+        assert_eq!(
+            e.payload_json(),
+            br#"{"q":"a\"b\\","r":["\\\"",{"s":"}"}]}"#
+        );
     }
 
     #[test]
