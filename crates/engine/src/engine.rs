@@ -15,6 +15,10 @@ pub struct EngineConfig {
     pub max_batch_events: usize,
     /// Largest `count` of one read.
     pub max_read_count: usize,
+    /// Background jobs (DLQ reprocessing, replays).
+    pub jobs: crate::JobsConfig,
+    /// When a stream's health turns `degraded`.
+    pub health: crate::HealthThresholds,
 }
 
 impl Default for EngineConfig {
@@ -22,6 +26,8 @@ impl Default for EngineConfig {
         EngineConfig {
             max_batch_events: 10_000,
             max_read_count: 10_000,
+            jobs: crate::JobsConfig::default(),
+            health: crate::HealthThresholds::default(),
         }
     }
 }
@@ -66,6 +72,10 @@ pub struct Engine {
     readiness: Readiness,
     appended: watch::Sender<u64>,
     pub(crate) paused_all: std::sync::atomic::AtomicBool,
+    pub(crate) jobs: crate::jobs::Jobs,
+    /// Serialises moves out of dead-letter streams, so two requests never
+    /// move the same entry twice.
+    pub(crate) dlq_moves: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -86,6 +96,7 @@ impl Engine {
         readiness: Readiness,
     ) -> Arc<Engine> {
         let (appended, _) = watch::channel(0);
+        let jobs = crate::jobs::Jobs::new(config.jobs.clone());
         Arc::new(Engine {
             store,
             auth,
@@ -94,6 +105,8 @@ impl Engine {
             readiness,
             appended,
             paused_all: std::sync::atomic::AtomicBool::new(false),
+            jobs,
+            dlq_moves: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -206,6 +219,21 @@ impl Engine {
         let started = Instant::now();
         let ids = self.store.append(stream, batch, opts).await?;
         self.metrics.append_seconds.observe(started.elapsed());
+        self.appended.send_modify(|n| *n += 1);
+        Ok(ids)
+    }
+
+    /// Appends events the engine itself produces (DLQ reprocessing,
+    /// replays) and wakes waiting readers, as a publish does.
+    pub(crate) async fn append_internal(
+        &self,
+        stream: &StreamName,
+        batch: EventBatch,
+    ) -> Result<Vec<EventId>, EngineError> {
+        let ids = self
+            .store
+            .append(stream, batch, AppendOptions::default())
+            .await?;
         self.appended.send_modify(|n| *n += 1);
         Ok(ids)
     }

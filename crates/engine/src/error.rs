@@ -1,4 +1,4 @@
-use busbar_event::{EventError, StreamName};
+use busbar_event::{EventError, EventId, StreamName};
 use busbar_store::StoreError;
 use thiserror::Error;
 
@@ -49,6 +49,88 @@ pub enum EngineError {
     /// The storage layer failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A parameter of a group, DLQ or replay request is invalid.
+    #[error("invalid `{name}`: {reason}")]
+    InvalidParam {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// None of the ids of an ack or nack is pending in the group.
+    #[error("no pending entry in group `{group}` for {}", list_ids(ids))]
+    UnknownIds {
+        /// The group.
+        group: String,
+        /// The ids.
+        ids: Vec<EventId>,
+    },
+    /// Every id of an ack or nack is pending for another consumer.
+    #[error(
+        "{} pending for another consumer than `{consumer}` in group `{group}`",
+        list_ids(ids)
+    )]
+    WrongConsumer {
+        /// The group.
+        group: String,
+        /// The consumer that asked.
+        consumer: String,
+        /// The ids.
+        ids: Vec<EventId>,
+    },
+    /// The dead-letter stream holds no entry with this id.
+    #[error("no dead-letter entry {id} in `{stream}`")]
+    NoSuchDlqEntry {
+        /// The dead-letter stream.
+        stream: StreamName,
+        /// The id asked for.
+        id: EventId,
+    },
+    /// A destructive operation was asked for without its confirmation.
+    #[error(
+        "{action} needs an explicit confirmation (`\"confirm\": true`, or `--yes` on the CLI)"
+    )]
+    ConfirmationRequired {
+        /// What would have happened, e.g. "purging `orders:dlq` deletes all its events".
+        action: String,
+    },
+    /// No job has this id (finished jobs are kept only up to the history limit).
+    #[error("no job `{job}` (finished jobs are forgotten past the history limit and at restart)")]
+    NoSuchJob {
+        /// The id asked for.
+        job: String,
+    },
+    /// The job already finished.
+    #[error("job `{job}` is not running")]
+    JobNotRunning {
+        /// The job.
+        job: String,
+    },
+    /// As many jobs as allowed are running.
+    #[error("{limit} jobs are already running: wait for one to finish or cancel one")]
+    TooManyJobs {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// The first ids of a list, for messages.
+fn list_ids(ids: &[EventId]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .map(EventId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    if ids.len() == 1 {
+        format!("id {text}")
+    } else {
+        format!("ids {text}")
+    }
 }
 
 impl EngineError {
@@ -84,6 +166,14 @@ impl EngineError {
                 StoreError::Closed => "shutting_down",
                 _ => "storage_error",
             },
+            EngineError::InvalidParam { .. } => "invalid_param",
+            EngineError::UnknownIds { .. } => "unknown_ids",
+            EngineError::WrongConsumer { .. } => "wrong_consumer",
+            EngineError::NoSuchDlqEntry { .. } => "no_such_dlq_entry",
+            EngineError::ConfirmationRequired { .. } => "confirmation_required",
+            EngineError::NoSuchJob { .. } => "no_such_job",
+            EngineError::JobNotRunning { .. } => "job_not_running",
+            EngineError::TooManyJobs { .. } => "too_many_jobs",
         }
     }
 
@@ -107,6 +197,12 @@ impl EngineError {
             EngineError::Store(StoreError::InvertedRange { .. } | StoreError::Event(_)) => 400,
             EngineError::Store(StoreError::Closed) => 503,
             EngineError::Store(_) => 500,
+            EngineError::InvalidParam { .. } | EngineError::ConfirmationRequired { .. } => 400,
+            EngineError::NoSuchDlqEntry { .. } | EngineError::NoSuchJob { .. } => 404,
+            EngineError::UnknownIds { .. }
+            | EngineError::WrongConsumer { .. }
+            | EngineError::JobNotRunning { .. } => 409,
+            EngineError::TooManyJobs { .. } => 429,
         }
     }
 }

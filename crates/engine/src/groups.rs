@@ -105,7 +105,39 @@ impl Engine {
         count: usize,
         block: Duration,
     ) -> Result<ReadOutcome> {
+        self.read_group_until(
+            p,
+            stream,
+            group,
+            consumer,
+            count,
+            block,
+            std::future::pending(),
+        )
+        .await
+    }
+
+    /// [`Engine::read_group`] that also stops waiting, answering with what
+    /// it has (nothing), when `stop` resolves: an HTTP long poll answers at
+    /// once when graceful shutdown starts. Only the wait is cut short, never
+    /// a read of the store, so no delivery is lost.
+    ///
+    /// # Errors
+    /// As [`Engine::read_group`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read_group_until(
+        &self,
+        p: &Principal,
+        stream: &StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<ReadOutcome> {
         self.group_access(p, stream, Scope::Consume)?;
+        tokio::pin!(stop);
+        let mut stopped = false;
         let count = count.clamp(1, self.config().max_read_count);
         let deadline = Instant::now() + block.min(MAX_BLOCK);
         loop {
@@ -122,11 +154,18 @@ impl Engine {
             };
             self.count_read(stream, group, &out);
             let now = Instant::now();
-            if !out.deliveries.is_empty() || now >= deadline || self.readiness().is_shutting_down()
+            if !out.deliveries.is_empty()
+                || now >= deadline
+                || stopped
+                || self.readiness().is_shutting_down()
             {
                 return Ok(out);
             }
-            let _ = tokio::time::timeout((deadline - now).min(DUE_POLL), appended.changed()).await;
+            let wait = (deadline - now).min(DUE_POLL);
+            tokio::select! {
+                _ = tokio::time::timeout(wait, appended.changed()) => {}
+                () = &mut stop => stopped = true,
+            }
         }
     }
 

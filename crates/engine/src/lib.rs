@@ -9,15 +9,23 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod dlq;
 mod engine;
 mod error;
 mod groups;
+mod health;
+mod jobs;
 pub mod metrics;
 mod readiness;
+mod replay;
 
 pub use auth::{Auth, Principal, Scope, TokenSpec};
+pub use dlq::{DlqEntry, DlqPage, DlqQuery, Reprocessed};
 pub use engine::{Engine, EngineConfig, Transport};
 pub use error::EngineError;
 pub use groups::MAX_BLOCK;
+pub use health::{HealthStatus, HealthThresholds, StreamHealth};
+pub use jobs::{JobKind, JobState, JobStatus, JobsConfig};
 pub use metrics::Metrics;
 pub use readiness::{NotReady, Readiness};
+pub use replay::{ReplaySpec, ReplayTarget, DEFAULT_REPLAY_BATCH};

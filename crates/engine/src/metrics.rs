@@ -62,6 +62,14 @@ pub mod names {
     pub const DLQ_LENGTH: &str = "busbar_dlq_length";
     /// HTTP requests, by route and status.
     pub const HTTP_REQUESTS: &str = "busbar_http_requests_total";
+    /// Dead-letter entries moved back onto their stream, by stream.
+    pub const DLQ_REPROCESSED: &str = "busbar_dlq_reprocessed_total";
+    /// Dead-letter entries deleted or purged, by stream.
+    pub const DLQ_DELETED: &str = "busbar_dlq_deleted_total";
+    /// Events replay jobs republished or had redelivered, by source stream.
+    pub const REPLAYED: &str = "busbar_replay_events_total";
+    /// Background jobs that stopped, by kind and final state.
+    pub const JOBS_FINISHED: &str = "busbar_jobs_finished_total";
 }
 
 /// Latency buckets in seconds (50 µs to a minute: fsyncs to slow handlers).
@@ -257,6 +265,14 @@ pub struct Metrics {
     pub group_dead_lettered: Family<Counter, 2>,
     /// [`names::GROUP_PROCESSING_SECONDS`] by stream and group.
     pub group_processing: Family<Histogram, 2>,
+    /// [`names::DLQ_REPROCESSED`] by stream.
+    pub dlq_reprocessed: Family<Counter, 1>,
+    /// [`names::DLQ_DELETED`] by stream.
+    pub dlq_deleted: Family<Counter, 1>,
+    /// [`names::REPLAYED`] by source stream.
+    pub replayed: Family<Counter, 1>,
+    /// [`names::JOBS_FINISHED`] by kind and state.
+    pub jobs_finished: Family<Counter, 2>,
     started: std::time::Instant,
 }
 
@@ -279,6 +295,10 @@ impl Default for Metrics {
             group_nacks: Family::new(["stream", "group"]),
             group_dead_lettered: Family::new(["stream", "group"]),
             group_processing: Family::new(["stream", "group"]),
+            dlq_reprocessed: Family::new(["stream"]),
+            dlq_deleted: Family::new(["stream"]),
+            replayed: Family::new(["stream"]),
+            jobs_finished: Family::new(["kind", "state"]),
             started: std::time::Instant::now(),
         }
     }
@@ -410,6 +430,37 @@ impl Metrics {
         );
         self.group_processing
             .each(|l, h| h.render(out, names::GROUP_PROCESSING_SECONDS, &l));
+        for (name, help, family) in [
+            (
+                names::DLQ_REPROCESSED,
+                "Dead-letter entries moved back onto their stream.",
+                &self.dlq_reprocessed,
+            ),
+            (
+                names::DLQ_DELETED,
+                "Dead-letter entries deleted or purged.",
+                &self.dlq_deleted,
+            ),
+            (
+                names::REPLAYED,
+                "Events replay jobs republished or had redelivered, by source stream.",
+                &self.replayed,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            family.each(|l, c| {
+                let _ = writeln!(out, "{name}{{{l}}} {}", c.get());
+            });
+        }
+        header(
+            out,
+            names::JOBS_FINISHED,
+            "counter",
+            "Background jobs that stopped, by kind and final state.",
+        );
+        self.jobs_finished.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::JOBS_FINISHED, c.get());
+        });
         header(
             out,
             names::RESIDENT_MEMORY,

@@ -1,0 +1,108 @@
+//! A stream's health as the HYVVE runbook's `/events/health` reports it:
+//! its length, its dead-letter length, its groups and when one last
+//! acknowledged an event, and whether any of it crosses a threshold.
+//!
+//! `degraded` means the runbook's warning level is crossed: more than
+//! [`HealthThresholds::max_dlq`] dead letters (default 100), or a group
+//! more than [`HealthThresholds::max_lag`] events behind (default 1000).
+//! The numbers are the ones `/metrics` exports, so this needs no token.
+
+use busbar_event::StreamName;
+use busbar_store::group::dlq_stream;
+use busbar_store::StoreError;
+use serde::Serialize;
+
+use crate::{Engine, EngineError};
+
+/// When a stream's health turns `degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// Most dead letters of a healthy stream (default 100).
+    pub max_dlq: u64,
+    /// Largest lag of a healthy stream's groups (default 1000).
+    pub max_lag: u64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            max_dlq: 100,
+            max_lag: 1000,
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Every number is under its threshold.
+    Healthy,
+    /// The dead-letter stream or a group's lag is over its threshold.
+    Degraded,
+}
+
+/// One stream's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHealth {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// Whether the stream exists (all numbers are zero when not).
+    pub exists: bool,
+    /// Events in the stream.
+    pub stream_length: u64,
+    /// Events in `<stream>:dlq`.
+    pub dlq_length: u64,
+    /// Consumer groups of the stream.
+    pub consumer_groups: u64,
+    /// The largest lag among them.
+    pub max_lag: u64,
+    /// The last time any of them acknowledged an event (ms since the epoch).
+    pub last_processed_ms: Option<u64>,
+}
+
+impl Engine {
+    /// The health of `stream`. Like `/metrics`, it needs no principal.
+    ///
+    /// # Errors
+    /// Store errors other than a missing stream.
+    pub async fn stream_health(&self, stream: &StreamName) -> Result<StreamHealth, EngineError> {
+        let mut health = StreamHealth {
+            status: HealthStatus::Healthy,
+            exists: true,
+            stream_length: 0,
+            dlq_length: 0,
+            consumer_groups: 0,
+            max_lag: 0,
+            last_processed_ms: None,
+        };
+        match self.store().info(stream).await {
+            Ok(info) => health.stream_length = info.length,
+            Err(StoreError::NoSuchStream { .. }) => {
+                health.exists = false;
+                return Ok(health);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match self.store().info(&dlq_stream(stream)?).await {
+            Ok(info) => health.dlq_length = info.length,
+            Err(StoreError::NoSuchStream { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self.store().groups(stream).await {
+            Ok(groups) => {
+                health.consumer_groups = groups.len() as u64;
+                health.max_lag = groups.iter().map(|g| g.lag).max().unwrap_or(0);
+                health.last_processed_ms = groups.iter().filter_map(|g| g.last_ack_ms).max();
+            }
+            // Deleted between the two calls.
+            Err(StoreError::NoSuchStream { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let limits = self.config().health;
+        if health.dlq_length > limits.max_dlq || health.max_lag > limits.max_lag {
+            health.status = HealthStatus::Degraded;
+        }
+        Ok(health)
+    }
+}
