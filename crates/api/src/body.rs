@@ -39,6 +39,23 @@ pub(crate) async fn read_limited(
     })
 }
 
+/// Reads a small JSON request body under `limit` and decodes it; an empty
+/// body decodes as `{}`, so routes whose fields are all optional take none.
+///
+/// # Errors
+/// As [`read_limited`] and [`json`].
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_limited(headers, body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return json(b"{}");
+    }
+    json(&bytes)
+}
+
 /// Decodes a small JSON request body.
 ///
 /// # Errors

@@ -15,6 +15,26 @@
 //! | `/api/streams/{stream}/events/delete` | POST | delete `{"ids":[...]}` (admin): `{"deleted":n}` |
 //! | `/api/streams/{stream}/trim` | POST | XTRIM by `maxlen`, `minid`, `max_age` or `max_bytes` (admin): `{"removed":n}` |
 //! | `/api/streams/{stream}/rotate` | POST | seal the active segment (admin) |
+//! | `/api/streams/{stream}/groups` | GET, POST | list groups (`XINFO GROUPS`); create one (201) |
+//! | `/api/streams/{stream}/groups/{group}` | GET, DELETE | one group; delete it (admin) |
+//! | `/api/streams/{stream}/groups/{group}/read` | POST | `{"consumer","count","block_ms"}`: deliveries with their `delivery_count` (long poll) |
+//! | `/api/streams/{stream}/groups/{group}/ack` | POST | `{"consumer"?,"ids"}`: 200 listing `acked`/`unknown`/`wrong_consumer`; 409 when none was acked |
+//! | `/api/streams/{stream}/groups/{group}/nack` | POST | `{"consumer","ids","delay_ms"?,"terminal"?,"error"?}`: retry later or dead-letter |
+//! | `/api/streams/{stream}/groups/{group}/claim` | POST | `{"consumer","min_idle_ms","start"?,"count"?}` (`XAUTOCLAIM`) |
+//! | `/api/streams/{stream}/groups/{group}/pending` | GET | the pending list (`XPENDING`) |
+//! | `/api/streams/{stream}/groups/{group}/pause`, `/resume` | POST | stop or restart delivery to a group (admin) |
+//! | `/api/streams/{stream}/groups/{group}/consumers/{consumer}` | DELETE | remove a consumer, releasing its entries (admin) |
+//! | `/api/consumers/pause`, `/api/consumers/resume` | POST | all delivery at once, or `{"stream","group"}` (admin) |
+//! | `/api/streams/{stream}/dlq` | GET | dead letters: `?type=&from=&to=&error=&limit=&reverse=`, paged with `next` |
+//! | `/api/streams/{stream}/dlq/{id}` | GET, DELETE | one dead letter; delete it (admin) |
+//! | `/api/streams/{stream}/dlq/{id}/reprocess` | POST | move it back onto the stream (admin) |
+//! | `/api/streams/{stream}/dlq/reprocess` | POST | `{"type"|"all":true,"rate"?}`: 202 with a job (admin) |
+//! | `/api/streams/{stream}/dlq/purge` | POST | `{"confirm":true}`: delete every dead letter (admin) |
+//! | `/api/replay` | GET, POST | replay jobs; start one (202, admin) |
+//! | `/api/replay/{job}`, `/api/jobs/{job}` | GET | a job's progress |
+//! | `/api/replay/{job}/cancel`, `/api/jobs/{job}/cancel` | POST | stop a job (admin) |
+//! | `/api/jobs` | GET | every job: replays and DLQ reprocessing |
+//! | `/events/health` | GET | the HYVVE runbook's `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}` |
 //!
 //! ## Errors
 //! Every error is `{"error":"<reason>","message":"<human text>"}` with the
@@ -26,8 +46,26 @@
 //!
 //! ## Authentication
 //! Once any token is configured, every `/api/*` route needs
-//! `Authorization: Bearer <token>`; `/health`, `/readyz` and `/metrics` stay
-//! open so probes and scrapers need no secret.
+//! `Authorization: Bearer <token>`; `/health`, `/readyz`, `/metrics` and
+//! `/events/health` stay open so probes and scrapers need no secret.
+//! Reading and consuming need the `consume` scope; deleting groups, pausing,
+//! everything that changes a dead-letter stream, and replays need `admin`.
+//!
+//! ## Groups, dead letters and replays
+//! A read delivers due redeliveries first, then new events; each delivery
+//! stays pending until acked, and a nack or an `ack_wait` expiry delivers it
+//! again, up to `max_deliver` times, after which it moves to
+//! `<stream>:dlq` with why it failed. Reprocessing appends the event to the
+//! stream before deleting it from the DLQ, so a crash in between leaves a
+//! duplicate, never a loss. A replay republishes a range onto a stream (the
+//! default: the stream itself, so every group sees it again), moves an
+//! existing group's cursor back, or starts a new group at the range; see
+//! `busbar_engine`'s `ReplaySpec`. Bulk reprocessing and replays are jobs
+//! with progress at `/api/jobs/{job}`.
+//!
+//! `/events/health` is `degraded` when the stream's DLQ holds more than 100
+//! events or a group lags by more than 1000 (the runbook's warning levels),
+//! `healthy` otherwise; it answers 200 either way.
 //!
 //! ## Publishing
 //! The body is one JSON object, a JSON array of objects, or NDJSON (declared
@@ -74,11 +112,16 @@
 
 mod auth;
 mod body;
+mod delivery;
+mod dlq;
 mod error;
 mod events;
+mod groups;
+mod health;
 mod ops;
 mod params;
 mod publish;
+mod replay;
 mod streams;
 
 use std::future::Future;
@@ -157,6 +200,69 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/api/streams/{stream}/trim", post(streams::trim)),
         ("/api/streams/{stream}/rotate", post(streams::rotate)),
+        (
+            "/api/streams/{stream}/groups",
+            get(groups::list).post(groups::create),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}",
+            get(groups::info).delete(groups::delete),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/read",
+            post(delivery::read),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/ack",
+            post(delivery::ack),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/nack",
+            post(delivery::nack),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/claim",
+            post(delivery::claim),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/pending",
+            get(delivery::pending),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/pause",
+            post(groups::pause),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/resume",
+            post(groups::resume),
+        ),
+        (
+            "/api/streams/{stream}/groups/{group}/consumers/{consumer}",
+            delete(groups::delete_consumer),
+        ),
+        ("/api/consumers/pause", post(groups::pause_everything)),
+        ("/api/consumers/resume", post(groups::resume_everything)),
+        ("/api/streams/{stream}/dlq", get(dlq::list)),
+        (
+            "/api/streams/{stream}/dlq/{id}",
+            get(dlq::show).delete(dlq::delete),
+        ),
+        (
+            "/api/streams/{stream}/dlq/{id}/reprocess",
+            post(dlq::reprocess_one),
+        ),
+        (
+            "/api/streams/{stream}/dlq/reprocess",
+            post(dlq::reprocess_many),
+        ),
+        ("/api/streams/{stream}/dlq/purge", post(dlq::purge)),
+        ("/api/replay", get(replay::list_replays).post(replay::start)),
+        ("/api/replay/{job}", get(replay::status)),
+        ("/api/replay/{job}/cancel", post(replay::cancel)),
+        ("/api/jobs", get(replay::list_jobs)),
+        ("/api/jobs/{job}", get(replay::status)),
+        ("/api/jobs/{job}/cancel", post(replay::cancel)),
+        ("/events/health", get(health::events_health)),
     ]
 }
 

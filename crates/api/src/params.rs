@@ -7,18 +7,45 @@ use axum::extract::{FromRequestParts, Query, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::Uri;
 use busbar_event::{EventId, StreamName};
-use busbar_store::Trim;
+use busbar_store::{Trim, TypeFilter};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::ApiError;
 
-/// The `{stream}` of the path, validated, and the `{id}` when the route has
-/// one.
+/// The `{stream}` of the path, validated, and the `{id}`, `{group}` and
+/// `{consumer}` when the route has them.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamPath {
     pub(crate) stream: StreamName,
     pub(crate) id: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) consumer: Option<String>,
+}
+
+impl StreamPath {
+    /// The `{id}` of the path, parsed.
+    pub(crate) fn event_id(&self) -> Result<EventId, ApiError> {
+        let id = self
+            .id
+            .as_deref()
+            .ok_or_else(|| ApiError::param("id", "missing from the path"))?;
+        event_id(id)
+    }
+
+    /// The `{group}` of the path.
+    pub(crate) fn group(&self) -> Result<&str, ApiError> {
+        self.group
+            .as_deref()
+            .ok_or_else(|| ApiError::param("group", "missing from the path"))
+    }
+
+    /// The `{consumer}` of the path.
+    pub(crate) fn consumer(&self) -> Result<&str, ApiError> {
+        self.consumer
+            .as_deref()
+            .ok_or_else(|| ApiError::param("consumer", "missing from the path"))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
@@ -29,17 +56,85 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
             .await
             .map_err(|e| ApiError::param("path", e.body_text()))?;
         let mut stream = None;
-        let mut id = None;
+        let (mut id, mut group, mut consumer) = (None, None, None);
         for (key, value) in &params {
             match key {
                 "stream" => stream = Some(StreamName::new(value)?),
                 "id" => id = Some(value.to_owned()),
+                "group" => group = Some(value.to_owned()),
+                "consumer" => consumer = Some(value.to_owned()),
                 _ => {}
             }
         }
         let stream = stream.ok_or_else(|| ApiError::param("stream", "missing from the path"))?;
-        Ok(StreamPath { stream, id })
+        Ok(StreamPath {
+            stream,
+            id,
+            group,
+            consumer,
+        })
     }
+}
+
+/// The `{job}` of the path.
+#[derive(Debug, Clone)]
+pub(crate) struct JobPath(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::param("path", e.body_text()))?;
+        params
+            .iter()
+            .find(|(key, _)| *key == "job")
+            .map(|(_, value)| JobPath(value.to_owned()))
+            .ok_or_else(|| ApiError::param("job", "missing from the path"))
+    }
+}
+
+/// Parses a range bound: an id (`<ms>-<seq>`), a bare `<ms>`, `-` or `+`,
+/// or an RFC 3339 time (`2025-12-01T00:00:00Z`, read as UTC when it has no
+/// offset), which means its millisecond.
+///
+/// # Errors
+/// [`ApiError::InvalidParam`] naming `name` and the accepted forms.
+pub(crate) fn bound(name: &'static str, text: &str, is_start: bool) -> Result<EventId, ApiError> {
+    if let Ok(id) = EventId::parse_bound(text, is_start) {
+        return Ok(id);
+    }
+    let ms = time_ms(name, text)?;
+    Ok(EventId::new(ms, if is_start { 0 } else { u64::MAX }))
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+///
+/// # Errors
+/// [`ApiError::InvalidParam`] naming `name`.
+pub(crate) fn time_ms(name: &'static str, text: &str) -> Result<u64, ApiError> {
+    let time = humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
+        ApiError::param(
+            name,
+            "expected an id (<ms>-<seq>), milliseconds, - or +, or an RFC 3339 time such as 2025-12-01T00:00:00Z",
+        )
+    })?;
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::param(name, "is before 1970"))?;
+    Ok(since.as_millis() as u64)
+}
+
+/// Comma-separated type patterns, or none when the list is empty.
+pub(crate) fn type_filter<'a>(lists: impl IntoIterator<Item = &'a str>) -> Option<TypeFilter> {
+    let patterns: Vec<&str> = lists
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!patterns.is_empty()).then(|| TypeFilter::new(patterns))
 }
 
 /// Decodes the query string of `uri` into `T`.
@@ -173,6 +268,31 @@ mod tests {
             spec(r#"{"max_bytes":10}"#).unwrap(),
             Trim::MaxBytes { max: 10 }
         );
+    }
+
+    #[test]
+    fn bounds_take_ids_millis_and_times() {
+        assert_eq!(bound("from", "5-1", true).unwrap(), EventId::new(5, 1));
+        assert_eq!(bound("to", "7", false).unwrap(), EventId::new(7, u64::MAX));
+        assert_eq!(
+            bound("from", "2025-12-01T00:00:00Z", true).unwrap(),
+            EventId::new(1_764_547_200_000, 0)
+        );
+        assert_eq!(
+            bound("to", "2025-12-01T00:00:01.5Z", false).unwrap(),
+            EventId::new(1_764_547_201_500, u64::MAX)
+        );
+        let err = bound("from", "yesterday", true).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn type_lists_split_on_commas() {
+        assert_eq!(
+            type_filter(["a, b.*", ""]),
+            Some(TypeFilter::new(["a", "b.*"]))
+        );
+        assert_eq!(type_filter([" , "]), None);
     }
 
     #[test]

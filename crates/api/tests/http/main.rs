@@ -1,8 +1,12 @@
 //! The HTTP API driven over a real listener.
 
 mod admin;
+mod alerts;
 mod auth;
 mod common;
+mod dlq;
+mod groups;
 mod ops;
 mod publish;
 mod read;
+mod replay;

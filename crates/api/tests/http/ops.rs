@@ -158,7 +158,12 @@ async fn the_openapi_document_matches_the_router() {
 
     // Every documented operation is served: no 405, no unmatched route.
     for (path, method) in documented_operations(&doc) {
-        let concrete = path.replace("{stream}", "probe").replace("{id}", "1-0");
+        let concrete = path
+            .replace("{stream}", "probe")
+            .replace("{id}", "1-0")
+            .replace("{group}", "g")
+            .replace("{consumer}", "c")
+            .replace("{job}", "replay-0-0");
         let reply = server.call(&method, &concrete).body("{}").send().await;
         assert_ne!(
             reply.status, 405,
