@@ -12,16 +12,16 @@ use serde_json::Value;
 pub struct HttpArgs {
     /// The daemon's HTTP URL. Default: the address in
     /// <data-dir>/run/addresses.json, else http://127.0.0.1:9479.
-    #[arg(long, env = "BUSBAR_URL")]
+    #[arg(long, env = "BUSBAR_URL", global = true)]
     pub url: Option<String>,
     /// A token, when the daemon has [auth] tokens.
-    #[arg(long, env = "BUSBAR_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "BUSBAR_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Data directory of a local daemon, to find its address.
-    #[arg(long, env = "BUSBAR_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "BUSBAR_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
     /// Print JSON for scripts instead of tables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
@@ -106,6 +106,21 @@ impl Client {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         self.finish(req.send(body))
+    }
+
+    /// `POST path` with a JSON body, decoded as JSON.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.post(path, "application/json", body.to_string().as_bytes())
+    }
+
+    /// `DELETE path`, decoded as JSON.
+    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.delete(&url);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.call())
     }
 
     fn finish(

@@ -3,15 +3,20 @@
 //! - `busbar serve`: the daemon (storage, engine, socket ingest, command
 //!   socket, HTTP API);
 //! - `busbar cmd <name> [json]`: a command on the command socket;
-//! - `busbar publish | tail | range | streams`: a CLI over the HTTP API;
+//! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
+//!   a CLI over the HTTP API;
 //! - `busbar bench ingest`: busbar's ingest against Redis `XADD`.
 
 mod bench;
 mod client;
 mod cmd;
+mod dlq;
+mod groups;
+mod jobs;
 mod logging;
 mod publish;
 mod read;
+mod replay;
 mod serve;
 
 use std::net::SocketAddr;
@@ -44,6 +49,17 @@ enum Command {
     Streams(read::StreamsArgs),
     /// Run a load scenario against a fresh daemon (and Redis).
     Bench(bench::BenchArgs),
+    /// Consumer groups: list, info, create, delete, pending, pause, resume,
+    /// consume.
+    Groups(groups::GroupsArgs),
+    /// Dead-lettered events: list, show, reprocess, delete, purge.
+    Dlq(dlq::DlqArgs),
+    /// Replay a range of a stream: republish it, or redeliver it through a
+    /// group.
+    Replay(replay::ReplayArgs),
+    /// Background jobs (replays, DLQ reprocessing): list, show, wait,
+    /// cancel.
+    Jobs(jobs::JobsArgs),
 }
 
 /// `busbar serve` flags; they override the config file and `BUSBAR_*`.
@@ -102,6 +118,10 @@ fn main() -> ExitCode {
         Command::Range(args) => read::range(args),
         Command::Streams(args) => read::streams(args),
         Command::Bench(args) => bench::run(args),
+        Command::Groups(args) => groups::run(args),
+        Command::Dlq(args) => dlq::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Jobs(args) => jobs::run(args),
     };
     match result {
         Ok(code) => code,

@@ -177,7 +177,7 @@ fn after(id: &str) -> anyhow::Result<String> {
     Ok(parsed.successor().unwrap_or(EventId::MAX).to_string())
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -216,7 +216,7 @@ fn print_table(out: &mut impl Write, events: &[Value]) -> std::io::Result<()> {
     write_rows(out, &rows)
 }
 
-fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -236,7 +236,7 @@ fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()>
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD hh:mm:ss.mmm` UTC.
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86_400) as i64;
