@@ -309,15 +309,34 @@ pub async fn serve(
     cfg: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, engine, cfg, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`], with `extra` routes merged in (the live hub's `/ws` and ops
+/// routes). Handlers can extract the peer address with
+/// `ConnectInfo<SocketAddr>`.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+    cfg: HttpConfig,
+    extra: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
     let draining = Arc::new(watch::Sender::new(false));
-    let app = build(engine, cfg, draining.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.send_replace(true);
-        })
-        .await
+    let app = build(engine, cfg, draining.clone()).merge(extra);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        draining.send_replace(true);
+    })
+    .await
 }

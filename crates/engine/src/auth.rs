@@ -23,6 +23,8 @@ pub enum Scope {
     Consume,
     /// Trim, delete, rotate and run operator commands.
     Admin,
+    /// Set broadcast delays of live sessions.
+    Director,
 }
 
 impl Scope {
@@ -32,6 +34,7 @@ impl Scope {
             Scope::Publish => "publish",
             Scope::Consume => "consume",
             Scope::Admin => "admin",
+            Scope::Director => "director",
         }
     }
 }

@@ -63,6 +63,20 @@ impl Transport {
     }
 }
 
+/// Sees every batch just before it is appended (live session statistics,
+/// for one). Called on the publishing task: keep it cheap.
+pub trait PublishObserver: Send + Sync {
+    /// `batch` is about to be appended to `stream`.
+    fn publishing(&self, stream: &StreamName, batch: &EventBatch);
+}
+
+/// Adds gauges to `/metrics` that live outside the engine (the live hub's
+/// connections and sessions, for one).
+pub trait MetricsSource: Send + Sync {
+    /// Appends metrics in the Prometheus text format.
+    fn render(&self, out: &mut String);
+}
+
 /// The core engine. Cheap to share (`Arc<Engine>`).
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -76,6 +90,8 @@ pub struct Engine {
     /// Serialises moves out of dead-letter streams, so two requests never
     /// move the same entry twice.
     pub(crate) dlq_moves: tokio::sync::Mutex<()>,
+    observer: std::sync::OnceLock<Arc<dyn PublishObserver>>,
+    metric_sources: parking_lot::Mutex<Vec<Arc<dyn MetricsSource>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,7 +123,20 @@ impl Engine {
             paused_all: std::sync::atomic::AtomicBool::new(false),
             jobs,
             dlq_moves: tokio::sync::Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
+            metric_sources: parking_lot::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Installs the publish observer (once; later calls are ignored and
+    /// return false).
+    pub fn set_publish_observer(&self, observer: Arc<dyn PublishObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// Adds a source of extra metrics to `/metrics`.
+    pub fn add_metrics_source(&self, source: Arc<dyn MetricsSource>) {
+        self.metric_sources.lock().push(source);
     }
 
     /// The store (for side services that need it directly, like benches).
@@ -215,6 +244,9 @@ impl Engine {
                 len: batch.len(),
                 limit: self.config.max_batch_events,
             });
+        }
+        if let Some(observer) = self.observer.get() {
+            observer.publishing(stream, &batch);
         }
         let started = Instant::now();
         let ids = self.store.append(stream, batch, opts).await?;
@@ -475,6 +507,10 @@ impl Engine {
         ] {
             header(&mut out, name, "gauge", help);
             out.push_str(&lines[i]);
+        }
+        let sources: Vec<Arc<dyn MetricsSource>> = self.metric_sources.lock().clone();
+        for source in sources {
+            source.render(&mut out);
         }
         out
     }

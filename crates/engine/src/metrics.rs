@@ -60,6 +60,26 @@ pub mod names {
     pub const GROUP_PENDING: &str = "busbar_group_pending";
     /// Events in a stream's dead-letter stream.
     pub const DLQ_LENGTH: &str = "busbar_dlq_length";
+    /// Connected WebSocket clients, by role.
+    pub const WS_CLIENTS: &str = "busbar_ws_clients";
+    /// Open subscriptions, by kind (stream, room).
+    pub const WS_SUBSCRIPTIONS: &str = "busbar_ws_subscriptions";
+    /// Rooms with members.
+    pub const WS_ROOMS: &str = "busbar_ws_rooms";
+    /// Streams with a live feed.
+    pub const LIVE_FEEDS: &str = "busbar_live_feeds";
+    /// Events delivered over WebSocket, by subscription kind.
+    pub const WS_DELIVERED: &str = "busbar_ws_delivered_total";
+    /// Events a slow WebSocket client missed, by subscription kind.
+    pub const WS_DROPPED: &str = "busbar_ws_dropped_total";
+    /// Refused WebSocket upgrades, by reason.
+    pub const WS_REJECTED: &str = "busbar_ws_rejected_total";
+    /// Producer sessions tracked.
+    pub const SESSIONS: &str = "busbar_sessions";
+    /// Producer sessions over the drift threshold.
+    pub const SESSIONS_DRIFT_WARN: &str = "busbar_sessions_drift_warn";
+    /// Largest drift p95 over sessions.
+    pub const DRIFT_P95_MAX: &str = "busbar_session_drift_p95_max_seconds";
     /// HTTP requests, by route and status.
     pub const HTTP_REQUESTS: &str = "busbar_http_requests_total";
     /// Dead-letter entries moved back onto their stream, by stream.
@@ -253,6 +273,12 @@ pub struct Metrics {
     pub command_seconds: Family<Histogram, 1>,
     /// [`names::HTTP_REQUESTS`]
     pub http_requests: Family<Counter, 2>,
+    /// [`names::WS_DELIVERED`] by kind.
+    pub ws_delivered: Family<Counter, 1>,
+    /// [`names::WS_DROPPED`] by kind.
+    pub ws_dropped: Family<Counter, 1>,
+    /// [`names::WS_REJECTED`] by reason.
+    pub ws_rejected: Family<Counter, 1>,
     /// [`names::GROUP_DELIVERIES`] by stream and group.
     pub group_deliveries: Family<Counter, 2>,
     /// [`names::GROUP_REDELIVERIES`] by stream and group.
@@ -289,6 +315,9 @@ impl Default for Metrics {
             connections_rejected: Family::new(["transport"]),
             command_seconds: Family::new(["command"]),
             http_requests: Family::new(["route", "status"]),
+            ws_delivered: Family::new(["kind"]),
+            ws_dropped: Family::new(["kind"]),
+            ws_rejected: Family::new(["reason"]),
             group_deliveries: Family::new(["stream", "group"]),
             group_redeliveries: Family::new(["stream", "group"]),
             group_acks: Family::new(["stream", "group"]),

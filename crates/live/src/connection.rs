@@ -1,0 +1,389 @@
+//! One WebSocket connection: a reader loop handling client ops, a writer
+//! task draining the bounded send queue with a write deadline, heartbeats,
+//! and the connection's subscriptions (aborted when it ends).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use busbar_engine::{EngineError, Principal, Scope, Transport};
+use busbar_event::{parse_event, EventBatch, EventId, StreamName};
+use busbar_store::{AppendOptions, TypeFilter};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+use crate::protocol::{error_frame, parse_from, ClientOp, From, SlowPolicy};
+use crate::rooms::Room;
+use crate::sockets::SocketGuard;
+use crate::subscribe::{self, Filter, Outbox};
+use crate::{Live, LiveError};
+
+/// Aborts a subscription task when dropped.
+struct Task(AbortHandle);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Conn {
+    live: Arc<Live>,
+    principal: Principal,
+    out: Outbox,
+    subs: HashMap<String, Task>,
+    rooms: HashMap<String, Task>,
+    hello_session: Option<String>,
+}
+
+/// Runs a connection until the client leaves, stops answering heartbeats,
+/// or is closed for being too slow.
+pub(crate) async fn run(
+    live: Arc<Live>,
+    socket: WebSocket,
+    principal: Principal,
+    guard: SocketGuard,
+) {
+    let config = live.config.clone();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(config.send_queue);
+    let (close, mut closed) = watch::channel(false);
+    let guard = Arc::new(guard);
+    let out = Outbox {
+        tx,
+        close: close.clone(),
+        guard: guard.clone(),
+        write_deadline: config.write_deadline,
+    };
+
+    // Writer: the only task that touches the sink.
+    let writer_close = close.clone();
+    let deadline = config.write_deadline;
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            match tokio::time::timeout(deadline, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        let _ = writer_close.send(true);
+        let _ = sink.close().await;
+    });
+
+    let mut conn = Conn {
+        live: live.clone(),
+        principal,
+        out,
+        subs: HashMap::new(),
+        rooms: HashMap::new(),
+        hello_session: None,
+    };
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.tick().await;
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(text) => conn.handle(text.as_str()).await,
+                    Message::Binary(_) => conn.reply(error_frame("unsupported", "send JSON text messages", None)).await,
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > config.heartbeat * 2 {
+                    tracing::info!(socket = guard.id(), "closing a client that stopped answering heartbeats");
+                    break;
+                }
+                if conn.out.tx.try_send(Message::Ping(Vec::new().into())).is_err() && conn.out.tx.is_closed() {
+                    break;
+                }
+            }
+            _ = closed.changed() => break,
+        }
+    }
+    // Subscriptions and rooms end with the connection; the guard (dropped
+    // with the last Arc) removes the socket and its room memberships.
+    drop(conn);
+    let _ = close.send(true);
+    writer.abort();
+}
+
+impl Conn {
+    async fn reply(&self, text: String) {
+        let _ = self.out.send(text, SlowPolicy::Drop).await;
+    }
+
+    async fn fail(&self, e: &LiveError, reference: Option<u64>) {
+        self.reply(error_frame(e.reason(), &e.to_string(), reference))
+            .await;
+    }
+
+    fn stream_name(&self, name: Option<&str>) -> Result<StreamName, LiveError> {
+        match name {
+            Some(n) => Ok(StreamName::new(n).map_err(EngineError::from)?),
+            None => Ok(self.live.engine.default_stream(&self.principal)),
+        }
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let op = match ClientOp::parse(text) {
+            Ok(op) => op,
+            Err(reason) => return self.fail(&LiveError::BadMessage { reason }, None).await,
+        };
+        let result = match op {
+            ClientOp::Hello { role, session } => {
+                self.out.guard.hello(role, session.clone());
+                self.hello_session = session;
+                Ok(())
+            }
+            ClientOp::Ping => {
+                self.reply(r#"{"type":"pong"}"#.to_owned()).await;
+                Ok(())
+            }
+            ClientOp::Subscribe {
+                id,
+                stream,
+                types,
+                tenant,
+                key,
+                from,
+                slow,
+            } => {
+                self.subscribe(id, stream.as_deref(), types, tenant, key, from, slow)
+                    .await
+            }
+            ClientOp::Unsubscribe { id } => {
+                if self.subs.remove(&id).is_some() {
+                    self.out.guard.subscriptions(-1);
+                }
+                Ok(())
+            }
+            ClientOp::Join { room, stream } => self.join(&room, stream.as_deref()).await,
+            ClientOp::Leave { room } => {
+                if self.rooms.remove(&room).is_some() {
+                    self.out.guard.leave(&room, busbar_event::now_ms());
+                }
+                self.reply(serde_json::json!({"type": "left", "room": room}).to_string())
+                    .await;
+                Ok(())
+            }
+            ClientOp::Publish {
+                reference,
+                events,
+                event,
+            } => {
+                let raw: Vec<&serde_json::value::RawValue> = events
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(event)
+                    .collect();
+                match self.publish(&raw).await {
+                    Ok(ids) => {
+                        let ids: Vec<String> = ids.iter().map(EventId::to_string).collect();
+                        self.reply(
+                            serde_json::json!({"type": "ack", "ref": reference, "ids": ids})
+                                .to_string(),
+                        )
+                        .await;
+                        Ok(())
+                    }
+                    Err(e) => return self.fail(&e, reference).await,
+                }
+            }
+            ClientOp::SetDelay { session, delay_ms } => self.set_delay(&session, delay_ms).await,
+        };
+        if let Err(e) = result {
+            self.fail(&e, None).await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn subscribe(
+        &mut self,
+        id: String,
+        stream: Option<&str>,
+        types: Option<Vec<String>>,
+        tenant: Option<String>,
+        key: Option<String>,
+        from: Option<&serde_json::value::RawValue>,
+        slow: SlowPolicy,
+    ) -> Result<(), LiveError> {
+        let stream = self.stream_name(stream)?;
+        self.principal.require(Scope::Consume)?;
+        self.principal.check_stream(&stream)?;
+        if self.subs.len() >= self.live.config.max_subscriptions {
+            return Err(LiveError::TooManySubscriptions {
+                limit: self.live.config.max_subscriptions,
+            });
+        }
+        let from = parse_from(from).map_err(|reason| LiveError::BadMessage {
+            reason: reason.to_owned(),
+        })?;
+        let filter = Filter {
+            types: types.map(TypeFilter::new),
+            // A tenant-bound token only ever sees its tenant's events.
+            tenant: self.principal.tenant().map(str::to_owned).or(tenant),
+            key,
+            session: None,
+        };
+        let reader = self.reader(stream, id.clone(), filter, slow);
+        let task = match from {
+            From::Live => tokio::spawn(subscribe::live(reader)),
+            From::Id(start) => tokio::spawn(subscribe::resumable(reader, start)),
+            From::Time(ms) => tokio::spawn(subscribe::resumable(reader, EventId::new(ms, 0))),
+        };
+        if self
+            .subs
+            .insert(id.clone(), Task(task.abort_handle()))
+            .is_none()
+        {
+            self.out.guard.subscriptions(1);
+        }
+        self.reply(serde_json::json!({"type": "subscribed", "sub": id}).to_string())
+            .await;
+        Ok(())
+    }
+
+    fn reader(
+        &self,
+        stream: StreamName,
+        sub: String,
+        filter: Filter,
+        policy: SlowPolicy,
+    ) -> subscribe::Reader {
+        subscribe::Reader {
+            live: self.live.clone(),
+            principal: self.principal.clone(),
+            stream,
+            sub,
+            filter,
+            policy,
+            out: self.out.clone(),
+        }
+    }
+
+    async fn join(&mut self, name: &str, stream: Option<&str>) -> Result<(), LiveError> {
+        let room: Room = name.parse()?;
+        let stream = self.stream_name(stream)?;
+        self.principal.require(Scope::Consume)?;
+        self.principal.check_stream(&stream)?;
+        if !self.rooms.contains_key(name) && self.rooms.len() >= self.live.config.max_subscriptions
+        {
+            return Err(LiveError::TooManySubscriptions {
+                limit: self.live.config.max_subscriptions,
+            });
+        }
+        let filter = Filter {
+            session: Some(room.session().to_owned()),
+            tenant: self.principal.tenant().map(str::to_owned),
+            ..Filter::default()
+        };
+        let reader = self.reader(stream, room.name(), filter, SlowPolicy::Drop);
+        let task = match &room {
+            Room::Session(_) => tokio::spawn(subscribe::live(reader)),
+            Room::Broadcast(_) => tokio::spawn(subscribe::delayed(reader)),
+        };
+        // Re-joining replaces the old task (dropping it aborts it).
+        self.rooms
+            .insert(name.to_owned(), Task(task.abort_handle()));
+        self.out.guard.join(name, busbar_event::now_ms());
+        self.reply(serde_json::json!({"type": "joined", "room": name}).to_string())
+            .await;
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        raw: &[&serde_json::value::RawValue],
+    ) -> Result<Vec<EventId>, LiveError> {
+        let engine = &self.live.engine;
+        let limits = busbar_event::Limits {
+            max_event_bytes: self.live.config.max_message_bytes,
+        };
+        let default = engine.default_stream(&self.principal);
+        let mut batches: Vec<(StreamName, EventBatch)> = Vec::new();
+        let mut order = Vec::with_capacity(raw.len());
+        let mut hello_frames = Vec::new();
+        for (index, r) in raw.iter().enumerate() {
+            let parsed =
+                parse_event(r.get().as_bytes(), &limits).map_err(|e| LiveError::BadEvent {
+                    index,
+                    source: EngineError::from(e),
+                })?;
+            // Frames of a producer that said its session in hello count for
+            // that session even when they do not repeat it (once published).
+            if parsed.session.is_none() && self.hello_session.is_some() {
+                hello_frames.push(parsed.ts);
+            }
+            let stream = parsed.stream.clone().unwrap_or_else(|| default.clone());
+            engine
+                .check_publish(&self.principal, &stream, parsed.tenant.as_deref())
+                .map_err(|source| LiveError::BadEvent { index, source })?;
+            let at = match batches.iter().position(|(s, _)| *s == stream) {
+                Some(at) => at,
+                None => {
+                    batches.push((stream, EventBatch::new()));
+                    batches.len() - 1
+                }
+            };
+            batches[at]
+                .1
+                .push_parsed(&parsed)
+                .map_err(|e| LiveError::BadEvent {
+                    index,
+                    source: EngineError::from(e),
+                })?;
+            order.push(at);
+        }
+        let mut ids_by_batch = Vec::with_capacity(batches.len());
+        for (stream, batch) in batches {
+            let ids = engine
+                .publish(
+                    &self.principal,
+                    &stream,
+                    batch,
+                    AppendOptions::default(),
+                    Transport::WebSocket,
+                )
+                .await?;
+            ids_by_batch.push(ids.into_iter());
+        }
+        if let Some(session) = &self.hello_session {
+            let now = busbar_event::now_ms();
+            for ts in hello_frames {
+                self.live.sessions.observe(session, ts, now);
+            }
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|at| ids_by_batch[at].next())
+            .collect())
+    }
+
+    async fn set_delay(&self, session: &str, delay_ms: u64) -> Result<(), LiveError> {
+        self.principal.require(Scope::Director)?;
+        let room: Room = format!("broadcast:session:{session}").parse()?;
+        self.live
+            .delays
+            .set(room.session(), Duration::from_millis(delay_ms))?;
+        tracing::info!(session, delay_ms, "broadcast delay set");
+        self.live.sessions.record(
+            "broadcast:delay:set",
+            session,
+            format!("broadcast delay set to {delay_ms} ms"),
+            busbar_event::now_ms(),
+        );
+        self.reply(
+            serde_json::json!({"type": "delay", "session": session, "delay_ms": delay_ms})
+                .to_string(),
+        )
+        .await;
+        Ok(())
+    }
+}

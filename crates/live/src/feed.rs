@@ -1,0 +1,204 @@
+//! Live feeds: one per stream with subscribers. A tailer task follows the
+//! stream's log and broadcasts each new event, rendered once, to every live
+//! subscriber through a [`busbar_bus::Bus`]: bounded and lossy, so a slow
+//! subscriber misses events (and is told how many) but never slows the
+//! tailer or the others.
+//!
+//! Because the feed is fed from the log, a subscriber that must not lose
+//! anything can always go back to the log for what it missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_bus::{Bus, RecvError, Subscriber};
+use busbar_engine::Engine;
+use busbar_event::{render_event, Event, EventId, StreamName};
+use busbar_store::ReadQuery;
+use parking_lot::Mutex;
+
+/// An event as the feed carries it: the event and its JSON, rendered once.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The event.
+    pub event: Event,
+    /// `render_event` output.
+    pub json: String,
+}
+
+/// How often an idle tailer looks at the log without a wake-up.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Events a tailer reads from the log at a time.
+const TAIL_BATCH: usize = 1024;
+
+struct Feed {
+    bus: Bus<Arc<LiveEvent>>,
+    subscribers: AtomicUsize,
+}
+
+/// The live feeds of every stream.
+pub struct Feeds {
+    engine: Arc<Engine>,
+    capacity: usize,
+    feeds: Mutex<HashMap<StreamName, Arc<Feed>>>,
+}
+
+impl std::fmt::Debug for Feeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeds")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live subscription to one stream's feed. Dropping it unsubscribes; the
+/// tailer stops when its last subscriber leaves.
+pub struct FeedReceiver {
+    rx: Subscriber<Arc<LiveEvent>>,
+    feed: Arc<Feed>,
+}
+
+/// What a live receive gives.
+#[derive(Debug)]
+pub enum Received {
+    /// The next event.
+    Event(Arc<LiveEvent>),
+    /// This many events went by unseen; the next receive continues after
+    /// them.
+    Lagged(u64),
+    /// The feed ended (shutdown).
+    Closed,
+}
+
+impl FeedReceiver {
+    /// The next event, or how many were missed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled receive loses nothing.
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(e) => Received::Event(e),
+            Err(RecvError::Lagged(n)) => Received::Lagged(n),
+            Err(RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+impl Drop for FeedReceiver {
+    fn drop(&mut self) {
+        self.feed.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Feeds {
+    /// Feeds over `engine`'s streams, each buffering `capacity` events for
+    /// its slowest live subscriber.
+    pub fn new(engine: Arc<Engine>, capacity: usize) -> Arc<Feeds> {
+        Arc::new(Feeds {
+            engine,
+            capacity: capacity.max(1),
+            feeds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Subscribes to `stream`'s live events: every event appended after
+    /// this call (and possibly a few before it).
+    pub async fn subscribe(self: &Arc<Self>, stream: &StreamName) -> FeedReceiver {
+        if let Some(rx) = self.join(stream) {
+            return rx;
+        }
+        // The stream may not exist yet: its feed then starts at the beginning.
+        let start = self
+            .engine
+            .store()
+            .info(stream)
+            .await
+            .map(|i| i.last_id)
+            .unwrap_or(EventId::ZERO);
+        let mut feeds = self.feeds.lock();
+        if let Some(feed) = feeds
+            .get(stream)
+            .filter(|f| f.subscribers.load(Ordering::Acquire) > 0)
+        {
+            feed.subscribers.fetch_add(1, Ordering::AcqRel);
+            return FeedReceiver {
+                rx: feed.bus.subscribe(),
+                feed: feed.clone(),
+            };
+        }
+        let bus = Bus::new(self.capacity).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "invalid live feed capacity; using 4096");
+            Bus::new(4096).expect("4096 is a valid capacity")
+        });
+        let rx = bus.subscribe();
+        let feed = Arc::new(Feed {
+            bus,
+            subscribers: AtomicUsize::new(1),
+        });
+        feeds.insert(stream.clone(), feed.clone());
+        tokio::spawn(tail(self.clone(), stream.clone(), feed.clone(), start));
+        FeedReceiver { rx, feed }
+    }
+
+    fn join(&self, stream: &StreamName) -> Option<FeedReceiver> {
+        let feeds = self.feeds.lock();
+        let feed = feeds.get(stream)?;
+        if feed.subscribers.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        feed.subscribers.fetch_add(1, Ordering::AcqRel);
+        Some(FeedReceiver {
+            rx: feed.bus.subscribe(),
+            feed: feed.clone(),
+        })
+    }
+
+    /// Number of streams with a running feed.
+    pub fn active(&self) -> usize {
+        self.feeds
+            .lock()
+            .values()
+            .filter(|f| f.subscribers.load(Ordering::Acquire) > 0)
+            .count()
+    }
+}
+
+async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, mut last: EventId) {
+    let engine = &feeds.engine;
+    loop {
+        if feed.subscribers.load(Ordering::Acquire) == 0 {
+            let mut map = feeds.feeds.lock();
+            if feed.subscribers.load(Ordering::Acquire) == 0 {
+                if map.get(&stream).is_some_and(|f| Arc::ptr_eq(f, &feed)) {
+                    map.remove(&stream);
+                }
+                return;
+            }
+        }
+        let mut appended = engine.subscribe_appends();
+        appended.mark_unchanged();
+        loop {
+            let Some(from) = last.successor() else { return };
+            let q = ReadQuery::range(from, EventId::MAX, TAIL_BATCH);
+            // A stream that does not exist (yet) has nothing to tail.
+            let events = engine.store().read(&stream, &q).await.unwrap_or_default();
+            let n = events.len();
+            for event in events {
+                last = event.id();
+                let mut json = Vec::with_capacity(event.body().len() + 64);
+                render_event(&mut json, &stream, &event);
+                let json = String::from_utf8(json).unwrap_or_default();
+                // No subscriber is fine: they come and go.
+                let _ = feed.bus.publish(Arc::new(LiveEvent { event, json }));
+            }
+            if n < TAIL_BATCH {
+                break;
+            }
+        }
+        if engine.readiness().is_shutting_down() {
+            return;
+        }
+        let _ = tokio::time::timeout(IDLE_POLL, appended.changed()).await;
+    }
+}

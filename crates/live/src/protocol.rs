@@ -1,0 +1,255 @@
+//! The WebSocket protocol: JSON text messages.
+//!
+//! Client → busbar (`op`):
+//! ```text
+//! {"op":"hello","role":"producer|dashboard|overlay|consumer","session":"s1"}
+//! {"op":"subscribe","id":"a","stream":"events","types":["order.*"],"tenant":"t","key":"k",
+//!  "from":"live" | "<ms>-<seq>" | {"time":<ms>}, "slow":"drop" | "disconnect"}
+//! {"op":"unsubscribe","id":"a"}
+//! {"op":"join","room":"session:s1" | "broadcast:session:s1","stream":"events"}
+//! {"op":"leave","room":"session:s1"}
+//! {"op":"publish","ref":7,"events":[{...},{...}]}          (or "event":{...})
+//! {"op":"set_delay","session":"s1","delay_ms":5000}        (director capability)
+//! {"op":"ping"}
+//! ```
+//! busbar → client (`type`):
+//! ```text
+//! {"type":"event","sub":"a","event":{...rendered event...}}
+//! {"type":"lagged","sub":"a","missed":12}      lossy subscription fell behind
+//! {"type":"subscribed","sub":"a"} {"type":"joined","room":..} {"type":"left","room":..}
+//! {"type":"ack","ref":7,"ids":["<ms>-<seq>",...]}
+//! {"type":"delay","session":"s1","delay_ms":5000}
+//! {"type":"error","error":"<reason>","message":"...","ref":..}
+//! {"type":"pong"}
+//! ```
+//! A subscription `from` an id or a time is resumable: it catches up from
+//! the log, then goes live with no gap and no duplicate; `from: "live"` is
+//! lossy and bounded (a slow client is told how many events it missed).
+//! Room `session:<id>` delivers the session's events live (lossy);
+//! `broadcast:session:<id>` delivers them after the session's broadcast
+//! delay, from the log.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::sockets::Role;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum From {
+    /// New events only, lossy.
+    Live,
+    /// From this id (inclusive), resumable.
+    Id(busbar_event::EventId),
+    /// From this time (ms since the epoch), resumable.
+    Time(u64),
+}
+
+/// What to do with a subscriber that cannot keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowPolicy {
+    /// Lossy subscriptions skip events and send a `lagged` notice;
+    /// resumable ones fall back to the log.
+    #[default]
+    Drop,
+    /// Close the connection when a message cannot be queued within the
+    /// write deadline.
+    Disconnect,
+}
+
+/// A client message.
+#[derive(Debug)]
+pub(crate) enum ClientOp<'a> {
+    Hello {
+        role: Role,
+        session: Option<String>,
+    },
+    Subscribe {
+        id: String,
+        stream: Option<String>,
+        types: Option<Vec<String>>,
+        tenant: Option<String>,
+        key: Option<String>,
+        from: Option<&'a RawValue>,
+        slow: SlowPolicy,
+    },
+    Unsubscribe {
+        id: String,
+    },
+    Join {
+        room: String,
+        stream: Option<String>,
+    },
+    Leave {
+        room: String,
+    },
+    Publish {
+        reference: Option<u64>,
+        events: Option<Vec<&'a RawValue>>,
+        event: Option<&'a RawValue>,
+    },
+    SetDelay {
+        session: String,
+        delay_ms: u64,
+    },
+    Ping,
+}
+
+/// Every field any op may carry. Parsed as a struct, not a tagged enum,
+/// so event bodies stay borrowed raw JSON (byte-for-byte).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields<'a> {
+    op: String,
+    role: Option<Role>,
+    session: Option<String>,
+    id: Option<String>,
+    stream: Option<String>,
+    types: Option<Vec<String>>,
+    tenant: Option<String>,
+    key: Option<String>,
+    #[serde(borrow)]
+    from: Option<&'a RawValue>,
+    slow: Option<SlowPolicy>,
+    room: Option<String>,
+    #[serde(rename = "ref")]
+    reference: Option<u64>,
+    #[serde(borrow)]
+    events: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    delay_ms: Option<u64>,
+}
+
+fn need<T>(v: Option<T>, field: &str, op: &str) -> Result<T, String> {
+    v.ok_or_else(|| format!("`{op}` needs `{field}`"))
+}
+
+impl<'a> ClientOp<'a> {
+    /// Parses one client message.
+    pub(crate) fn parse(text: &'a str) -> Result<ClientOp<'a>, String> {
+        let f: Fields<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let op = f.op.as_str();
+        Ok(match op {
+            "hello" => ClientOp::Hello {
+                role: need(f.role, "role", op)?,
+                session: f.session,
+            },
+            "subscribe" => ClientOp::Subscribe {
+                id: need(f.id, "id", op)?,
+                stream: f.stream,
+                types: f.types,
+                tenant: f.tenant,
+                key: f.key,
+                from: f.from,
+                slow: f.slow.unwrap_or_default(),
+            },
+            "unsubscribe" => ClientOp::Unsubscribe { id: need(f.id, "id", op)? },
+            "join" => ClientOp::Join {
+                room: need(f.room, "room", op)?,
+                stream: f.stream,
+            },
+            "leave" => ClientOp::Leave { room: need(f.room, "room", op)? },
+            "publish" => {
+                if f.events.is_none() && f.event.is_none() {
+                    return Err("`publish` needs `events` or `event`".to_owned());
+                }
+                ClientOp::Publish {
+                    reference: f.reference,
+                    events: f.events,
+                    event: f.event,
+                }
+            }
+            "set_delay" => ClientOp::SetDelay {
+                session: need(f.session, "session", op)?,
+                delay_ms: need(f.delay_ms, "delay_ms", op)?,
+            },
+            "ping" => ClientOp::Ping,
+            other => {
+                return Err(format!(
+                    "unknown op `{other}`: hello, subscribe, unsubscribe, join, leave, publish, set_delay, ping"
+                ))
+            }
+        })
+    }
+}
+
+/// Parses `from`.
+pub(crate) fn parse_from(raw: Option<&RawValue>) -> Result<From, &'static str> {
+    const BAD: &str = "`from` is \"live\", an id \"<ms>-<seq>\" or {\"time\": <ms>}";
+    let Some(raw) = raw else {
+        return Ok(From::Live);
+    };
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum F {
+        Text(String),
+        Time { time: u64 },
+    }
+    match serde_json::from_str::<F>(raw.get()).map_err(|_| BAD)? {
+        F::Text(t) if t == "live" => Ok(From::Live),
+        F::Text(t) => t.parse().map(From::Id).map_err(|_| BAD),
+        F::Time { time } => Ok(From::Time(time)),
+    }
+}
+
+/// Writes a JSON string (escaped) into `out`.
+pub(crate) fn push_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+}
+
+/// `{"type":"event","sub":<sub>,"event":<json>}`.
+pub(crate) fn event_frame(sub: &str, json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + sub.len() + 32);
+    out.push_str("{\"type\":\"event\",\"sub\":");
+    push_str(&mut out, sub);
+    out.push_str(",\"event\":");
+    out.push_str(json);
+    out.push('}');
+    out
+}
+
+/// An error message, with the request's `ref` when it had one.
+pub(crate) fn error_frame(reason: &str, message: &str, reference: Option<u64>) -> String {
+    serde_json::json!({"type": "error", "error": reason, "message": message, "ref": reference})
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ops_and_from() {
+        let op = ClientOp::parse(r#"{"op":"subscribe","id":"a","from":{"time":5}}"#).unwrap();
+        let ClientOp::Subscribe { from, .. } = op else {
+            panic!()
+        };
+        assert_eq!(parse_from(from), Ok(From::Time(5)));
+        let op = ClientOp::parse(r#"{"op":"subscribe","id":"a","from":"3-1"}"#).unwrap();
+        let ClientOp::Subscribe { from, .. } = op else {
+            panic!()
+        };
+        assert_eq!(
+            parse_from(from),
+            Ok(From::Id(busbar_event::EventId::new(3, 1)))
+        );
+        assert!(ClientOp::parse(r#"{"op":"nope"}"#).is_err());
+        assert!(ClientOp::parse(r#"{"op":"join"}"#)
+            .unwrap_err()
+            .contains("room"));
+        let op = ClientOp::parse(r#"{"op":"publish","events":[{"type":"a","n":1.50}]}"#).unwrap();
+        let ClientOp::Publish {
+            events: Some(e), ..
+        } = op
+        else {
+            panic!()
+        };
+        assert_eq!(e[0].get(), r#"{"type":"a","n":1.50}"#);
+        assert_eq!(
+            event_frame("a\"b", "{}"),
+            r#"{"type":"event","sub":"a\"b","event":{}}"#
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Rooms and the broadcast delay.
+//!
+//! `session:<id>` carries a session's events as they are published;
+//! `broadcast:session:<id>` carries the same events `delay` later. The delay
+//! is per session, set and changed at run time by a director; delayed rooms
+//! read from the log, so a change of delay loses nothing: a shorter delay
+//! delivers the backlog at once, a longer one holds delivery back.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::LiveError;
+
+/// A room a connection can join.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Room {
+    /// `session:<id>`: live.
+    Session(String),
+    /// `broadcast:session:<id>`: delayed.
+    Broadcast(String),
+}
+
+fn valid_session(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+impl FromStr for Room {
+    type Err = LiveError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (room, id) = if let Some(id) = s.strip_prefix("broadcast:session:") {
+            (Room::Broadcast(id.to_owned()), id)
+        } else if let Some(id) = s.strip_prefix("session:") {
+            (Room::Session(id.to_owned()), id)
+        } else {
+            return Err(LiveError::BadRoom {
+                reason: "rooms are session:<id> or broadcast:session:<id>",
+            });
+        };
+        if valid_session(id) {
+            Ok(room)
+        } else {
+            Err(LiveError::BadRoom {
+                reason: "a session id is 1 to 128 ASCII letters, digits or _ - . :",
+            })
+        }
+    }
+}
+
+impl Room {
+    /// The session the room follows.
+    pub fn session(&self) -> &str {
+        match self {
+            Room::Session(s) | Room::Broadcast(s) => s,
+        }
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> String {
+        match self {
+            Room::Session(s) => format!("session:{s}"),
+            Room::Broadcast(s) => format!("broadcast:session:{s}"),
+        }
+    }
+}
+
+/// A session's broadcast delay, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DelayState {
+    /// The session.
+    pub session: String,
+    /// The delay in ms.
+    pub delay_ms: u64,
+}
+
+/// Broadcast delays per session.
+#[derive(Debug)]
+pub struct Delays {
+    default: Duration,
+    max: Duration,
+    map: RwLock<HashMap<String, Duration>>,
+}
+
+impl Delays {
+    /// Delays defaulting to `default`, at most `max`.
+    pub fn new(default: Duration, max: Duration) -> Self {
+        Delays {
+            default,
+            max,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The delay of `session`.
+    pub fn get(&self, session: &str) -> Duration {
+        self.map
+            .read()
+            .get(session)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Sets the delay of `session`.
+    ///
+    /// # Errors
+    /// [`LiveError::DelayTooLong`] past the configured maximum.
+    pub fn set(&self, session: &str, delay: Duration) -> Result<(), LiveError> {
+        if delay > self.max {
+            return Err(LiveError::DelayTooLong {
+                max_ms: self.max.as_millis() as u64,
+            });
+        }
+        self.map.write().insert(session.to_owned(), delay);
+        Ok(())
+    }
+
+    /// Every session with a delay set.
+    pub fn list(&self) -> Vec<DelayState> {
+        let mut v: Vec<DelayState> = self
+            .map
+            .read()
+            .iter()
+            .map(|(s, d)| DelayState {
+                session: s.clone(),
+                delay_ms: d.as_millis() as u64,
+            })
+            .collect();
+        v.sort_by(|a, b| a.session.cmp(&b.session));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rooms() {
+        assert_eq!(
+            "session:a1".parse::<Room>().unwrap(),
+            Room::Session("a1".into())
+        );
+        assert_eq!(
+            "broadcast:session:a1".parse::<Room>().unwrap(),
+            Room::Broadcast("a1".into())
+        );
+        assert!("lobby".parse::<Room>().is_err());
+        assert!("session:".parse::<Room>().is_err());
+        assert!("session:a b".parse::<Room>().is_err());
+    }
+
+    #[test]
+    fn delays_are_bounded() {
+        let d = Delays::new(Duration::ZERO, Duration::from_secs(60));
+        assert_eq!(d.get("x"), Duration::ZERO);
+        d.set("x", Duration::from_secs(5)).unwrap();
+        assert_eq!(d.get("x"), Duration::from_secs(5));
+        assert!(d.set("x", Duration::from_secs(61)).is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! Connected WebSocket clients: role, session, joined rooms, counters.
+//!
+//! A connection registers on accept and gets a [`SocketGuard`]; dropping the
+//! guard — however the connection ends, cleanly, abruptly or by a panic in
+//! its task — removes the socket and its room memberships, so membership
+//! can never leak.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// What a connection says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Publishes events (a relay agent).
+    Producer,
+    /// Watches sessions live.
+    Dashboard,
+    /// Shows a session to an audience, through the broadcast delay.
+    Overlay,
+    /// Subscribes to streams.
+    Consumer,
+}
+
+impl Role {
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Dashboard => "dashboard",
+            Role::Overlay => "overlay",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// What `/api/ops/sockets` reports for one connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketInfo {
+    /// Connection id.
+    pub id: u64,
+    /// Declared role (consumer until a hello says otherwise).
+    pub role: Role,
+    /// Declared session, if any.
+    pub session: Option<String>,
+    /// Peer address.
+    pub remote: String,
+    /// When it connected (ms since the epoch).
+    pub connected_at: u64,
+    /// Rooms it has joined.
+    pub joined_rooms: Vec<String>,
+    /// Open stream subscriptions.
+    pub subscriptions: u32,
+    /// Messages sent to it.
+    pub sent: u64,
+    /// Events it missed (lossy subscriptions that fell behind).
+    pub dropped: u64,
+}
+
+/// A join or leave, for the ops API (runbook: compare joins and leaves).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketEvent {
+    /// `connect`, `disconnect`, `join` or `leave`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Connection id.
+    pub socket: u64,
+    /// The room, for joins and leaves.
+    pub room: Option<String>,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    role: Role,
+    session: Option<String>,
+    remote: String,
+    connected_at: u64,
+    rooms: BTreeSet<String>,
+    subscriptions: u32,
+    sent: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sockets: BTreeMap<u64, Entry>,
+    events: VecDeque<SocketEvent>,
+}
+
+/// The registry of connected sockets.
+#[derive(Debug)]
+pub struct Sockets {
+    inner: Mutex<Inner>,
+    next: AtomicU64,
+    max_events: usize,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Sockets::new(1000)
+    }
+}
+
+impl Sockets {
+    /// A registry keeping the last `max_events` joins and leaves.
+    pub fn new(max_events: usize) -> Self {
+        Sockets {
+            inner: Mutex::new(Inner::default()),
+            next: AtomicU64::new(1),
+            max_events,
+        }
+    }
+
+    fn record(
+        &self,
+        inner: &mut Inner,
+        kind: &'static str,
+        socket: u64,
+        room: Option<String>,
+        now_ms: u64,
+    ) {
+        if inner.events.len() >= self.max_events {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(SocketEvent {
+            kind,
+            socket,
+            room,
+            at_ms: now_ms,
+        });
+    }
+
+    /// Registers a new connection.
+    pub fn register(self: &Arc<Self>, remote: String, now_ms: u64) -> SocketGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let sent = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut inner = self.inner.lock();
+        inner.sockets.insert(
+            id,
+            Entry {
+                role: Role::Consumer,
+                session: None,
+                remote,
+                connected_at: now_ms,
+                rooms: BTreeSet::new(),
+                subscriptions: 0,
+                sent: sent.clone(),
+                dropped: dropped.clone(),
+            },
+        );
+        self.record(&mut inner, "connect", id, None, now_ms);
+        SocketGuard {
+            registry: self.clone(),
+            id,
+            sent,
+            dropped,
+        }
+    }
+
+    /// Every connection, oldest first.
+    pub fn list(&self) -> Vec<SocketInfo> {
+        self.inner
+            .lock()
+            .sockets
+            .iter()
+            .map(|(id, e)| SocketInfo {
+                id: *id,
+                role: e.role,
+                session: e.session.clone(),
+                remote: e.remote.clone(),
+                connected_at: e.connected_at,
+                joined_rooms: e.rooms.iter().cloned().collect(),
+                subscriptions: e.subscriptions,
+                sent: e.sent.load(Ordering::Relaxed),
+                dropped: e.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Connections by role.
+    pub fn count_by_role(&self) -> BTreeMap<Role, u64> {
+        let mut out = BTreeMap::new();
+        for e in self.inner.lock().sockets.values() {
+            *out.entry(e.role).or_default() += 1;
+        }
+        out
+    }
+
+    /// Members of each room.
+    pub fn rooms(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for e in self.inner.lock().sockets.values() {
+            for r in &e.rooms {
+                *out.entry(r.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Open subscriptions over all connections.
+    pub fn subscriptions(&self) -> u64 {
+        self.inner
+            .lock()
+            .sockets
+            .values()
+            .map(|e| u64::from(e.subscriptions))
+            .sum()
+    }
+
+    /// Number of connections.
+    pub fn len(&self) -> usize {
+        self.inner.lock().sockets.len()
+    }
+
+    /// Whether nobody is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Recent connects, disconnects, joins and leaves, oldest first.
+    pub fn events(&self) -> Vec<SocketEvent> {
+        self.inner.lock().events.iter().cloned().collect()
+    }
+}
+
+/// A registered connection; dropping it unregisters.
+#[derive(Debug)]
+pub struct SocketGuard {
+    registry: Arc<Sockets>,
+    id: u64,
+    sent: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SocketGuard {
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Entry)) {
+        if let Some(e) = self.registry.inner.lock().sockets.get_mut(&self.id) {
+            f(e);
+        }
+    }
+
+    /// Sets the declared role and session.
+    pub fn hello(&self, role: Role, session: Option<String>) {
+        self.with(|e| {
+            e.role = role;
+            e.session = session;
+        });
+    }
+
+    /// Joins a room (idempotent); returns whether it was new.
+    pub fn join(&self, room: &str, now_ms: u64) -> bool {
+        let mut inner = self.registry.inner.lock();
+        let new = inner
+            .sockets
+            .get_mut(&self.id)
+            .is_some_and(|e| e.rooms.insert(room.to_owned()));
+        if new {
+            self.registry
+                .record(&mut inner, "join", self.id, Some(room.to_owned()), now_ms);
+        }
+        new
+    }
+
+    /// Leaves a room; returns whether it was a member.
+    pub fn leave(&self, room: &str, now_ms: u64) -> bool {
+        let mut inner = self.registry.inner.lock();
+        let was = inner
+            .sockets
+            .get_mut(&self.id)
+            .is_some_and(|e| e.rooms.remove(room));
+        if was {
+            self.registry
+                .record(&mut inner, "leave", self.id, Some(room.to_owned()), now_ms);
+        }
+        was
+    }
+
+    /// Adds `delta` (±1) to the subscription count.
+    pub fn subscriptions(&self, delta: i32) {
+        self.with(|e| e.subscriptions = e.subscriptions.saturating_add_signed(delta));
+    }
+
+    /// Counts messages sent.
+    pub fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts events missed.
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let now = busbar_event::now_ms();
+        let mut inner = self.registry.inner.lock();
+        if let Some(e) = inner.sockets.remove(&self.id) {
+            for room in e.rooms {
+                self.registry
+                    .record(&mut inner, "leave", self.id, Some(room), now);
+            }
+        }
+        self.registry
+            .record(&mut inner, "disconnect", self.id, None, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_guard_cleans_up_rooms() {
+        let reg = Arc::new(Sockets::default());
+        let a = reg.register("127.0.0.1:1".into(), 1);
+        let b = reg.register("127.0.0.1:2".into(), 1);
+        a.hello(Role::Dashboard, Some("s1".into()));
+        assert!(a.join("session:s1", 2));
+        assert!(!a.join("session:s1", 2));
+        b.join("session:s1", 3);
+        assert_eq!(reg.rooms()["session:s1"], 2);
+        drop(a);
+        assert_eq!(reg.rooms()["session:s1"], 1);
+        drop(b);
+        assert!(reg.rooms().is_empty());
+        assert!(reg.is_empty());
+        let kinds: Vec<&str> = reg.events().iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "connect",
+                "connect",
+                "join",
+                "join",
+                "leave",
+                "disconnect",
+                "leave",
+                "disconnect"
+            ]
+        );
+    }
+}

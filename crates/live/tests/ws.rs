@@ -1,0 +1,521 @@
+//! The live hub through a real WebSocket client against a real listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness, Scope, TokenSpec};
+use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
+use busbar_live::{Live, LiveConfig};
+use busbar_store::memory::MemoryStore;
+use busbar_store::{AppendOptions, ReadQuery};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    live: Arc<Live>,
+}
+
+async fn server(config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Auth::new(tokens),
+        EngineConfig::default(),
+        Arc::new(Metrics::default()),
+        Readiness::new(None, 0),
+    );
+    let live = Live::new(engine.clone(), config);
+    let app = busbar_live::router(live.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server { addr, engine, live }
+}
+
+async fn connect(s: &Server, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws{query}", s.addr))
+        .await
+        .expect("connect");
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON message (skipping pings), within 5 s.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("message within 5s")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+async fn publish(engine: &Engine, stream: &str, n: usize, session: Option<&str>) -> Vec<EventId> {
+    let mut b = EventBatch::new();
+    let payloads: Vec<String> = (0..n).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    for p in &payloads {
+        let mut e = NewEvent::new("t", p.as_bytes());
+        e.session = session;
+        e.ts = Some(busbar_event::now_ms() as i64);
+        b.push(&e).unwrap();
+    }
+    engine
+        .store()
+        .append(
+            &StreamName::new(stream).unwrap(),
+            b,
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn publish_via_engine(engine: &Engine, stream: &str, n: usize, session: &str) {
+    let mut b = EventBatch::new();
+    for _ in 0..n {
+        let mut e = NewEvent::new("t", b"{}");
+        e.session = Some(session);
+        e.ts = Some(busbar_event::now_ms() as i64 - 7000);
+        b.push(&e).unwrap();
+    }
+    engine
+        .publish(
+            &busbar_engine::Principal::Open,
+            &StreamName::new(stream).unwrap(),
+            b,
+            AppendOptions::default(),
+            busbar_engine::Transport::Local,
+        )
+        .await
+        .unwrap();
+}
+
+fn id(v: &Value) -> EventId {
+    v["event"]["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_an_id_under_concurrent_publishing_has_no_gap_and_no_duplicate() {
+    let s = server(
+        LiveConfig {
+            feed_capacity: 16,
+            ..LiveConfig::default()
+        },
+        vec![],
+    )
+    .await;
+    let first = publish(&s.engine, "orders", 300, None).await;
+    let engine = s.engine.clone();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..40 {
+            publish(&engine, "orders", 50, None).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut ws = connect(&s, "").await;
+    send(&mut ws, serde_json::json!({"op":"subscribe","id":"a","stream":"orders","from": first[100].to_string()})).await;
+    let mut got = Vec::new();
+    while got.len() < 200 + 2000 {
+        let v = next_of(&mut ws, "event").await;
+        assert_eq!(v["sub"], "a");
+        got.push(id(&v));
+    }
+    publisher.await.unwrap();
+    let all: Vec<EventId> = s
+        .engine
+        .store()
+        .read(
+            &StreamName::new("orders").unwrap(),
+            &ReadQuery::range(first[100], EventId::MAX, 10_000),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(
+        got, all,
+        "the subscription must equal the log from its start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_subscriber_that_falls_behind_is_told_how_many_it_missed() {
+    let s = server(
+        LiveConfig {
+            feed_capacity: 8,
+            send_queue: 4,
+            ..LiveConfig::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","id":"live","stream":"fast"}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    // Publish far more than the feed and the queue hold while not reading.
+    for _ in 0..40 {
+        publish(&s.engine, "fast", 500, None).await;
+    }
+    let mut missed = 0u64;
+    let mut events = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && missed == 0 {
+        let v = next(&mut ws).await;
+        match v["type"].as_str() {
+            Some("lagged") => missed += v["missed"].as_u64().unwrap(),
+            Some("event") => events += 1,
+            _ => {}
+        }
+    }
+    assert!(missed > 0, "no lag notice after {events} events");
+    assert!(events + missed <= 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slower_than_the_write_deadline_is_disconnected() {
+    let cfg = LiveConfig {
+        send_queue: 2,
+        write_deadline: Duration::from_millis(100),
+        ..LiveConfig::default()
+    };
+    let s = server(cfg, vec![]).await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","id":"d","stream":"slow","slow":"disconnect"}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    // Never read again; publish until the server gives up on us.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !s.live.sockets().is_empty() && Instant::now() < deadline {
+        publish(&s.engine, "slow", 2000, None).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.live.sockets().is_empty(), "slow client still connected");
+    drop(ws);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_broadcast_delay_at_run_time_loses_nothing() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut director = connect(&s, "").await;
+    send(
+        &mut director,
+        serde_json::json!({"op":"set_delay","session":"race1","delay_ms":600}),
+    )
+    .await;
+    assert_eq!(next_of(&mut director, "delay").await["delay_ms"], 600);
+    let mut overlay = connect(&s, "").await;
+    send(
+        &mut overlay,
+        serde_json::json!({"op":"hello","role":"overlay"}),
+    )
+    .await;
+    send(
+        &mut overlay,
+        serde_json::json!({"op":"join","room":"broadcast:session:race1","stream":"telemetry"}),
+    )
+    .await;
+    next_of(&mut overlay, "joined").await;
+    let published_at = Instant::now();
+    let mut ids = publish(&s.engine, "telemetry", 5, Some("race1")).await;
+    publish(&s.engine, "telemetry", 5, Some("other")).await;
+    let first = next_of(&mut overlay, "event").await;
+    assert!(
+        published_at.elapsed() >= Duration::from_millis(500),
+        "delivered before the delay"
+    );
+    let mut got = vec![id(&first)];
+    for _ in 0..4 {
+        got.push(id(&next_of(&mut overlay, "event").await));
+    }
+    // Lengthen, publish, then shorten: the held-back events all arrive once.
+    send(
+        &mut director,
+        serde_json::json!({"op":"set_delay","session":"race1","delay_ms":5000}),
+    )
+    .await;
+    next_of(&mut director, "delay").await;
+    ids.extend(publish(&s.engine, "telemetry", 5, Some("race1")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(
+        &mut director,
+        serde_json::json!({"op":"set_delay","session":"race1","delay_ms":0}),
+    )
+    .await;
+    next_of(&mut director, "delay").await;
+    for _ in 0..5 {
+        let v = next_of(&mut overlay, "event").await;
+        assert_eq!(v["event"]["session"], "race1");
+        got.push(id(&v));
+    }
+    assert_eq!(got, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_disconnects_leave_no_room_membership() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    for i in 0..20 {
+        let mut ws = connect(&s, "").await;
+        send(
+            &mut ws,
+            serde_json::json!({"op":"hello","role":"dashboard","session":format!("s{i}")}),
+        )
+        .await;
+        send(
+            &mut ws,
+            serde_json::json!({"op":"join","room":format!("session:s{}", i % 3)}),
+        )
+        .await;
+        next_of(&mut ws, "joined").await;
+        if i % 2 == 0 {
+            // Drop the TCP connection without a close frame.
+            drop(ws);
+        } else {
+            ws.close(None).await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (!s.live.sockets().is_empty() || !s.live.sockets().rooms().is_empty())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.live.sockets().is_empty());
+    assert!(s.live.sockets().rooms().is_empty());
+    let joins = s
+        .live
+        .sockets()
+        .events()
+        .iter()
+        .filter(|e| e.kind == "join")
+        .count();
+    let leaves = s
+        .live
+        .sockets()
+        .events()
+        .iter()
+        .filter(|e| e.kind == "leave")
+        .count();
+    assert_eq!(joins, leaves);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_and_tokens_are_checked() {
+    let tokens = vec![
+        TokenSpec {
+            name: "dash".into(),
+            secret: "dash-secret".into(),
+            scopes: vec![Scope::Consume, Scope::Publish],
+            tenant: None,
+        },
+        TokenSpec {
+            name: "dir".into(),
+            secret: "dir-secret".into(),
+            scopes: vec![Scope::Consume, Scope::Director],
+            tenant: None,
+        },
+    ];
+    let s = server(LiveConfig::default(), tokens).await;
+    let url = format!("ws://{}/ws", s.addr);
+    let refused = |req| async move {
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            other => panic!("expected refusal, got {:?}", other.map(|_| ())),
+        }
+    };
+    assert_eq!(
+        refused(url.clone().into_client_request().unwrap()).await,
+        401
+    );
+    assert_eq!(
+        refused(format!("{url}?token=wrong").into_client_request().unwrap()).await,
+        401
+    );
+    let mut evil = format!("{url}?token=dash-secret")
+        .into_client_request()
+        .unwrap();
+    evil.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    assert_eq!(refused(evil).await, 403);
+    let mut same = format!("{url}?token=dash-secret")
+        .into_client_request()
+        .unwrap();
+    same.headers_mut()
+        .insert("origin", format!("http://{}", s.addr).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(same)
+        .await
+        .expect("same-origin browser");
+    send(
+        &mut ws,
+        serde_json::json!({"op":"set_delay","session":"x","delay_ms":10}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "error").await["error"], "forbidden");
+    let mut dir = connect(&s, "?token=dir-secret").await;
+    send(
+        &mut dir,
+        serde_json::json!({"op":"set_delay","session":"x","delay_ms":10}),
+    )
+    .await;
+    assert_eq!(next_of(&mut dir, "delay").await["delay_ms"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_over_websocket_and_bad_messages_keep_the_connection() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"hello","role":"producer","session":"relay-1"}),
+    )
+    .await;
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(next_of(&mut ws, "error").await["error"], "bad_message");
+    send(&mut ws, serde_json::json!({"op":"publish","ref":1,"events":[{"type":"lap","stream":"telemetry","ts":1},{"nope":1}]})).await;
+    let err = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (err["error"].as_str(), err["ref"].as_u64()),
+        (Some("missing_type"), Some(1))
+    );
+    send(&mut ws, serde_json::json!({"op":"publish","ref":2,"events":[{"type":"lap","stream":"telemetry","ts":1},{"type":"lap","stream":"telemetry"}]})).await;
+    let ack = next_of(&mut ws, "ack").await;
+    assert_eq!(
+        (ack["ref"].as_u64(), ack["ids"].as_array().unwrap().len()),
+        (Some(2), 2)
+    );
+    let info = s
+        .engine
+        .store()
+        .info(&StreamName::new("telemetry").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(info.length, 2);
+    // The producer's hello session counts its frames.
+    let stats = s.live.sessions().stats();
+    assert_eq!(
+        (stats[0].session_id.as_str(), stats[0].frames),
+        ("relay-1", 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_report_drift_and_warn() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    publish_via_engine(&s.engine, "telemetry", 50, "late-relay").await;
+    let body: Value = reqwest_get(s.addr, "/api/ops/sessions").await;
+    let sess = &body["sessions"][0];
+    assert_eq!(sess["sessionId"], "late-relay");
+    assert_eq!(sess["frames"], 50);
+    assert!(sess["driftP95"].as_u64().unwrap() >= 6900);
+    assert_eq!(sess["driftWarn"], true);
+    assert_eq!(body["events"][0]["type"], "drift_warn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_churn_at_100_hz_returns_to_baseline() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let engine = s.engine.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let publisher = tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            publish(&engine, "churn", 20, Some("c")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..150 {
+        tick.tick().await;
+        let mut ws = connect(&s, "").await;
+        send(
+            &mut ws,
+            serde_json::json!({"op":"subscribe","id":"x","stream":"churn"}),
+        )
+        .await;
+        send(
+            &mut ws,
+            serde_json::json!({"op":"join","room":"session:c","stream":"churn"}),
+        )
+        .await;
+        if i % 3 == 0 {
+            next_of(&mut ws, "event").await;
+        }
+        drop(ws);
+    }
+    println!("150 churn cycles in {:?}", started.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (!s.live.sockets().is_empty() || s.live.sockets().subscriptions() > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.live.sockets().is_empty());
+    assert_eq!(s.live.sockets().subscriptions(), 0);
+    assert!(s.live.sockets().rooms().is_empty());
+    // Feeds stop once their last subscriber is gone.
+    publish(&s.engine, "churn", 1, None).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.engine.metrics().uptime() > Duration::ZERO && Instant::now() < deadline {
+        let text = s.engine.render_metrics().await;
+        if text.contains("busbar_live_feeds 0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("live feeds still running after every subscriber left");
+}
+
+async fn reqwest_get(addr: SocketAddr, path: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("body: {body}"))
+}
