@@ -144,6 +144,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on HTTP {}", config.http.addr))?;
     let http_addr = http.local_addr().context("cannot read the HTTP address")?;
 
+    let live = busbar_live::Live::new(engine.clone(), live_config(&config));
+
     // Moves exhausted pending entries to the dead-letter streams even when
     // no consumer reads; it stops by itself once shutdown begins.
     let sweeper = engine.spawn_sweeper(config.groups.sweep_interval.0);
@@ -178,12 +180,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             ..busbar_api::HttpConfig::default()
         };
         let mut stopping = stopping.clone();
+        let closing = live.clone();
         let shutdown = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
+            // WebSocket connections would hold the graceful shutdown open.
+            closing.shutdown();
         };
         let engine = engine.clone();
+        let live_routes = busbar_live::router(live.clone());
         tasks.spawn(async move {
-            if let Err(e) = busbar_api::serve(http, engine, http_config, shutdown).await {
+            let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -261,4 +268,25 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         std::process::exit(130);
     });
     Ok(())
+}
+
+/// The live hub's limits from `[live]`.
+fn live_config(config: &Config) -> busbar_live::LiveConfig {
+    let l = &config.live;
+    busbar_live::LiveConfig {
+        feed_capacity: l.feed_capacity,
+        send_queue: l.send_queue,
+        write_deadline: l.write_deadline.0,
+        heartbeat: l.heartbeat.0,
+        max_message_bytes: l.max_message_bytes.as_usize(),
+        allowed_origins: l.allowed_origins.clone(),
+        max_connections: l.max_connections,
+        max_subscriptions: l.max_subscriptions,
+        max_delay: l.max_delay.0,
+        sessions: busbar_live::sessions::SessionConfig {
+            drift_warn: l.drift_warn.0,
+            ..busbar_live::sessions::SessionConfig::default()
+        },
+        ..busbar_live::LiveConfig::default()
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! 1. built-in defaults ([`Config::default`]);
 //! 2. a TOML file (`busbar serve --config busbar.toml`), one table per
-//!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[auth]`, `[commands]`,
+//!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[live]`, `[auth]`, `[commands]`,
 //!    `[log]`, `[readiness]`; unknown keys are errors, so typos surface;
 //! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]);
 //! 4. command-line flags, which the binary writes into the struct before
@@ -44,9 +44,9 @@ use thiserror::Error;
 
 pub use env::ENV_VARS;
 pub use sections::{
-    AuthConfig, Backend, CommandsConfig, GroupsConfig, HttpSection, IngestConfig, LogConfig,
-    LogFormat, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR,
-    DEFAULT_TCP_ADDR,
+    AuthConfig, Backend, CommandsConfig, GroupsConfig, HttpSection, IngestConfig, LiveSection,
+    LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig,
+    DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -118,6 +118,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// `[http]`
     pub http: HttpSection,
+    /// `[live]`
+    pub live: LiveSection,
     /// `[auth]`
     pub auth: AuthConfig,
     /// `[commands]`
@@ -231,6 +233,25 @@ impl Config {
         }
         if self.ingest.max_connections == 0 {
             return invalid("ingest.max_connections", "must be greater than 0");
+        }
+        for (key, value) in [
+            ("live.feed_capacity", self.live.feed_capacity),
+            ("live.send_queue", self.live.send_queue),
+            ("live.max_connections", self.live.max_connections),
+            ("live.max_subscriptions", self.live.max_subscriptions),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0");
+            }
+        }
+        if self.live.feed_capacity > 1 << 24 {
+            return invalid("live.feed_capacity", "must be at most 16777216");
+        }
+        if self.live.heartbeat.0.is_zero() || self.live.write_deadline.0.is_zero() {
+            return invalid(
+                "live.heartbeat",
+                "heartbeat and write_deadline must be greater than 0",
+            );
         }
         if self.groups.sweep_interval.0.is_zero() {
             return invalid("groups.sweep_interval", "must be greater than 0");

@@ -186,6 +186,52 @@ impl Default for GroupsConfig {
     }
 }
 
+/// `[live]`: WebSocket fan-out at `/ws`, rooms and producer sessions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveSection {
+    /// Events a stream's live feed holds for its slowest subscriber before
+    /// that subscriber misses some (told with a `lagged` notice). Default 4096.
+    pub feed_capacity: usize,
+    /// Messages queued per connection. Default 1024.
+    pub send_queue: usize,
+    /// How long a message may wait to reach a client before a
+    /// `slow: disconnect` subscription closes the connection. Default 10s.
+    pub write_deadline: HumanDuration,
+    /// Ping interval; a client silent for two of them is closed. Default 15s.
+    pub heartbeat: HumanDuration,
+    /// Largest message a client may send. Default 1 MiB.
+    pub max_message_bytes: ByteSize,
+    /// Browser origins allowed to connect; empty allows only the daemon's
+    /// own host (and non-browser clients). Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Most WebSocket connections. Default 10000.
+    pub max_connections: usize,
+    /// Most subscriptions and rooms per connection. Default 64.
+    pub max_subscriptions: usize,
+    /// Longest broadcast delay a director may set. Default 10m.
+    pub max_delay: HumanDuration,
+    /// Drift p95 above which a session gets a `drift_warn`. Default 5s.
+    pub drift_warn: HumanDuration,
+}
+
+impl Default for LiveSection {
+    fn default() -> Self {
+        LiveSection {
+            feed_capacity: 4096,
+            send_queue: 1024,
+            write_deadline: HumanDuration(Duration::from_secs(10)),
+            heartbeat: HumanDuration(Duration::from_secs(15)),
+            max_message_bytes: ByteSize::mib(1),
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_subscriptions: 64,
+            max_delay: HumanDuration(Duration::from_secs(600)),
+            drift_warn: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
 /// `[http]`: the HTTP listener (API, metrics, health).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -425,6 +425,28 @@ impl Metrics {
         });
         for (name, help, family) in [
             (
+                names::WS_DELIVERED,
+                "Events delivered over WebSocket, by subscription kind.",
+                &self.ws_delivered,
+            ),
+            (
+                names::WS_DROPPED,
+                "Events slow WebSocket clients missed, by subscription kind.",
+                &self.ws_dropped,
+            ),
+            (
+                names::WS_REJECTED,
+                "Refused WebSocket upgrades, by reason.",
+                &self.ws_rejected,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            family.each(|l, c| {
+                let _ = writeln!(out, "{name}{{{l}}} {}", c.get());
+            });
+        }
+        for (name, help, family) in [
+            (
                 names::GROUP_DELIVERIES,
                 "Events delivered to consumer groups, redeliveries included.",
                 &self.group_deliveries,

@@ -80,6 +80,7 @@ pub(crate) async fn run(
         rooms: HashMap::new(),
         hello_session: None,
     };
+    let mut closing = live.closing.subscribe();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.tick().await;
     let mut last_heard = Instant::now();
@@ -105,6 +106,8 @@ pub(crate) async fn run(
                 }
             }
             _ = closed.changed() => break,
+            // The hub only ever flips this to true: shutting down.
+            Ok(()) = closing.changed() => break,
         }
     }
     // Subscriptions and rooms end with the connection; the guard (dropped

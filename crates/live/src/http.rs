@@ -75,6 +75,14 @@ async fn upgrade(
     Query(q): Query<WsQuery>,
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
+    if *live.closing.borrow() {
+        return refuse(
+            &live,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "busbar is shutting down".into(),
+        );
+    }
     if !origin_allowed(&live, &headers) {
         return refuse(
             &live,

@@ -144,6 +144,7 @@ pub struct Live {
     sessions: Arc<sessions::Sessions>,
     sockets: Arc<sockets::Sockets>,
     delays: Arc<rooms::Delays>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Live {
@@ -178,9 +179,16 @@ impl Live {
             sessions,
             engine: engine.clone(),
             config,
+            closing: tokio::sync::watch::Sender::new(false),
         });
         engine.add_metrics_source(Arc::new(LiveMetrics(Arc::downgrade(&live))));
         live
+    }
+
+    /// Closes every WebSocket connection (shutdown). New upgrades are
+    /// refused from then on.
+    pub fn shutdown(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Producer sessions.

@@ -84,6 +84,7 @@ pub struct SessionStats {
 
 /// An operational event (`drift_warn`, ...), for the ops API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OpsEvent {
     /// Kind, e.g. `drift_warn`.
     #[serde(rename = "type")]

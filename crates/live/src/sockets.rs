@@ -64,6 +64,7 @@ pub struct SocketInfo {
 
 /// A join or leave, for the ops API (runbook: compare joins and leaves).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SocketEvent {
     /// `connect`, `disconnect`, `join` or `leave`.
     #[serde(rename = "type")]

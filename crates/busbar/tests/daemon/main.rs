@@ -6,6 +6,7 @@ mod consume;
 mod group_client;
 mod group_crash;
 mod harness;
+mod live;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
