@@ -69,6 +69,8 @@ pub struct Subscriber<T> {
     key: usize,
     wait: Option<WaitSlot>,
     streak: u32,
+    /// Found the bus empty and yielded once instead of parking.
+    yielded_idle: bool,
 }
 
 /// What a subscriber found when it looked at the bus.
@@ -95,6 +97,7 @@ impl<T> Subscriber<T> {
             key,
             wait: None,
             streak: 0,
+            yielded_idle: false,
         };
         subscriber.shared.subscriber_joined();
         subscriber
@@ -285,7 +288,10 @@ impl<T: Clone> Subscriber<T> {
     fn after_take(&mut self, take: Take) -> Option<Step> {
         self.position.store(self.pos, Ordering::Relaxed);
         match take {
-            Take::Got(_) => Some(Step::Ready),
+            Take::Got(_) => {
+                self.yielded_idle = false;
+                Some(Step::Ready)
+            }
             Take::Lagged(skipped) => Some(Step::Lagged(skipped)),
             Take::Empty(state) if state & CLOSED != 0 => {
                 if self.migrate() {
@@ -299,7 +305,16 @@ impl<T: Clone> Subscriber<T> {
     }
 
     /// Parks on `state` unless it changed; `false`: look again.
+    ///
+    /// The first time in a row the bus is found empty, the subscriber only
+    /// yields: on a busy bus the next events usually arrive before it is
+    /// polled again, which saves registering and being woken.
     fn park(&mut self, state: u64, cx: &Context<'_>) -> bool {
+        if !self.yielded_idle {
+            self.yielded_idle = true;
+            cx.waker().wake_by_ref();
+            return true;
+        }
         let parked = self.shared.waiters.register(
             self.shared.state_word(),
             state,
