@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::BenchError;
 
@@ -20,6 +21,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Addresses {
     pid: u32,
     tcp: SocketAddr,
+    http: SocketAddr,
     events_socket: PathBuf,
 }
 
@@ -28,6 +30,7 @@ pub(crate) struct Daemon {
     child: Option<Child>,
     log: PathBuf,
     pub(crate) tcp: SocketAddr,
+    pub(crate) http: SocketAddr,
     pub(crate) unix: PathBuf,
     // Dropped last: the data directory outlives the process.
     _dir: tempfile::TempDir,
@@ -76,6 +79,7 @@ impl Daemon {
             child: Some(child),
             log,
             tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
             unix: PathBuf::new(),
             _dir: dir,
         };
@@ -86,6 +90,7 @@ impl Daemon {
                 if let Ok(a) = serde_json::from_slice::<Addresses>(&bytes) {
                     if Some(a.pid) == daemon.pid() {
                         daemon.tcp = a.tcp;
+                        daemon.http = a.http;
                         daemon.unix = a.events_socket;
                         return Ok(daemon);
                     }
@@ -108,6 +113,37 @@ impl Daemon {
 
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Deletes `stream` (`DELETE /api/streams/<stream>`), so the next
+    /// round starts empty; a stream that does not exist is fine.
+    pub(crate) async fn delete_stream(&self, stream: &str) -> Result<(), BenchError> {
+        let what = format!("cannot delete the stream {stream} over HTTP {}", self.http);
+        let mut s = tokio::net::TcpStream::connect(self.http)
+            .await
+            .map_err(|e| BenchError::io(what.clone(), e))?;
+        let request = format!(
+            "DELETE /api/streams/{stream} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.http
+        );
+        s.write_all(request.as_bytes())
+            .await
+            .map_err(|e| BenchError::io(what.clone(), e))?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(STOP_TIMEOUT, s.read_to_end(&mut answer))
+            .await
+            .map_err(|_| BenchError::io(what.clone(), std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|e| BenchError::io(what.clone(), e))?;
+        let status = answer.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        if status == b"200" || status == b"404" {
+            return Ok(());
+        }
+        let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+        Err(BenchError::Daemon {
+            what: format!("answered {}", String::from_utf8_lossy(line)),
+            log: self.log_tail(),
+        })
     }
 
     /// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in KiB.

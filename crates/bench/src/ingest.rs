@@ -105,6 +105,8 @@ pub struct Plan {
     pub work_dir: Option<PathBuf>,
     /// Threads of the load client (1: one thread drives every connection).
     pub client_threads: usize,
+    /// Runs of each system per level, alternated; the median is reported.
+    pub rounds: usize,
 }
 
 /// Runs `plan`, telling `progress` what it does. Stops early, with Redis'
@@ -166,7 +168,7 @@ async fn bench(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, 
         status.note = Some("skipped (--no-redis)".to_owned());
     }
 
-    let json = event_json(plan.payload_bytes, "bench");
+    let json = event_json(plan.payload_bytes, BENCH_STREAM);
     let main = Load {
         producers: plan.producers,
         pipeline: plan.pipeline,
@@ -211,11 +213,15 @@ async fn bench(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, 
         events: plan.events,
         payload_bytes: json.len(),
         client_threads: plan.client_threads.max(1),
+        rounds: plan.rounds.max(1),
         redis: status,
         busbar_idle_rss_kib: scenarios.iter().filter_map(|s| s.busbar_idle_rss_kib).max(),
         scenarios,
     })
 }
+
+/// The busbar stream the events go to.
+const BENCH_STREAM: &str = "bench";
 
 /// How long a fresh daemon settles before its idle memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -245,39 +251,72 @@ async fn scenario(
     let daemon = Daemon::start(&plan.exe, level.busbar_flags(), plan.work_dir.as_deref()).await?;
     tokio::time::sleep(SETTLE).await;
     report.busbar_idle_rss_kib = daemon.memory_kib().map(|(rss, _)| rss);
-    let frame = Wire::Busbar.frame(json, "");
-    for &transport in &plan.transports {
-        progress(&format!("{name}: busbar over {}", transport.name()));
-        let target = match transport {
-            Transport::Tcp => Target::Tcp(daemon.tcp),
-            Transport::Unix => Target::Unix(daemon.unix.clone()),
-        };
-        let cpu_before = daemon.cpu_time();
-        let measured = load::run(&target, &Wire::Busbar, &frame, load).await?;
-        let mut run = run_report("busbar", transport.name(), &measured);
-        if let (Some(before), Some(after)) = (cpu_before, daemon.cpu_time()) {
-            let events = measured.acknowledged.max(1) as f64;
-            run.server_cpu_us_per_event = Some((after - before).as_secs_f64() * 1e6 / events);
-        }
-        report.runs.push(run);
+    let busbar_frame = Wire::Busbar.frame(json, "");
+    let key = format!("busbar-bench:{}:{name}", std::process::id());
+    let redis_frame = Wire::Redis.frame(json, &key);
+    let mut redis = redis;
+    if let Some((session, _)) = redis.as_mut() {
+        session.prepare(level.appendfsync(), &key)?;
     }
-    if let Some((rss, peak)) = daemon.memory_kib() {
-        report.busbar_rss_after_kib = Some(rss);
-        report.busbar_peak_rss_kib = Some(peak);
+    // Rounds alternate the systems, so a load that comes and goes on the
+    // machine weighs on both alike.
+    let rounds = plan.rounds.max(1);
+    let mut busbar_runs: Vec<Vec<RunReport>> = vec![Vec::new(); plan.transports.len()];
+    let mut redis_runs = Vec::new();
+    for round in 1..=rounds {
+        for (i, &transport) in plan.transports.iter().enumerate() {
+            progress(&format!(
+                "{name}: busbar over {} (round {round} of {rounds})",
+                transport.name()
+            ));
+            let target = match transport {
+                Transport::Tcp => Target::Tcp(daemon.tcp),
+                Transport::Unix => Target::Unix(daemon.unix.clone()),
+            };
+            let cpu_before = daemon.cpu_time();
+            let measured = load::run(&target, &Wire::Busbar, &busbar_frame, load).await?;
+            let mut run = run_report("busbar", transport.name(), &measured);
+            if let (Some(before), Some(after)) = (cpu_before, daemon.cpu_time()) {
+                let events = measured.acknowledged.max(1) as f64;
+                run.server_cpu_us_per_event = Some((after - before).as_secs_f64() * 1e6 / events);
+            }
+            busbar_runs[i].push(run);
+            if let Some((rss, peak)) = daemon.memory_kib() {
+                report.busbar_rss_after_kib = Some(rss);
+                report.busbar_peak_rss_kib = Some(peak);
+            }
+            // With `--memory` every round's events would stay in RAM: start
+            // the next round from an empty stream. On disk the stream is
+            // kept; an append's cost does not depend on the log's length.
+            if level == Level::Memory {
+                daemon.delete_stream(BENCH_STREAM).await?;
+            }
+        }
+        if let Some((session, addr)) = redis.as_mut() {
+            progress(&format!(
+                "{name}: Redis XADD, {} (round {round} of {rounds})",
+                level.redis_config()
+            ));
+            let measured = load::run(&Target::Tcp(*addr), &Wire::Redis, &redis_frame, load).await;
+            session.delete(&key)?;
+            redis_runs.push(run_report("redis", "tcp", &measured?));
+        }
     }
     daemon.stop().await?;
-
-    if let Some((session, addr)) = redis {
-        progress(&format!("{name}: Redis XADD ({})", level.redis_config()));
-        let key = format!("busbar-bench:{}:{name}", std::process::id());
-        session.prepare(level.appendfsync(), &key)?;
-        let frame = Wire::Redis.frame(json, &key);
-        let measured = load::run(&Target::Tcp(addr), &Wire::Redis, &frame, load).await;
-        session.delete(&key)?;
-        report.runs.push(run_report("redis", "tcp", &measured?));
-    }
+    report.runs = busbar_runs.into_iter().filter_map(median).collect();
+    report.runs.extend(median(redis_runs));
     report.add_ratios();
     Ok(report)
+}
+
+/// The round with the median throughput (the upper one of an even count),
+/// carrying every round's throughput.
+fn median(mut runs: Vec<RunReport>) -> Option<RunReport> {
+    let all: Vec<f64> = runs.iter().map(|r| r.events_per_sec).collect();
+    runs.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
+    let mut mid = runs.into_iter().nth(all.len() / 2)?;
+    mid.round_events_per_sec = all;
+    Some(mid)
 }
 
 fn run_report(system: &str, transport: &str, m: &load::Measured) -> RunReport {
@@ -301,5 +340,6 @@ fn run_report(system: &str, transport: &str, m: &load::Measured) -> RunReport {
             mean: m.latency.mean() / 1000.0,
         },
         server_cpu_us_per_event: None,
+        round_events_per_sec: Vec::new(),
     }
 }

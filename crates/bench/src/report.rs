@@ -21,6 +21,8 @@ pub struct Report {
     pub payload_bytes: usize,
     /// Threads of the load client.
     pub client_threads: usize,
+    /// Runs of each system per level; each figure is the median round's.
+    pub rounds: usize,
     /// Redis, if it took part.
     pub redis: RedisStatus,
     /// The largest idle resident memory of the daemons started, KiB.
@@ -89,6 +91,9 @@ pub struct RunReport {
     /// CPU time the busbar daemon spent per event (user + system, all
     /// threads), µs; not measured for Redis.
     pub server_cpu_us_per_event: Option<f64>,
+    /// events/s of every round, in the order they ran (this report is the
+    /// median one).
+    pub round_events_per_sec: Vec<f64>,
 }
 
 /// Latency percentiles, µs.
@@ -146,8 +151,9 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "busbar bench ingest, {}, {} cores, {} client thread(s); {}-byte events",
-            self.date, self.cores, self.client_threads, self.payload_bytes
+            "busbar bench ingest, {}, {} cores, {} client thread(s); {}-byte events; \
+             median of {} round(s)",
+            self.date, self.cores, self.client_threads, self.payload_bytes, self.rounds
         );
         match (&self.redis.reachable, &self.redis.version) {
             (true, Some(v)) => {
@@ -208,6 +214,20 @@ impl Report {
                     r.latency_us.max,
                     ratio,
                     cpu
+                );
+            }
+            for r in s.runs.iter().filter(|r| r.round_events_per_sec.len() > 1) {
+                let rounds: Vec<String> = r
+                    .round_events_per_sec
+                    .iter()
+                    .map(|v| format!("{v:.0}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {} {} rounds, events/s: {}",
+                    r.system,
+                    r.transport,
+                    rounds.join(", ")
                 );
             }
             let kib = |v: Option<u64>| {

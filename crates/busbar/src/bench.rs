@@ -77,6 +77,10 @@ struct IngestArgs {
     /// Threads of the load client.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Runs of each system per level, alternating busbar and Redis; the
+    /// median round is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Directory for the daemons' temporary data (default: the system's
     /// temporary directory); pick one on the disk to measure.
     #[arg(long)]
@@ -119,6 +123,7 @@ fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         redis_url: (!a.no_redis).then_some(a.redis_url),
         work_dir: a.work_dir,
         client_threads: a.client_threads.max(1),
+        rounds: a.rounds.max(1),
     };
     let progress = |line: &str| eprintln!("busbar bench: {line}");
     let report = busbar_bench::ingest::run(&plan, &progress).context("bench ingest failed")?;

@@ -18,7 +18,14 @@ fn bench_ingest_reports_json_for_each_transport() {
             "--json",
         ])
         .args(["--producers", "2", "--pipeline", "8", "--events", "200"])
-        .args(["--transport", "both", "--max-seconds", "30"])
+        .args([
+            "--transport",
+            "both",
+            "--max-seconds",
+            "30",
+            "--rounds",
+            "2",
+        ])
         .arg("--work-dir")
         .arg(work.path())
         .env_remove("BUSBAR_CONFIG")
@@ -31,6 +38,7 @@ fn bench_ingest_reports_json_for_each_transport() {
     assert_eq!(report["producers"], 2);
     assert_eq!(report["pipeline"], 8);
     assert_eq!(report["events"], 200);
+    assert_eq!(report["rounds"], 2);
     assert_eq!(report["redis"]["reachable"], false);
     assert!(report["busbar_idle_rss_kib"].as_u64().unwrap() > 0);
     let scenarios = report["scenarios"].as_array().unwrap();
@@ -51,6 +59,7 @@ fn bench_ingest_reports_json_for_each_transport() {
         assert_eq!(run["events"], 200);
         assert!(run["events_per_sec"].as_f64().unwrap() > 0.0, "{run}");
         assert!(run["seconds"].as_f64().unwrap() > 0.0, "{run}");
+        assert_eq!(run["round_events_per_sec"].as_array().unwrap().len(), 2);
         for p in ["p50", "p99", "p999", "max", "mean"] {
             assert!(run["latency_us"][p].as_f64().unwrap() > 0.0, "{p} in {run}");
         }
