@@ -1,7 +1,10 @@
 //! One producer connection: hello, reading and batching on one side,
 //! publishing and answering on the other, joined by a bounded queue.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
 use busbar_event::{EventBatch, EventId, StreamName};
@@ -13,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batcher::{Batcher, Chunk, ErrorLine, Slot};
 use crate::lines::{is_blank, Line, LineSplitter};
+use crate::ops::{self, Op};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
@@ -21,6 +25,9 @@ const READ_SIZE: usize = 64 * 1024;
 /// works, the reader keeps growing the next chunk, which is what turns a
 /// fast producer's lines into large appends.
 const QUEUE_CHUNKS: usize = 1;
+
+/// Consecutive ops handed to the engine at once.
+const MAX_OPS_IN_FLIGHT: usize = 64;
 
 /// How long a closing connection keeps reading (and dropping) input so the
 /// close does not reset it.
@@ -282,7 +289,8 @@ impl ConnectionContext {
             results: Vec::new(),
             cursors: Vec::new(),
         };
-        for slot in chunk.slots {
+        let mut slots = chunk.slots.into_iter().peekable();
+        while let Some(slot) = slots.next() {
             match slot {
                 Slot::Error(e) => error_line(out, &e),
                 Slot::Event(i) => {
@@ -298,20 +306,65 @@ impl ConnectionContext {
                 }
                 Slot::Op { op, before } => {
                     publisher.publish_through(before as usize).await;
-                    if !*writable && op.delivers() {
-                        // Nobody would receive the events.
-                        continue;
+                    // Ops that follow with no event between run with it.
+                    let mut run = vec![*op];
+                    while run.len() < MAX_OPS_IN_FLIGHT {
+                        match slots.next_if(|s| matches!(s, Slot::Op { .. })) {
+                            Some(Slot::Op { op, .. }) => run.push(*op),
+                            _ => break,
+                        }
                     }
-                    if op.may_block() && *writable && !out.is_empty() {
-                        self.write_answers(writer, writable, out).await;
+                    if !*writable {
+                        // Nobody would receive delivered events.
+                        run.retain(|op| !op.delivers());
                     }
-                    crate::ops::run(&self.engine, self.transport, &chunk.principal, *op, out).await;
+                    self.run_ops(run, &chunk.principal, writer, writable, out)
+                        .await;
                 }
             }
         }
         publisher.publish_through(usize::MAX).await;
         if *writable && !out.is_empty() {
             self.write_answers(writer, writable, out).await;
+        }
+    }
+
+    /// Runs consecutive ops, answering in order. Ops up to the next one
+    /// that may block are handed to the engine together, so a store that
+    /// group-commits makes them durable with one sync (an ack and the read
+    /// pipelined after it). A read that may block is first tried without
+    /// waiting; when it finds nothing, the answers before it are written
+    /// and it waits.
+    async fn run_ops<W: AsyncWrite + Unpin>(
+        &self,
+        ops: Vec<Op>,
+        principal: &Principal,
+        writer: &mut W,
+        writable: &mut bool,
+        out: &mut Vec<u8>,
+    ) {
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let mut group = Vec::new();
+            for op in ops.by_ref() {
+                let blocks = op.may_block();
+                group.push(op);
+                if blocks {
+                    break;
+                }
+            }
+            let tries = group
+                .into_iter()
+                .map(|op| ops::run_now(&self.engine, self.transport, principal, op));
+            for (answer, waiting) in join_in_order(tries.collect()).await {
+                out.extend_from_slice(&answer);
+                if let Some(op) = waiting {
+                    if *writable && !out.is_empty() {
+                        self.write_answers(writer, writable, out).await;
+                    }
+                    ops::run(&self.engine, self.transport, principal, op, out).await;
+                }
+            }
         }
     }
 
@@ -329,6 +382,31 @@ impl ConnectionContext {
         }
         out.clear();
     }
+}
+
+/// Awaits every future, polling them in order (so each reaches the engine
+/// in line order), and returns their outputs in order.
+async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, o) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// Publishes a chunk's batches in order, as far as the answers need.
@@ -411,7 +489,14 @@ fn id_line(out: &mut Vec<u8>, id: EventId) {
     out.extend_from_slice(b"\"}\n");
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// `<ms>-<seq>` without `fmt`.
+pub(crate) fn push_id(out: &mut Vec<u8>, id: EventId) {
+    push_decimal(out, id.ms);
+    out.push(b'-');
+    push_decimal(out, id.seq);
+}
+
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::batcher::ErrorLine;
 
-pub(crate) use run::run;
+pub(crate) use run::{run, run_now};
 
 /// Most ids one ack or nack may carry.
 pub(crate) const MAX_IDS: usize = 10_000;
@@ -128,6 +128,13 @@ const OPS: &str = "create_group, group, read, ack, nack, claim, pending";
 /// `None` when `line` is not an op (an event, or not JSON at all: the
 /// event parser reports it). `Some(Err)` for an op that cannot be run.
 pub(crate) fn parse(line: &[u8], default_stream: &StreamName) -> Option<Result<Op, ErrorLine>> {
+    // Clients write the `op` member first: then one pass decides. Decoding
+    // succeeds only without a `type` member (it is not a known field).
+    if line.starts_with(b"{\"op\":") {
+        if let Ok(fields) = serde_json::from_slice::<Fields>(line) {
+            return Some(fields.into_op(default_stream));
+        }
+    }
     is_op(line).then(|| decode(line, default_stream))
 }
 
@@ -151,76 +158,83 @@ fn decode(line: &[u8], default_stream: &StreamName) -> Result<Op, ErrorLine> {
         };
         ErrorLine::new(reason, message)
     })?;
-    f.check_members()?;
-    let stream = match &f.stream {
-        Some(s) => {
-            StreamName::new(s).map_err(|e| ErrorLine::new("invalid_stream", e.to_string()))?
-        }
-        None => default_stream.clone(),
-    };
-    let op = match f.op.as_str() {
-        "create_group" => Op::CreateGroup {
-            group: f.need("group", f.group.clone())?,
-            start: match f.start.as_deref() {
-                None | Some("$") => GroupStart::End,
-                Some("0" | "-") => GroupStart::Beginning,
-                Some(id) => GroupStart::After(parse_id("start", id)?),
+    f.into_op(default_stream)
+}
+
+impl Fields {
+    fn into_op(self, default_stream: &StreamName) -> Result<Op, ErrorLine> {
+        let f = self;
+        f.check_members()?;
+        let stream = match &f.stream {
+            Some(s) => {
+                StreamName::new(s).map_err(|e| ErrorLine::new("invalid_stream", e.to_string()))?
+            }
+            None => default_stream.clone(),
+        };
+        let op = match f.op.as_str() {
+            "create_group" => Op::CreateGroup {
+                group: f.need("group", f.group.clone())?,
+                start: match f.start.as_deref() {
+                    None | Some("$") => GroupStart::End,
+                    Some("0" | "-") => GroupStart::Beginning,
+                    Some(id) => GroupStart::After(parse_id("start", id)?),
+                },
+                config: f.group_config(),
+                stream,
             },
-            config: f.group_config(),
-            stream,
-        },
-        "group" => Op::Group {
-            group: f.need("group", f.group.clone())?,
-            stream,
-        },
-        "read" => Op::Read {
-            group: f.need("group", f.group.clone())?,
-            consumer: f.need("consumer", f.consumer.clone())?,
-            count: f.count.unwrap_or(DEFAULT_COUNT),
-            block: Duration::from_millis(f.block_ms.unwrap_or(0)),
-            stream,
-        },
-        "ack" => Op::Ack {
-            group: f.need("group", f.group.clone())?,
-            consumer: f.consumer.clone(),
-            ids: f.ids()?,
-            stream,
-        },
-        "nack" => Op::Nack {
-            group: f.need("group", f.group.clone())?,
-            consumer: f.need("consumer", f.consumer.clone())?,
-            ids: f.ids()?,
-            opts: NackOptions {
-                delay: f.delay_ms.map(Duration::from_millis),
-                terminal: f.terminal.unwrap_or(false),
-                error: f.error.clone(),
+            "group" => Op::Group {
+                group: f.need("group", f.group.clone())?,
+                stream,
             },
-            stream,
-        },
-        "claim" => Op::Claim {
-            group: f.need("group", f.group.clone())?,
-            consumer: f.need("consumer", f.consumer.clone())?,
-            min_idle: Duration::from_millis(f.need("min_idle_ms", f.min_idle_ms)?),
-            start: bound("start", f.start.as_deref(), true)?,
-            count: f.count.unwrap_or(DEFAULT_COUNT),
-            stream,
-        },
-        "pending" => Op::Pending {
-            group: f.need("group", f.group.clone())?,
-            consumer: f.consumer.clone(),
-            start: bound("start", f.start.as_deref(), true)?,
-            end: bound("end", f.end.as_deref(), false)?,
-            count: f.count.unwrap_or(DEFAULT_COUNT),
-            stream,
-        },
-        other => {
-            return Err(ErrorLine::new(
-                "unknown_op",
-                format!("unknown op `{}`: expected one of {OPS}", truncate(other)),
-            ))
-        }
-    };
-    Ok(op)
+            "read" => Op::Read {
+                group: f.need("group", f.group.clone())?,
+                consumer: f.need("consumer", f.consumer.clone())?,
+                count: f.count.unwrap_or(DEFAULT_COUNT),
+                block: Duration::from_millis(f.block_ms.unwrap_or(0)),
+                stream,
+            },
+            "ack" => Op::Ack {
+                group: f.need("group", f.group.clone())?,
+                consumer: f.consumer.clone(),
+                ids: f.ids()?,
+                stream,
+            },
+            "nack" => Op::Nack {
+                group: f.need("group", f.group.clone())?,
+                consumer: f.need("consumer", f.consumer.clone())?,
+                ids: f.ids()?,
+                opts: NackOptions {
+                    delay: f.delay_ms.map(Duration::from_millis),
+                    terminal: f.terminal.unwrap_or(false),
+                    error: f.error.clone(),
+                },
+                stream,
+            },
+            "claim" => Op::Claim {
+                group: f.need("group", f.group.clone())?,
+                consumer: f.need("consumer", f.consumer.clone())?,
+                min_idle: Duration::from_millis(f.need("min_idle_ms", f.min_idle_ms)?),
+                start: bound("start", f.start.as_deref(), true)?,
+                count: f.count.unwrap_or(DEFAULT_COUNT),
+                stream,
+            },
+            "pending" => Op::Pending {
+                group: f.need("group", f.group.clone())?,
+                consumer: f.consumer.clone(),
+                start: bound("start", f.start.as_deref(), true)?,
+                end: bound("end", f.end.as_deref(), false)?,
+                count: f.count.unwrap_or(DEFAULT_COUNT),
+                stream,
+            },
+            other => {
+                return Err(ErrorLine::new(
+                    "unknown_op",
+                    format!("unknown op `{}`: expected one of {OPS}", truncate(other)),
+                ))
+            }
+        };
+        Ok(op)
+    }
 }
 
 impl Fields {

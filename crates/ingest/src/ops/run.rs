@@ -2,15 +2,16 @@
 //! line.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
 use busbar_event::{render_event, EventId, StreamName};
-use busbar_store::group::Delivery;
+use busbar_store::group::{Delivery, ReadOutcome};
 use serde::Serialize;
 
 use super::Op;
 use crate::batcher::ErrorLine;
-use crate::connection::error_line;
+use crate::connection::{error_line, push_decimal, push_id};
 
 /// Runs `op` for `principal` and appends exactly one answer line to `out`.
 pub(crate) async fn run(
@@ -24,6 +25,53 @@ pub(crate) async fn run(
         engine.count_error(transport, &e);
         error_line(out, &ErrorLine::from_engine(&e));
     }
+}
+
+/// Runs `op` without waiting: returns its answer line, or, for a read
+/// that may block and found nothing yet, no answer and the op to run
+/// again with its wait.
+pub(crate) async fn run_now(
+    engine: &Engine,
+    transport: Transport,
+    principal: &Principal,
+    op: Op,
+) -> (Vec<u8>, Option<Op>) {
+    let mut out = Vec::new();
+    if let Op::Read {
+        stream,
+        group,
+        consumer,
+        count,
+        block,
+    } = &op
+    {
+        if !block.is_zero() {
+            let got = engine
+                .read_group(principal, stream, group, consumer, *count, Duration::ZERO)
+                .await;
+            match got {
+                Ok(got) if got.deliveries.is_empty() => return (out, Some(op)),
+                Ok(got) => read_answer(&mut out, stream, &got),
+                Err(e) => {
+                    engine.count_error(transport, &e);
+                    error_line(&mut out, &ErrorLine::from_engine(&e));
+                }
+            }
+            return (out, None);
+        }
+    }
+    run(engine, transport, principal, op, &mut out).await;
+    (out, None)
+}
+
+fn read_answer(out: &mut Vec<u8>, stream: &StreamName, got: &ReadOutcome) {
+    out.extend_from_slice(b"{\"deliveries\":");
+    deliveries(out, stream, &got.deliveries);
+    let _ = writeln!(
+        out,
+        ",\"redelivered\":{},\"dead_lettered\":{}}}",
+        got.redelivered, got.dead_lettered
+    );
 }
 
 async fn execute(
@@ -58,13 +106,7 @@ async fn execute(
             let got = engine
                 .read_group(p, &stream, &group, &consumer, count, block)
                 .await?;
-            out.extend_from_slice(b"{\"deliveries\":");
-            deliveries(out, &stream, &got.deliveries);
-            let _ = writeln!(
-                out,
-                ",\"redelivered\":{},\"dead_lettered\":{}}}",
-                got.redelivered, got.dead_lettered
-            );
+            read_answer(out, &stream, &got);
         }
         Op::Ack {
             stream,
@@ -170,12 +212,11 @@ fn deliveries(out: &mut Vec<u8>, stream: &StreamName, list: &[Delivery]) {
         if n > 0 {
             out.push(b',');
         }
-        let _ = write!(
-            out,
-            "{{\"id\":\"{}\",\"delivery_count\":{},\"event\":",
-            d.event.id(),
-            d.delivery_count
-        );
+        out.extend_from_slice(b"{\"id\":\"");
+        push_id(out, d.event.id());
+        out.extend_from_slice(b"\",\"delivery_count\":");
+        push_decimal(out, u64::from(d.delivery_count));
+        out.extend_from_slice(b",\"event\":");
         render_event(out, stream, &d.event);
         out.push(b'}');
     }
@@ -189,7 +230,9 @@ fn ids_member(out: &mut Vec<u8>, name: &str, ids: &[EventId]) {
         if n > 0 {
             out.push(b',');
         }
-        let _ = write!(out, "\"{id}\"");
+        out.push(b'"');
+        push_id(out, *id);
+        out.push(b'"');
     }
     out.push(b']');
 }
