@@ -80,7 +80,7 @@ impl Tally {
         let lagged = self.lagged.swap(0, Ordering::Relaxed);
         let total = (received + lagged).max(1);
         eprintln!(
-            "  {name}: subscribers received {:.1}% of events ({lagged} lagged)",
+            "  {name}: subscribers received {:.1}% of events ({received} received, {lagged} lagged)",
             100.0 * received as f64 / total as f64
         );
     }

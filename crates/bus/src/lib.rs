@@ -4,8 +4,12 @@
 //! never blocks and never waits for a subscriber; memory is bounded by the
 //! capacity; a subscriber that falls behind is told exactly how many events
 //! it missed. Events are cloned once per subscriber, so make them cheap to
-//! clone: `Arc<T>` or `bytes::Bytes`. busbar's daemon builds its live
-//! fan-out on this crate; hosts embed it directly.
+//! clone: `Arc<T>` or `bytes::Bytes` (several subscribers clone the same
+//! event at once, from their own threads, so the bus is `Send` and `Sync`
+//! when events are `Send + Sync`). The crate needs no particular async
+//! runtime, and has [`Subscriber::recv_blocking`] for threads with none.
+//! busbar's daemon builds its live fan-out on this crate; hosts embed it
+//! directly.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -16,7 +16,11 @@
 //!
 //!  block word (one AtomicU64 per block):  generation << 32 | odd << 16 | even
 //!    even/odd  subscribers copying out of the block, counted by the parity
-//!              of the lap (sequence / ring_len) they read
+//!              of the lap (sequence / ring_len) they read; 16 bits each:
+//!              a subscriber counts itself only while it copies (at most
+//!              `READ_AHEAD` clones, never across an await), so the count
+//!              is bounded by the threads doing that at the same instant
+//!    generation  bumped each time the publisher recycles the block; wraps
 //! ```
 //!
 //! # Publishing

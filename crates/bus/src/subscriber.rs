@@ -21,6 +21,10 @@ pub const READ_AHEAD: usize = 64;
 /// keep other tasks on its thread (the publisher among them) from running.
 const COOP_BUDGET: u32 = 128;
 
+/// How many times in a row a subscriber that finds the bus empty yields to
+/// its executor before it parks.
+const IDLE_YIELDS: u32 = 4;
+
 /// The receiving handle of a [`Bus`](crate::Bus): it owns its own position
 /// in the stream of events.
 ///
@@ -69,8 +73,9 @@ pub struct Subscriber<T> {
     key: usize,
     wait: Option<WaitSlot>,
     streak: u32,
-    /// Found the bus empty and yielded once instead of parking.
-    yielded_idle: bool,
+    /// Times in a row the bus was found empty and the subscriber yielded
+    /// instead of parking.
+    idle_yields: u32,
 }
 
 /// What a subscriber found when it looked at the bus.
@@ -97,7 +102,7 @@ impl<T> Subscriber<T> {
             key,
             wait: None,
             streak: 0,
-            yielded_idle: false,
+            idle_yields: 0,
         };
         subscriber.shared.subscriber_joined();
         subscriber
@@ -117,7 +122,7 @@ impl<T> Subscriber<T> {
     pub fn backlog(&self) -> u64 {
         let state = self.shared.state();
         let from = self.pos.max(self.shared.oldest(state));
-        self.buf.len() as u64 + self.shared.tail().saturating_sub(from)
+        self.buf.len() as u64 + self.shared.tail_of(state).saturating_sub(from)
     }
 
     /// A new subscriber of the same bus (the newest one, after a cutover)
@@ -202,10 +207,8 @@ impl<T: Clone> Subscriber<T> {
     ///
     /// As [`recv`](Subscriber::recv).
     ///
-    /// # Panics
-    ///
-    /// Does not panic, but must not be called from an async task: it
-    /// blocks the executor's thread while it waits.
+    /// Do not call it from an async task: it blocks the executor's thread
+    /// while it waits (use [`recv`](Subscriber::recv) there).
     pub fn recv_blocking(&mut self) -> Result<T, RecvError> {
         block_on(self.recv())
     }
@@ -289,7 +292,7 @@ impl<T: Clone> Subscriber<T> {
         self.position.store(self.pos, Ordering::Relaxed);
         match take {
             Take::Got(_) => {
-                self.yielded_idle = false;
+                self.idle_yields = 0;
                 Some(Step::Ready)
             }
             Take::Lagged(skipped) => Some(Step::Lagged(skipped)),
@@ -306,12 +309,13 @@ impl<T: Clone> Subscriber<T> {
 
     /// Parks on `state` unless it changed; `false`: look again.
     ///
-    /// The first time in a row the bus is found empty, the subscriber only
-    /// yields: on a busy bus the next events usually arrive before it is
-    /// polled again, which saves registering and being woken.
+    /// The first `IDLE_YIELDS` times in a row the bus is found empty, the
+    /// subscriber only yields: on a busy bus the next events usually arrive
+    /// before it is polled again, which saves registering, being woken and
+    /// letting the executor's thread go to sleep in between.
     fn park(&mut self, state: u64, cx: &Context<'_>) -> bool {
-        if !self.yielded_idle {
-            self.yielded_idle = true;
+        if self.idle_yields < IDLE_YIELDS {
+            self.idle_yields += 1;
             cx.waker().wake_by_ref();
             return true;
         }
