@@ -152,3 +152,38 @@ impl Waiters {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// Subscribers that park and go away, with nothing published to drain
+    /// the registry, reuse its entries instead of growing it.
+    #[test]
+    fn churning_parked_subscribers_keep_the_registry_bounded() {
+        let waiters = Waiters::new();
+        let state = AtomicU64::new(0);
+        for _ in 0..1000 {
+            let mut slots: Vec<Option<WaitSlot>> = vec![None; 8];
+            for slot in &mut slots {
+                assert!(waiters.register(&state, 0, Waker::noop(), slot));
+            }
+            for slot in &mut slots {
+                waiters.cancel(slot);
+            }
+        }
+        assert_eq!(lock(&waiters.registry).entries.len(), 8);
+        // Registering again in the same generation replaces, not appends.
+        let mut slot = None;
+        for _ in 0..10 {
+            assert!(waiters.register(&state, 0, Waker::noop(), &mut slot));
+        }
+        assert_eq!(lock(&waiters.registry).entries.len(), 8);
+        // A publish (state changed) refuses to park.
+        assert!(!waiters.register(&state, 4, Waker::noop(), &mut slot));
+        waiters.wake_all(&state);
+        assert_eq!(state.load(Ordering::Relaxed) & WAITERS, 0);
+        assert!(lock(&waiters.registry).entries.is_empty());
+    }
+}

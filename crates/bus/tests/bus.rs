@@ -103,6 +103,20 @@ fn events_already_read_ahead_survive_a_lag() {
 }
 
 #[test]
+fn events_are_released_with_the_bus() {
+    let bus = Bus::new(16).unwrap();
+    let mut sub = bus.subscribe();
+    let events: Vec<_> = (0..40u64).map(Arc::new).collect();
+    for event in &events {
+        bus.publish(event.clone()).unwrap();
+    }
+    assert!(sub.try_recv().is_err()); // lagged
+    let _some = sub.try_recv().unwrap();
+    drop((bus, sub, _some));
+    assert!(events.iter().all(|e| Arc::strong_count(e) == 1));
+}
+
+#[test]
 fn publishing_without_subscribers_succeeds_and_is_counted() {
     let bus = Bus::new(4).unwrap();
     for i in 0..10 {

@@ -176,3 +176,20 @@ fn cutover_under_concurrent_publishing_loses_and_repeats_nothing() {
         assert_eq!(subscriber.join().unwrap(), EVENTS);
     }
 }
+
+#[test]
+fn an_old_handle_kept_after_a_cutover_does_not_keep_events_alive() {
+    let old = Bus::new(4).unwrap();
+    let mut sub = old.subscribe();
+    let event = Arc::new(1u64);
+    old.publish(event.clone()).unwrap();
+    let new = old.cutover(8).unwrap();
+    assert_eq!(sub.try_recv().as_deref(), Ok(&1));
+    assert_eq!(sub.try_recv(), Err(TryRecvError::Empty)); // moved to `new`
+    assert_eq!(Arc::strong_count(&event), 1, "the old bus dropped its copy");
+    // A late subscriber through the old handle starts on the new bus.
+    let mut late = old.subscribe();
+    new.publish(Arc::new(2)).unwrap();
+    assert_eq!(late.try_recv().as_deref(), Ok(&2));
+    assert_eq!(sub.try_recv().as_deref(), Ok(&2));
+}
