@@ -3,10 +3,11 @@
 //! # Layout
 //!
 //! Events get consecutive sequence numbers. Event `s` lives in slot
-//! `s % ring_len`. The ring is cut into blocks of `block` slots (a power of
-//! two, at most 64); `ring_len = round_up(capacity, block) + block`, one
-//! block more than the capacity, so the block being overwritten never holds
-//! an event the bus still promises to retain.
+//! `s % ring_len`. The ring is cut into blocks of `block` slots (an eighth
+//! of the capacity rounded down to a power of two, between 1 and 64);
+//! `ring_len = round_up(capacity, block) + block`, one block more than the
+//! capacity, so the block being overwritten never holds an event the bus
+//! still promises to retain (the newest `capacity`).
 //!
 //! ```text
 //!  state word (one AtomicU64):  tail << 2 | CLOSED | WAITERS
@@ -45,6 +46,15 @@
 //! more than `capacity` behind it is then safe to clone, up to the end of
 //! the block. The subscriber releases the counter and moves to the next
 //! block for more.
+//!
+//! # Cutover
+//!
+//! A cutover closes the bus (under the writer lock, so no publish is in
+//! flight) and records a successor whose sequence numbers start at the
+//! final tail. Handles forward publishes to the newest bus they know of.
+//! Subscribers drain the closed bus, then register on the successor before
+//! leaving it. Once a cut-over bus has no subscriber left and nothing can
+//! move onto it any more, its values are dropped (`release_abandoned`).
 
 use crate::error::CapacityError;
 use crate::loom::{
@@ -70,7 +80,8 @@ const GENERATION_ONE: u64 = 1 << 32;
 /// The largest capacity a bus accepts.
 pub const MAX_CAPACITY: usize = 1 << 24;
 
-/// The largest block; also the read-ahead of a subscriber.
+/// The largest block: a subscriber's claim on a block covers at most this
+/// many clones.
 const MAX_BLOCK: usize = 64;
 
 /// How capacity maps onto slots and blocks.
