@@ -319,33 +319,21 @@ impl Store for MemoryStore {
     ) -> Result<GroupInfo> {
         self.check_open()?;
         groups::validate_name("group", group)?;
-        let handle = self.stream_or_create(stream);
-        let mut s = handle.lock();
-        if s.groups.contains_key(group) {
-            return Err(StoreError::GroupExists {
-                stream: stream.clone(),
-                group: group.to_owned(),
-            });
-        }
-        let cursor = match start {
-            GroupStart::Beginning => EventId::ZERO,
-            GroupStart::End => s.clock.last(),
-            GroupStart::After(id) => id,
-        };
-        let op = GroupOp::Create {
-            group: group.to_owned(),
-            cursor,
-            config,
-        };
-        groups::state::apply(&mut s.groups, &op);
-        let lag = s.lag(cursor);
-        Ok(s.groups[group].info(stream, lag, now_ms()))
+        self.stream_or_create(stream);
+        self.with_host(stream, |h| {
+            let cursor = match start {
+                GroupStart::Beginning => EventId::ZERO,
+                GroupStart::End => h.s.clock.last(),
+                GroupStart::After(id) => id,
+            };
+            host::create(h, group, cursor, config)?;
+            let lag = h.s.lag(cursor);
+            Ok(h.s.groups[group].info(stream, lag, now_ms()))
+        })
     }
 
     async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool> {
-        let handle = self.stream(stream)?;
-        let removed = handle.lock().groups.remove(group).is_some();
-        Ok(removed)
+        self.with_host(stream, |h| host::destroy(h, group))
     }
 
     async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>> {
@@ -433,13 +421,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()> {
-        self.with_host(stream, |h| {
-            h.group_state(group)?;
-            h.apply(GroupOp::Pause {
-                group: group.to_owned(),
-                paused,
-            })
-        })
+        self.with_host(stream, |h| host::pause(h, group, paused))
     }
 
     async fn delete_consumer(
@@ -448,28 +430,11 @@ impl Store for MemoryStore {
         group: &str,
         consumer: &str,
     ) -> Result<u64> {
-        self.with_host(stream, |h| {
-            let held = h
-                .group_state(group)?
-                .consumers
-                .get(consumer)
-                .map_or(0, |c| c.pending);
-            h.apply(GroupOp::DeleteConsumer {
-                group: group.to_owned(),
-                consumer: consumer.to_owned(),
-            })?;
-            Ok(held)
-        })
+        self.with_host(stream, |h| host::delete_consumer(h, group, consumer))
     }
 
     async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()> {
-        self.with_host(stream, |h| {
-            h.group_state(group)?;
-            h.apply(GroupOp::SetCursor {
-                group: group.to_owned(),
-                cursor,
-            })
-        })
+        self.with_host(stream, |h| host::set_cursor(h, group, cursor))
     }
 
     async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>> {

@@ -108,7 +108,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group::host;
 use crate::group::{
-    validate_name, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
+    validate_name, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupStart,
     NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
 use crate::{
@@ -429,27 +429,14 @@ impl Store for EmbeddedStore {
         config: GroupConfig,
     ) -> Result<GroupInfo> {
         validate_name("group", group)?;
-        let (name, s) = (group.to_owned(), stream.clone());
+        let name = group.to_owned();
         self.group_call(stream, true, move |h| {
-            if host::GroupHost::groups(h).contains_key(&name) {
-                return Err(StoreError::GroupExists {
-                    stream: s,
-                    group: name,
-                });
-            }
             let cursor = match start {
                 GroupStart::Beginning => EventId::ZERO,
                 GroupStart::End => h.last_id()?,
                 GroupStart::After(id) => id,
             };
-            host::GroupHost::apply(
-                h,
-                GroupOp::Create {
-                    group: name,
-                    cursor,
-                    config,
-                },
-            )
+            host::create(h, &name, cursor, config)
         })
         .await?;
         self.group(stream, group).await
@@ -457,14 +444,8 @@ impl Store for EmbeddedStore {
 
     async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool> {
         let name = group.to_owned();
-        self.group_call(stream, false, move |h| {
-            if !host::GroupHost::groups(h).contains_key(&name) {
-                return Ok(false);
-            }
-            host::GroupHost::apply(h, GroupOp::Destroy { group: name })?;
-            Ok(true)
-        })
-        .await
+        self.group_call(stream, false, move |h| host::destroy(h, &name))
+            .await
     }
 
     async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>> {
@@ -574,17 +555,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()> {
-        let (g, s) = (group.to_owned(), stream.clone());
-        self.group_call(stream, false, move |h| {
-            if !host::GroupHost::groups(h).contains_key(&g) {
-                return Err(StoreError::NoSuchGroup {
-                    stream: s,
-                    group: g,
-                });
-            }
-            host::GroupHost::apply(h, GroupOp::Pause { group: g, paused })
-        })
-        .await
+        let name = group.to_owned();
+        self.group_call(stream, false, move |h| host::pause(h, &name, paused))
+            .await
     }
 
     async fn delete_consumer(
@@ -593,41 +566,15 @@ impl Store for EmbeddedStore {
         group: &str,
         consumer: &str,
     ) -> Result<u64> {
-        let (g, c, s) = (group.to_owned(), consumer.to_owned(), stream.clone());
-        self.group_call(stream, false, move |h| {
-            let held = match host::GroupHost::groups(h).get(&g) {
-                None => {
-                    return Err(StoreError::NoSuchGroup {
-                        stream: s,
-                        group: g,
-                    })
-                }
-                Some(state) => state.consumers.get(&c).map_or(0, |x| x.pending),
-            };
-            host::GroupHost::apply(
-                h,
-                GroupOp::DeleteConsumer {
-                    group: g,
-                    consumer: c,
-                },
-            )?;
-            Ok(held)
-        })
-        .await
+        let (g, c) = (group.to_owned(), consumer.to_owned());
+        self.group_call(stream, false, move |h| host::delete_consumer(h, &g, &c))
+            .await
     }
 
     async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()> {
-        let (g, s) = (group.to_owned(), stream.clone());
-        self.group_call(stream, false, move |h| {
-            if !host::GroupHost::groups(h).contains_key(&g) {
-                return Err(StoreError::NoSuchGroup {
-                    stream: s,
-                    group: g,
-                });
-            }
-            host::GroupHost::apply(h, GroupOp::SetCursor { group: g, cursor })
-        })
-        .await
+        let name = group.to_owned();
+        self.group_call(stream, false, move |h| host::set_cursor(h, &name, cursor))
+            .await
     }
 
     async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>> {

@@ -356,3 +356,73 @@ pub(crate) fn expire<H: GroupHost + ?Sized>(
     let (dead, dropped) = retire(h, name, &ids, None, now_ms)?;
     Ok((dead.len() as u32, dropped.len() as u32))
 }
+
+/// Creates group `name` starting after `cursor`.
+pub(crate) fn create<H: GroupHost + ?Sized>(
+    h: &mut H,
+    name: &str,
+    cursor: EventId,
+    config: super::GroupConfig,
+) -> Result<()> {
+    if h.groups().contains_key(name) {
+        return Err(StoreError::GroupExists {
+            stream: h.stream().clone(),
+            group: name.to_owned(),
+        });
+    }
+    h.apply(GroupOp::Create {
+        group: name.to_owned(),
+        cursor,
+        config,
+    })
+}
+
+/// Deletes group `name`; returns whether it existed.
+pub(crate) fn destroy<H: GroupHost + ?Sized>(h: &mut H, name: &str) -> Result<bool> {
+    if !h.groups().contains_key(name) {
+        return Ok(false);
+    }
+    h.apply(GroupOp::Destroy {
+        group: name.to_owned(),
+    })?;
+    Ok(true)
+}
+
+/// Pauses or resumes group `name`.
+pub(crate) fn pause<H: GroupHost + ?Sized>(h: &mut H, name: &str, paused: bool) -> Result<()> {
+    group(h, name)?;
+    h.apply(GroupOp::Pause {
+        group: name.to_owned(),
+        paused,
+    })
+}
+
+/// Moves group `name`'s cursor.
+pub(crate) fn set_cursor<H: GroupHost + ?Sized>(
+    h: &mut H,
+    name: &str,
+    cursor: EventId,
+) -> Result<()> {
+    group(h, name)?;
+    h.apply(GroupOp::SetCursor {
+        group: name.to_owned(),
+        cursor,
+    })
+}
+
+/// Removes a consumer; returns how many entries it held.
+pub(crate) fn delete_consumer<H: GroupHost + ?Sized>(
+    h: &mut H,
+    name: &str,
+    consumer: &str,
+) -> Result<u64> {
+    let held = group(h, name)?
+        .consumers
+        .get(consumer)
+        .map_or(0, |c| c.pending);
+    h.apply(GroupOp::DeleteConsumer {
+        group: name.to_owned(),
+        consumer: consumer.to_owned(),
+    })?;
+    Ok(held)
+}
