@@ -78,6 +78,9 @@ impl Tally {
     fn report(&self, name: &str) {
         let received = self.received.swap(0, Ordering::Relaxed);
         let lagged = self.lagged.swap(0, Ordering::Relaxed);
+        if received + lagged == 0 {
+            return; // filtered out
+        }
         let total = (received + lagged).max(1);
         eprintln!(
             "  {name}: subscribers received {:.1}% of events ({received} received, {lagged} lagged)",
