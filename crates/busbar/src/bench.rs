@@ -23,6 +23,13 @@ enum Scenario {
     /// ephemeral loopback ports. Redis' persistence settings are changed for
     /// each level and put back afterwards, and the bench's keys deleted.
     Ingest(IngestArgs),
+    /// Consumer-group delivery with acks against Redis XREADGROUP/XACK and
+    /// NATS JetStream pull consumers, at each durability level.
+    ///
+    /// Starts its own `busbar serve` on a temporary data directory and
+    /// ephemeral loopback ports. Redis' persistence settings are changed for
+    /// each level and put back afterwards, and the bench's keys deleted.
+    Groups(crate::bench_groups::GroupsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +100,7 @@ struct IngestArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.scenario {
         Scenario::Ingest(a) => ingest(a),
+        Scenario::Groups(a) => crate::bench_groups::run(a),
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `busbar bench ingest`: busbar's ingest against Redis `XADD`.
 
 mod bench;
+mod bench_groups;
 mod client;
 mod cmd;
 mod dlq;
