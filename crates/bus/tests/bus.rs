@@ -103,6 +103,28 @@ fn events_already_read_ahead_survive_a_lag() {
 }
 
 #[test]
+fn resubscribe_starts_at_the_tail_and_backlog_counts_what_is_ready() {
+    let bus = Bus::new(8).unwrap();
+    let mut sub = bus.subscribe();
+    for i in 0..5u64 {
+        bus.publish(i).unwrap();
+    }
+    assert_eq!(sub.backlog(), 5);
+    assert_eq!(sub.try_recv(), Ok(0));
+    assert_eq!((sub.position(), sub.backlog()), (1, 4));
+    let mut other = sub.resubscribe();
+    assert_eq!((other.position(), other.backlog()), (5, 0));
+    for i in 5..20u64 {
+        bus.publish(i).unwrap();
+    }
+    // `sub` holds 1..5 in its read-ahead; 12..20 are still retained.
+    assert_eq!(sub.backlog(), 4 + 8);
+    assert_eq!(other.try_recv(), Err(TryRecvError::Lagged(7)));
+    assert_eq!(other.try_recv(), Ok(12));
+    assert_eq!(bus.stats().subscribers, 2);
+}
+
+#[test]
 fn events_are_released_with_the_bus() {
     let bus = Bus::new(16).unwrap();
     let mut sub = bus.subscribe();
