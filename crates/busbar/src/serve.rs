@@ -290,3 +290,25 @@ fn live_config(config: &Config) -> busbar_live::LiveConfig {
         ..busbar_live::LiveConfig::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_embedded_always_leaves_a_core_to_the_writer() {
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+            return; // The operator's choice wins; nothing to check.
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut config = Config::default();
+        config.storage.backend = Backend::Embedded;
+        config.storage.durability = Durability::Always;
+        assert_eq!(worker_threads(&config), (cores > 1).then(|| cores - 1));
+        config.storage.durability = Durability::Interval(Duration::from_secs(1));
+        assert_eq!(worker_threads(&config), None);
+        config.storage.durability = Durability::Always;
+        config.storage.backend = Backend::Memory;
+        assert_eq!(worker_threads(&config), None);
+    }
+}
