@@ -62,6 +62,14 @@ const IDLE_YIELDS: u32 = 4;
 /// }
 /// # }
 /// ```
+///
+/// There is no way to clone one:
+///
+/// ```compile_fail
+/// let bus = busbar_bus::Bus::<u8>::new(16).unwrap();
+/// let sub = bus.subscribe();
+/// let twin = sub.clone(); // error: `Subscriber` is not `Clone`
+/// ```
 pub struct Subscriber<T> {
     shared: Arc<Shared<T>>,
     /// The sequence number of the next event to copy out of the bus.

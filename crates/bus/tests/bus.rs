@@ -23,6 +23,14 @@ fn rng(test: &str) -> StdRng {
 }
 
 #[test]
+fn handles_cross_threads_with_shareable_events() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Bus<Arc<String>>>();
+    send_sync::<busbar_bus::Publisher<bytes::Bytes>>();
+    send_sync::<busbar_bus::Subscriber<bytes::Bytes>>();
+}
+
+#[test]
 fn capacity_zero_and_too_large_are_errors() {
     assert_eq!(Bus::<u8>::new(0).unwrap_err(), CapacityError::Zero);
     assert_eq!(
