@@ -29,6 +29,7 @@ mod id;
 mod parse;
 mod record;
 mod render;
+mod scan;
 mod stream;
 
 pub use batch::{BatchIter, EventBatch, FRAME_HEADER_LEN};

@@ -1,15 +1,18 @@
 //! Producer JSON → [`ParsedEvent`].
 //!
-//! The whole input is validated by `serde_json` first; a small scanner then
-//! walks the top-level members of the (now known valid) object, decodes the
-//! reserved ones and keeps the byte span of every other member, so the payload
-//! is the producer's text, not a re-serialisation of it.
+//! One pass over the input validates it as JSON (exactly what `serde_json`
+//! accepts) and walks the top-level members of the object; the reserved ones
+//! are decoded and the byte span of every other member is kept, so the
+//! payload is the producer's text, not a re-serialisation of it. Input that
+//! pass does not accept goes to `serde_json`, for the reason it is wrong
+//! (see `scan`).
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use serde_json::value::RawValue;
 
+use crate::scan::{Checked, Member, Members, Rejected};
 use crate::{EventError, EventId, StreamName, StreamNames};
 
 /// Size limits applied while parsing.
@@ -66,6 +69,20 @@ pub(crate) enum Payload<'a> {
 }
 
 impl ParsedEvent<'_> {
+    fn empty() -> Self {
+        ParsedEvent {
+            event_type: Cow::Borrowed(""),
+            stream: None,
+            tenant: None,
+            key: None,
+            ts: None,
+            session: None,
+            idempotency_key: None,
+            id: None,
+            payload: Payload::Borrowed(&[]),
+        }
+    }
+
     /// The members of the payload object without the braces.
     pub(crate) fn payload_members(&self) -> &[u8] {
         match &self.payload {
@@ -132,24 +149,37 @@ fn parse<'a>(
             limit: limits.max_event_bytes,
         });
     }
+    // One pass validates the JSON and walks its members.
+    let mut event = ParsedEvent::empty();
+    if let Ok(done) = fields(input, Checked::new(input), names.as_deref_mut(), &mut event) {
+        return done.map(|()| event);
+    }
+    // That pass gave up: serde_json says what is wrong, or (nesting deeper
+    // than the pass follows, a value that is not an object) validates the
+    // input before the members are walked again.
     if let Err(e) = serde_json::from_slice::<&RawValue>(input) {
         return Err(EventError::MalformedJson {
             reason: e.to_string(),
         });
     }
     let members = Members::new(input).ok_or(EventError::NotAnObject)?;
+    let mut event = ParsedEvent::empty();
+    match fields(input, members.map(Ok), names, &mut event) {
+        Ok(done) => done.map(|()| event),
+        Err(Rejected) => Err(EventError::NotAnObject),
+    }
+}
 
-    let mut event = ParsedEvent {
-        event_type: Cow::Borrowed(""),
-        stream: None,
-        tenant: None,
-        key: None,
-        ts: None,
-        session: None,
-        idempotency_key: None,
-        id: None,
-        payload: Payload::Borrowed(&[]),
-    };
+/// Fills `event` (as [`ParsedEvent::empty`] leaves it) from the members of
+/// `input`. `Err(Rejected)` when `members` finds the input is not valid
+/// JSON: that is reported even after a member was found wrong, as when the
+/// JSON is validated first.
+fn fields<'a>(
+    input: &'a [u8],
+    members: impl Iterator<Item = Result<Member, Rejected>>,
+    mut names: Option<&mut StreamNames>,
+    event: &mut ParsedEvent<'a>,
+) -> Result<Result<(), EventError>, Rejected> {
     let mut seen_type = false;
     let mut seen = 0u8;
     // The payload members are usually one run of the input; only when a
@@ -157,8 +187,13 @@ fn parse<'a>(
     // second pass) and joined.
     let mut run: Option<Range<usize>> = None;
     let mut interleaved = false;
+    let mut wrong: Option<EventError> = None;
 
     for m in members {
+        let m = m?;
+        if wrong.is_some() {
+            continue; // Only validating the rest.
+        }
         let Some(bit) = reserved(&input[m.key.clone()]) else {
             let span = m.key.start..m.value.end;
             run = Some(match run {
@@ -174,47 +209,31 @@ fn parse<'a>(
         };
         let value = &input[m.value];
         if seen & (1 << bit) != 0 {
-            return Err(EventError::DuplicateField {
+            wrong = Some(EventError::DuplicateField {
                 field: FIELD_NAMES[bit as usize],
             });
+            continue;
         }
         seen |= 1 << bit;
-        match bit {
-            0 => {
-                event.event_type =
-                    string_field(value, "type", MAX_TYPE_LEN)?.ok_or(EventError::InvalidField {
-                        field: "type",
-                        reason: "must be a non-empty string",
-                    })?;
-                seen_type = true;
-            }
-            1 => {
-                if let Some(name) = string_field(value, "stream", usize::MAX)? {
-                    event.stream = Some(match names.as_deref_mut() {
-                        Some(names) => names.get(&name)?,
-                        None => StreamName::new(&name)?,
-                    });
-                }
-            }
-            2 => event.tenant = string_field(value, "tenant", MAX_TENANT_LEN)?,
-            3 => event.key = string_field(value, "key", MAX_KEY_LEN)?,
-            4 => event.ts = ts_field(value)?,
-            5 => event.session = string_field(value, "session", MAX_SESSION_LEN)?,
-            _ => {
-                event.idempotency_key =
-                    string_field(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_LEN)?
-            }
+        if let Err(e) = reserved_field(event, bit, value, names.as_deref_mut()) {
+            wrong = Some(e);
+            continue;
         }
+        seen_type |= bit == 0;
+    }
+    if let Some(e) = wrong {
+        return Ok(Err(e));
     }
     if !seen_type {
-        return Err(EventError::MissingType);
+        return Ok(Err(EventError::MissingType));
     }
     event.payload = match run {
         None => Payload::Borrowed(&[]),
         Some(r) if !interleaved => Payload::Borrowed(&input[r]),
         Some(r) => {
             let mut joined = Vec::with_capacity(r.len());
-            let all = Members::new(input).ok_or(EventError::NotAnObject)?;
+            // The input is known valid by now.
+            let all = Members::new(input).ok_or(Rejected)?;
             for m in all.filter(|m| reserved(&input[m.key.clone()]).is_none()) {
                 if !joined.is_empty() {
                     joined.push(b',');
@@ -224,7 +243,41 @@ fn parse<'a>(
             Payload::Owned(joined)
         }
     };
-    Ok(event)
+    Ok(Ok(()))
+}
+
+/// Decodes reserved field `bit` into `event`.
+fn reserved_field<'a>(
+    event: &mut ParsedEvent<'a>,
+    bit: u8,
+    value: &'a [u8],
+    names: Option<&mut StreamNames>,
+) -> Result<(), EventError> {
+    match bit {
+        0 => {
+            event.event_type =
+                string_field(value, "type", MAX_TYPE_LEN)?.ok_or(EventError::InvalidField {
+                    field: "type",
+                    reason: "must be a non-empty string",
+                })?;
+        }
+        1 => {
+            if let Some(name) = string_field(value, "stream", usize::MAX)? {
+                event.stream = Some(match names {
+                    Some(names) => names.get(&name)?,
+                    None => StreamName::new(&name)?,
+                });
+            }
+        }
+        2 => event.tenant = string_field(value, "tenant", MAX_TENANT_LEN)?,
+        3 => event.key = string_field(value, "key", MAX_KEY_LEN)?,
+        4 => event.ts = ts_field(value)?,
+        5 => event.session = string_field(value, "session", MAX_SESSION_LEN)?,
+        _ => {
+            event.idempotency_key = string_field(value, "idempotency_key", MAX_IDEMPOTENCY_KEY_LEN)?
+        }
+    }
+    Ok(())
 }
 
 /// The bit of a reserved key (`"type"` is 0 ... `"idempotency_key"` is 6),
@@ -248,56 +301,6 @@ fn reserved_name(name: &[u8]) -> Option<u8> {
         b"session" => Some(5),
         b"idempotency_key" => Some(6),
         _ => None,
-    }
-}
-
-/// One top-level member: spans of its quoted key and of its value.
-struct Member {
-    key: Range<usize>,
-    value: Range<usize>,
-}
-
-/// The top-level members of a JSON object already validated by serde_json.
-struct Members<'a> {
-    scan: Scanner<'a>,
-}
-
-impl<'a> Members<'a> {
-    /// `None` when the input is not an object.
-    fn new(input: &'a [u8]) -> Option<Self> {
-        let mut scan = Scanner { s: input, pos: 0 };
-        scan.skip_ws();
-        if scan.peek() != Some(b'{') {
-            return None;
-        }
-        scan.pos += 1;
-        Some(Members { scan })
-    }
-}
-
-impl Iterator for Members<'_> {
-    type Item = Member;
-
-    fn next(&mut self) -> Option<Member> {
-        let scan = &mut self.scan;
-        loop {
-            scan.skip_ws();
-            match scan.peek() {
-                Some(b',') => scan.pos += 1,
-                None | Some(b'}') => return None,
-                _ => break,
-            }
-        }
-        let key = scan.string();
-        scan.skip_ws();
-        scan.pos += 1; // ':'
-        scan.skip_ws();
-        let value_start = scan.pos;
-        scan.value();
-        Some(Member {
-            key,
-            value: value_start..scan.pos,
-        })
     }
 }
 
@@ -370,78 +373,6 @@ fn ts_field(value: &[u8]) -> Result<Option<i64>, EventError> {
     };
     let text = std::str::from_utf8(value).map_err(|_| invalid.clone())?;
     text.parse::<i64>().map(Some).map_err(|_| invalid)
-}
-
-/// Walks JSON already validated by serde_json.
-struct Scanner<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-impl Scanner<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.pos += 1;
-        }
-    }
-
-    /// Skips a string starting at `"`; returns its span including quotes.
-    fn string(&mut self) -> Range<usize> {
-        let start = self.pos;
-        self.pos += 1;
-        // Jump from quote or backslash to the next: payload strings are
-        // most of an event's bytes.
-        while let Some(i) = memchr::memchr2(b'"', b'\\', &self.s[self.pos..]) {
-            self.pos += i + 1;
-            if self.s[self.pos - 1] == b'"' {
-                return start..self.pos;
-            }
-            self.pos += 1;
-        }
-        self.pos = self.s.len();
-        start..self.pos
-    }
-
-    fn value(&mut self) {
-        match self.peek() {
-            Some(b'"') => {
-                self.string();
-            }
-            Some(b'{' | b'[') => {
-                let mut depth = 0usize;
-                while let Some(b) = self.peek() {
-                    match b {
-                        b'"' => {
-                            self.string();
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.pos += 1;
-                                return;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.pos += 1;
-                }
-            }
-            _ => {
-                while !matches!(
-                    self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-                ) {
-                    self.pos += 1;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -551,9 +482,49 @@ mod tests {
     }
 
     #[test]
+    fn malformed_json_wins_over_a_wrong_field_before_it() {
+        assert!(matches!(
+            parse(r#"{"type":1,"a":}"#),
+            Err(EventError::MalformedJson { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"t","type":"u","a":[}"#),
+            Err(EventError::MalformedJson { .. })
+        ));
+        let e = parse(r#"{"type":1,"a":}"#).unwrap_err().to_string();
+        let serde = serde_json::from_str::<&RawValue>(r#"{"type":1,"a":}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&serde), "{e}");
+    }
+
+    #[test]
+    fn deeply_nested_payloads_take_the_slow_path() {
+        let depth = crate::scan::MAX_DEPTH + 10;
+        let input = format!(
+            r#"{{"a":{}1{},"type":"t"}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let e = parse(&input).unwrap();
+        assert_eq!(e.event_type, "t");
+        assert_eq!(e.payload_members().len(), input.len() - 13);
+    }
+
+    #[test]
     fn escaped_reserved_key_is_recognised() {
         let e = parse(r#"{"\u0074ype":"t"}"#).unwrap();
         assert_eq!(e.event_type, "t");
+    }
+
+    /// The one-pass scan and the trusted walk behind serde_json decode
+    /// valid input alike.
+    fn both_paths(input: &str) -> (String, String) {
+        let (mut a, mut b) = (ParsedEvent::empty(), ParsedEvent::empty());
+        let bytes = input.as_bytes();
+        let fast = fields(bytes, Checked::new(bytes), None, &mut a);
+        let slow = fields(bytes, Members::new(bytes).unwrap().map(Ok), None, &mut b);
+        (format!("{fast:?} {a:?}"), format!("{slow:?} {b:?}"))
     }
 
     proptest::proptest! {
@@ -568,6 +539,8 @@ mod tests {
             let pos = type_pos.min(parts.len());
             parts.insert(pos, "\"type\":\"t\"".to_owned());
             let input = format!("{{{}}}", parts.join(" , "));
+            let (fast, slow) = both_paths(&input);
+            proptest::prop_assert_eq!(fast, slow);
             let e = parse(&input).unwrap();
             let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&e.payload_json()).unwrap();
             let want: serde_json::Map<String, serde_json::Value> = members
