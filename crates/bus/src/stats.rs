@@ -84,6 +84,9 @@ pub trait BusObserver: Send + Sync + 'static {
     }
 
     /// The number of subscribers attached to the bus is now `subscribers`.
+    /// The buses of a [cutover](crate#cutover) count together here: a
+    /// subscriber moving from the old bus to the new one changes nothing.
+    /// (Per bus, see [`BusStats::subscribers`].)
     fn subscribers_changed(&self, subscribers: usize) {
         let _ = subscribers;
     }
