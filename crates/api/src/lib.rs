@@ -330,6 +330,9 @@ pub async fn serve_with(
     }
     let draining = Arc::new(watch::Sender::new(false));
     let app = build(engine, cfg, draining.clone()).merge(extra);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
