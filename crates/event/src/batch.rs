@@ -18,6 +18,8 @@ pub struct EventBatch {
     buf: BytesMut,
     count: usize,
     explicit: usize,
+    /// Events that name a session.
+    sessions: usize,
 }
 
 impl EventBatch {
@@ -32,6 +34,7 @@ impl EventBatch {
             buf: BytesMut::with_capacity(bytes),
             count: 0,
             explicit: 0,
+            sessions: 0,
         }
     }
 
@@ -140,6 +143,9 @@ impl EventBatch {
             flags |= FLAG_EXPLICIT_ID;
             self.explicit += 1;
         }
+        if flags & FLAG_SESSION != 0 {
+            self.sessions += 1;
+        }
         let id = id.unwrap_or(EventId::ZERO);
         let b = &mut self.buf;
         b.reserve(FRAME_HEADER_LEN + body_len);
@@ -180,9 +186,11 @@ impl EventBatch {
     }
 
     /// The `session` and `ts` of every event that names a session, in
-    /// order (for session statistics, without decoding whole events).
+    /// order (for session statistics, without decoding whole events). A
+    /// batch without sessions is not scanned at all.
     pub fn sessions(&self) -> impl Iterator<Item = (&str, Option<i64>)> + '_ {
-        self.frames().filter_map(|(_, body)| {
+        let frames = (self.sessions > 0).then(|| self.frames());
+        frames.into_iter().flatten().filter_map(|(_, body)| {
             if body[1] & FLAG_SESSION == 0 {
                 return None;
             }
