@@ -11,14 +11,18 @@ use busbar_engine::{EngineError, Principal, Scope, Transport};
 use busbar_event::{parse_event, EventBatch, EventId, StreamName};
 use busbar_store::{AppendOptions, TypeFilter};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::protocol::{error_frame, parse_from, ClientOp, From, SlowPolicy};
+use crate::queue::SendQueue;
 use crate::rooms::Room;
 use crate::sockets::SocketGuard;
 use crate::subscribe::{self, Filter, Outbox};
 use crate::{Live, LiveError};
+
+/// Most messages the writer encodes before one flush to the socket.
+const WRITE_BATCH: usize = 128;
 
 /// Aborts a subscription task when dropped.
 struct Task(AbortHandle);
@@ -48,26 +52,39 @@ pub(crate) async fn run(
 ) {
     let config = live.config.clone();
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(config.send_queue);
+    let queue = Arc::new(SendQueue::new(config.send_queue));
     let (close, mut closed) = watch::channel(false);
     let guard = Arc::new(guard);
     let out = Outbox {
-        tx,
+        queue: queue.clone(),
         close: close.clone(),
         guard: guard.clone(),
         write_deadline: config.write_deadline,
     };
 
-    // Writer: the only task that touches the sink.
+    // Writer: the only task that touches the sink. It takes every message
+    // waiting (up to WRITE_BATCH), encodes them into the WebSocket's
+    // buffer and flushes once: one write to the socket for the batch, not
+    // one per message. The write deadline bounds the whole batch.
     let writer_close = close.clone();
     let deadline = config.write_deadline;
+    let writer_queue = queue.clone();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            match tokio::time::timeout(deadline, sink.send(msg)).await {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while writer_queue.pop_many(&mut batch, WRITE_BATCH).await {
+            let written = tokio::time::timeout(deadline, async {
+                for msg in batch.drain(..) {
+                    sink.feed(msg).await?;
+                }
+                sink.flush().await
+            });
+            match written.await {
                 Ok(Ok(())) => {}
                 _ => break,
             }
         }
+        // Senders fail from now on instead of filling a queue nobody reads.
+        writer_queue.close();
         let _ = writer_close.send(true);
         let _ = sink.close().await;
     });
@@ -101,7 +118,7 @@ pub(crate) async fn run(
                     tracing::info!(socket = guard.id(), "closing a client that stopped answering heartbeats");
                     break;
                 }
-                if conn.out.tx.try_send(Message::Ping(Vec::new().into())).is_err() && conn.out.tx.is_closed() {
+                if conn.out.queue.try_push(Message::Ping(Vec::new().into())).is_err() {
                     break;
                 }
             }
@@ -113,6 +130,7 @@ pub(crate) async fn run(
     // Subscriptions and rooms end with the connection; the guard (dropped
     // with the last Arc) removes the socket and its room memberships.
     drop(conn);
+    queue.close();
     let _ = close.send(true);
     writer.abort();
 }
@@ -235,11 +253,14 @@ impl Conn {
             key,
             session: None,
         };
+        // On the feed before `subscribed` goes out: every event appended
+        // after the client reads that answer reaches the subscription.
+        let rx = self.live.feeds.subscribe(&stream).await;
         let reader = self.reader(stream, id.clone(), filter, slow);
         let task = match from {
-            From::Live => tokio::spawn(subscribe::live(reader)),
-            From::Id(start) => tokio::spawn(subscribe::resumable(reader, start)),
-            From::Time(ms) => tokio::spawn(subscribe::resumable(reader, EventId::new(ms, 0))),
+            From::Live => tokio::spawn(subscribe::live(reader, rx)),
+            From::Id(start) => tokio::spawn(subscribe::resumable(reader, start, rx)),
+            From::Time(ms) => tokio::spawn(subscribe::resumable(reader, EventId::new(ms, 0), rx)),
         };
         if self
             .subs
@@ -287,10 +308,16 @@ impl Conn {
             tenant: self.principal.tenant().map(str::to_owned),
             ..Filter::default()
         };
-        let reader = self.reader(stream, room.name(), filter, SlowPolicy::Drop);
         let task = match &room {
-            Room::Session(_) => tokio::spawn(subscribe::live(reader)),
-            Room::Broadcast(_) => tokio::spawn(subscribe::delayed(reader)),
+            Room::Session(_) => {
+                let rx = self.live.feeds.subscribe(&stream).await;
+                let reader = self.reader(stream, room.name(), filter, SlowPolicy::Drop);
+                tokio::spawn(subscribe::live(reader, rx))
+            }
+            Room::Broadcast(_) => {
+                let reader = self.reader(stream, room.name(), filter, SlowPolicy::Drop);
+                tokio::spawn(subscribe::delayed(reader))
+            }
         };
         // Re-joining replaces the old task (dropping it aborts it).
         self.rooms

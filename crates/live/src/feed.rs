@@ -1,36 +1,73 @@
 //! Live feeds: one per stream with subscribers. A tailer task follows the
-//! stream's log and broadcasts each new event, rendered once, to every live
-//! subscriber through a [`busbar_bus::Bus`]: bounded and lossy, so a slow
-//! subscriber misses events (and is told how many) but never slows the
-//! tailer or the others.
+//! stream's log and broadcasts each new event to every live subscriber
+//! through a [`busbar_bus::Bus`]: bounded and lossy, so a slow subscriber
+//! misses events (and is told how many) but never slows the tailer or the
+//! others. Each event's message is rendered once per subscription id and
+//! shared ([`LiveEvent::frame`]).
 //!
 //! Because the feed is fed from the log, a subscriber that must not lose
 //! anything can always go back to the log for what it missed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use busbar_bus::{Bus, RecvError, Subscriber};
 use busbar_engine::Engine;
-use busbar_event::{render_event, Event, EventId, StreamName};
+use busbar_event::{Event, EventId, StreamName};
 use busbar_store::ReadQuery;
 use parking_lot::Mutex;
 
-/// An event as the feed carries it: the event and its JSON, rendered once.
+use crate::protocol::event_frame;
+
+/// Distinct subscription ids whose `event` message an event keeps, built
+/// once and shared by every subscriber using that id.
+const FRAME_SLOTS: usize = 4;
+
+/// An event as the feed carries it. Its `event` message is rendered by
+/// the first subscriber that needs it, once per subscription id, and
+/// shared with every other subscriber using that id.
 #[derive(Debug)]
 pub struct LiveEvent {
     /// The event.
     pub event: Event,
-    /// `render_event` output.
-    pub json: String,
+    /// `event` messages already built, by subscription id. Clients of one
+    /// kind (a dashboard, an overlay) tend to use the same ids, so a
+    /// thousand subscribers usually share one message (a reference count)
+    /// instead of building a thousand copies.
+    frames: [OnceLock<(Box<str>, Utf8Bytes)>; FRAME_SLOTS],
+}
+
+impl LiveEvent {
+    /// An event of the feed.
+    pub fn new(event: Event) -> LiveEvent {
+        LiveEvent {
+            event,
+            frames: Default::default(),
+        }
+    }
+
+    /// The `{"type":"event","sub":<sub>,"event":...}` message for
+    /// subscription `sub` of `stream` (the feed's stream).
+    pub fn frame(&self, stream: &StreamName, sub: &str) -> Utf8Bytes {
+        for slot in &self.frames {
+            let (id, frame) =
+                slot.get_or_init(|| (sub.into(), event_frame(stream, sub, &self.event).into()));
+            if **id == *sub {
+                return frame.clone();
+            }
+        }
+        // More distinct ids than slots: this one gets its own copy.
+        event_frame(stream, sub, &self.event).into()
+    }
 }
 
 /// How often an idle tailer looks at the log without a wake-up.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// Events a tailer reads from the log at a time.
-const TAIL_BATCH: usize = 1024;
+/// Events a tailer reads from the log, and publishes, between two yields.
+const TAIL_BATCH: usize = 256;
 
 struct Feed {
     bus: Bus<Arc<LiveEvent>>,
@@ -71,6 +108,18 @@ pub enum Received {
     Closed,
 }
 
+/// What a batched live receive gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many events were added.
+    Events(usize),
+    /// This many events went by unseen (none were added); the next receive
+    /// continues after them.
+    Lagged(u64),
+    /// The feed ended (shutdown).
+    Closed,
+}
+
 impl FeedReceiver {
     /// The next event, or how many were missed.
     ///
@@ -81,6 +130,20 @@ impl FeedReceiver {
             Ok(e) => Received::Event(e),
             Err(RecvError::Lagged(n)) => Received::Lagged(n),
             Err(RecvError::Closed) => Received::Closed,
+        }
+    }
+
+    /// Waits for at least one event and moves up to `limit` ready ones into
+    /// `out`: a busy feed is drained in batches, with one wake-up for many
+    /// events.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: `out` is only extended when the future completes.
+    pub async fn recv_many(&mut self, out: &mut Vec<Arc<LiveEvent>>, limit: usize) -> Batch {
+        match self.rx.recv_many(out, limit.max(1)).await {
+            Ok(n) => Batch::Events(n),
+            Err(RecvError::Lagged(n)) => Batch::Lagged(n),
+            Err(RecvError::Closed) => Batch::Closed,
         }
     }
 }
@@ -186,15 +249,18 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, mut last: 
             let n = events.len();
             for event in events {
                 last = event.id();
-                let mut json = Vec::with_capacity(event.body().len() + 64);
-                render_event(&mut json, &stream, &event);
-                let json = String::from_utf8(json).unwrap_or_default();
-                // No subscriber is fine: they come and go.
-                let _ = feed.bus.publish(Arc::new(LiveEvent { event, json }));
+                // No subscriber is fine: they come and go. Rendering is
+                // left to the subscribers (see `LiveEvent::frame`).
+                let _ = feed.bus.publish(Arc::new(LiveEvent::new(event)));
             }
             if n < TAIL_BATCH {
                 break;
             }
+            // Let the subscribers this batch woke run before reading more.
+            // They were woken on this thread; a tailer that kept reading a
+            // busy stream would publish far ahead of them and make every
+            // one of them lag.
+            tokio::task::yield_now().await;
         }
         if engine.readiness().is_shutting_down() {
             return;

@@ -20,6 +20,7 @@ mod connection;
 pub mod feed;
 mod http;
 pub mod protocol;
+mod queue;
 pub mod rooms;
 pub mod sessions;
 pub mod sockets;

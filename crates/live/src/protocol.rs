@@ -25,10 +25,14 @@
 //! A subscription `from` an id or a time is resumable: it catches up from
 //! the log, then goes live with no gap and no duplicate; `from: "live"` is
 //! lossy and bounded (a slow client is told how many events it missed).
+//! `subscribed` is sent once the subscription is on the stream's feed: every
+//! event appended after the client reads it is delivered (or counted in a
+//! `lagged` notice).
 //! Room `session:<id>` delivers the session's events live (lossy);
 //! `broadcast:session:<id>` delivers them after the session's broadcast
 //! delay, from the log.
 
+use busbar_event::{render_event, Event, StreamName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -194,20 +198,47 @@ pub(crate) fn parse_from(raw: Option<&RawValue>) -> Result<From, &'static str> {
     }
 }
 
-/// Writes a JSON string (escaped) into `out`.
-pub(crate) fn push_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+/// Whether `s` goes into a JSON string as it is.
+fn needs_no_escape(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// `{"type":"event","sub":<sub>,"event":<json>}`.
-pub(crate) fn event_frame(sub: &str, json: &str) -> String {
-    let mut out = String::with_capacity(json.len() + sub.len() + 32);
-    out.push_str("{\"type\":\"event\",\"sub\":");
-    push_str(&mut out, sub);
-    out.push_str(",\"event\":");
-    out.push_str(json);
-    out.push('}');
-    out
+/// Writes a JSON string (escaped) into `out`.
+pub(crate) fn push_str(out: &mut String, s: &str) {
+    // Subscription ids rarely need escaping: copy those as they are.
+    if needs_no_escape(s) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    }
+}
+
+/// `{"type":"event","sub":<sub>,"event":<event rendered>}`, rendered
+/// straight into the one buffer that becomes the message.
+pub(crate) fn event_frame(stream: &StreamName, sub: &str, event: &Event) -> String {
+    const HEAD: &[u8] = b"{\"type\":\"event\",\"sub\":";
+    const MIDDLE: &[u8] = b",\"event\":";
+    // The rendered event is its stored body, less the binary header, plus
+    // its id, stream and receive time as text: this bound avoids a second
+    // allocation for every event.
+    let rendered = event.body().len() + stream.as_str().len() + 96;
+    let mut out = Vec::with_capacity(HEAD.len() + sub.len() + 2 + MIDDLE.len() + rendered + 1);
+    out.extend_from_slice(HEAD);
+    if needs_no_escape(sub) {
+        out.push(b'"');
+        out.extend_from_slice(sub.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, sub);
+    }
+    out.extend_from_slice(MIDDLE);
+    render_event(&mut out, stream, event);
+    out.push(b'}');
+    // Every piece is UTF-8 (stored events were validated as JSON text).
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// An error message, with the request's `ref` when it had one.
@@ -247,9 +278,28 @@ mod tests {
             panic!()
         };
         assert_eq!(e[0].get(), r#"{"type":"a","n":1.50}"#);
+    }
+
+    #[test]
+    fn event_frames_embed_the_rendered_event_and_escape_the_id() {
+        let mut batch = busbar_event::EventBatch::new();
+        batch
+            .push(&busbar_event::NewEvent::new("t", br#"{"n": 1}"#))
+            .unwrap();
+        batch.assign(1000, |_| busbar_event::EventId::new(1000, 0));
+        let event = busbar_event::BatchIter::new(batch.seal()).next().unwrap();
+        let stream = StreamName::new("s").unwrap();
+        let rendered =
+            r#"{"id":"1000-0","stream":"s","type":"t","received_at":1000,"data":{"n": 1}}"#;
+        let plain = event_frame(&stream, "dash-1", &event);
         assert_eq!(
-            event_frame("a\"b", "{}"),
-            r#"{"type":"event","sub":"a\"b","event":{}}"#
+            plain,
+            format!(r#"{{"type":"event","sub":"dash-1","event":{rendered}}}"#)
+        );
+        assert!(plain.capacity() >= plain.len(), "sized up front");
+        assert_eq!(
+            event_frame(&stream, "a\"b\t\u{1}", &event),
+            format!(r#"{{"type":"event","sub":"a\"b\t\u0001","event":{rendered}}}"#)
         );
     }
 }

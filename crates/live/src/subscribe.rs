@@ -4,19 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use busbar_engine::Principal;
-use busbar_event::{render_event, Event, EventId, StreamName};
+use busbar_event::{Event, EventId, StreamName};
 use busbar_store::{ReadQuery, TypeFilter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::feed::Received;
-use crate::protocol::{event_frame, SlowPolicy};
+use crate::feed::{Batch, FeedReceiver, Received};
+use crate::protocol::{event_frame, push_str, SlowPolicy};
+use crate::queue::{Closed, SendQueue};
 use crate::sockets::SocketGuard;
 use crate::Live;
 
 /// Events read from the log at a time when catching up or delaying.
 const LOG_BATCH: usize = 512;
+/// Events a live subscription takes from its feed at a time.
+const LIVE_BATCH: usize = 128;
 /// How often a delayed room looks for events that became due.
 const DELAY_TICK: Duration = Duration::from_millis(50);
 
@@ -47,7 +50,7 @@ impl Filter {
 /// and a way to close it.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    pub tx: mpsc::Sender<Message>,
+    pub queue: Arc<SendQueue>,
     pub close: watch::Sender<bool>,
     pub guard: Arc<SocketGuard>,
     pub write_deadline: Duration,
@@ -60,11 +63,15 @@ impl Outbox {
     /// Queues a message, waiting for room. Under the disconnect policy a
     /// message that cannot be queued within the write deadline closes the
     /// connection.
-    pub(crate) async fn send(&self, text: String, policy: SlowPolicy) -> Result<(), Gone> {
+    pub(crate) async fn send(
+        &self,
+        text: impl Into<Utf8Bytes>,
+        policy: SlowPolicy,
+    ) -> Result<(), Gone> {
         let msg = Message::Text(text.into());
         let sent = match policy {
             SlowPolicy::Disconnect => {
-                match tokio::time::timeout(self.write_deadline, self.tx.send(msg)).await {
+                match tokio::time::timeout(self.write_deadline, self.queue.push(msg)).await {
                     Ok(r) => r.is_ok(),
                     Err(_) => {
                         tracing::info!(
@@ -76,7 +83,7 @@ impl Outbox {
                     }
                 }
             }
-            SlowPolicy::Drop => self.tx.send(msg).await.is_ok(),
+            SlowPolicy::Drop => self.queue.push(msg).await.is_ok(),
         };
         if sent {
             self.guard.sent(1);
@@ -87,25 +94,50 @@ impl Outbox {
     }
 
     /// Queues a message if there is room now; `Ok(false)` when full.
-    pub(crate) fn try_send(&self, text: String) -> Result<bool, Gone> {
-        match self.tx.try_send(Message::Text(text.into())) {
-            Ok(()) => {
-                self.guard.sent(1);
-                Ok(true)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Gone),
+    pub(crate) fn try_send(&self, text: impl Into<Utf8Bytes>) -> Result<bool, Gone> {
+        let queued = self
+            .queue
+            .try_push(Message::Text(text.into()))
+            .map_err(|Closed| Gone)?;
+        if queued {
+            self.guard.sent(1);
         }
+        Ok(queued)
+    }
+
+    /// Queues as many of `msgs`, in order, as there is room for now, under
+    /// one lock; returns how many. `msgs` is left empty: what did not fit
+    /// is dropped.
+    pub(crate) fn try_send_many(&self, msgs: &mut Vec<Message>) -> Result<usize, Gone> {
+        let count = msgs.len();
+        let queued = self
+            .queue
+            .try_push_many(&mut msgs.drain(..), count)
+            .map_err(|Closed| Gone)?;
+        self.guard.sent(queued as u64);
+        Ok(queued)
     }
 }
 
+/// `{"type":"lagged","sub":<sub>,"missed":<n>}`.
 fn lagged_frame(sub: &str, missed: u64) -> String {
-    serde_json::json!({"type": "lagged", "sub": sub, "missed": missed}).to_string()
+    let mut out = String::with_capacity(sub.len() + 48);
+    out.push_str("{\"type\":\"lagged\",\"sub\":");
+    push_str(&mut out, sub);
+    out.push_str(",\"missed\":");
+    out.push_str(&missed.to_string());
+    out.push('}');
+    out
 }
 
 /// A lossy live subscription: new events as they come; a slow client
-/// misses events and is told how many.
-pub(crate) async fn live(r: Reader) {
+/// misses events and is told how many. `rx` was subscribed before the
+/// client was told `subscribed`, so every event appended after that
+/// answer reaches it (unless it lags).
+///
+/// Events are taken from the feed up to [`LIVE_BATCH`] at a time: under
+/// load one wake-up of this task covers many events.
+pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
     let Reader {
         live,
         stream,
@@ -115,47 +147,66 @@ pub(crate) async fn live(r: Reader) {
         out,
         ..
     } = r;
-    let mut rx = live.feeds.subscribe(&stream).await;
-    let metrics = live.engine.metrics().clone();
+    let metrics = live.engine.metrics();
+    let delivered_total = metrics.ws_delivered.get(["live"]);
+    let dropped_total = metrics.ws_dropped.get(["live"]);
     let mut missed = 0u64;
+    let mut batch = Vec::with_capacity(LIVE_BATCH);
+    let mut frames = Vec::with_capacity(LIVE_BATCH + 1);
     loop {
-        let event = match rx.recv().await {
-            Received::Event(e) => e,
-            Received::Lagged(n) => {
+        match rx.recv_many(&mut batch, LIVE_BATCH).await {
+            Batch::Events(_) => {}
+            Batch::Lagged(n) => {
                 missed += n;
                 out.guard.dropped(n);
-                metrics.ws_dropped.get(["live"]).add(n);
+                dropped_total.add(n);
                 continue;
             }
-            Received::Closed => return,
-        };
-        if !filter.matches(&event.event) {
-            continue;
+            Batch::Closed => return,
         }
-        if missed > 0 {
-            match out.try_send(lagged_frame(&sub, missed)) {
-                Ok(true) => missed = 0,
-                Ok(false) => {}
-                Err(Gone) => return,
+        let matching = batch.drain(..).filter(|e| filter.matches(&e.event));
+        let (delivered, dropped) = match policy {
+            SlowPolicy::Drop => {
+                // The notice of what was missed goes first, then the
+                // batch's events, all under one lock of the send queue.
+                let notice = missed > 0;
+                if notice {
+                    frames.push(Message::Text(lagged_frame(&sub, missed).into()));
+                }
+                frames.extend(matching.map(|e| Message::Text(e.frame(&stream, &sub))));
+                let events = (frames.len() - usize::from(notice)) as u64;
+                let Ok(queued) = out.try_send_many(&mut frames) else {
+                    return;
+                };
+                if notice && queued > 0 {
+                    missed = 0;
+                }
+                let delivered = (queued - usize::from(notice && queued > 0)) as u64;
+                missed += events - delivered;
+                (delivered, events - delivered)
             }
-        }
-        let frame = event_frame(&sub, &event.json);
-        let delivered = match policy {
-            SlowPolicy::Drop => match out.try_send(frame) {
-                Ok(sent) => sent,
-                Err(Gone) => return,
-            },
-            SlowPolicy::Disconnect => match out.send(frame, policy).await {
-                Ok(()) => true,
-                Err(Gone) => return,
-            },
+            SlowPolicy::Disconnect => {
+                let mut delivered = 0;
+                for event in matching {
+                    if missed > 0 {
+                        match out.try_send(lagged_frame(&sub, missed)) {
+                            Ok(true) => missed = 0,
+                            Ok(false) => {}
+                            Err(Gone) => return,
+                        }
+                    }
+                    if out.send(event.frame(&stream, &sub), policy).await.is_err() {
+                        return;
+                    }
+                    delivered += 1;
+                }
+                (delivered, 0)
+            }
         };
-        if delivered {
-            metrics.ws_delivered.get(["live"]).inc();
-        } else {
-            missed += 1;
-            out.guard.dropped(1);
-            metrics.ws_dropped.get(["live"]).inc();
+        delivered_total.add(delivered);
+        if dropped > 0 {
+            out.guard.dropped(dropped);
+            dropped_total.add(dropped);
         }
     }
 }
@@ -197,9 +248,7 @@ impl Reader {
             for e in events {
                 last = e.id();
                 if self.filter.matches(&e) {
-                    let mut json = Vec::with_capacity(e.body().len() + 64);
-                    render_event(&mut json, &self.stream, &e);
-                    let frame = event_frame(&self.sub, &String::from_utf8_lossy(&json));
+                    let frame = event_frame(&self.stream, &self.sub, &e);
                     self.out.send(frame, self.policy).await.ok()?;
                     self.live
                         .engine
@@ -219,9 +268,10 @@ impl Reader {
 /// A resumable subscription from `start` (inclusive): catch up from the
 /// log, then go live; events the live feed skipped (lag) are read from the
 /// log again, so nothing is lost and nothing repeats.
-pub(crate) async fn resumable(r: Reader, start: EventId) {
-    // Subscribe first: whatever is appended while catching up is in the feed.
-    let mut rx = r.live.feeds.subscribe(&r.stream).await;
+///
+/// `rx` was subscribed before catching up starts, so whatever is appended
+/// meanwhile is in the feed.
+pub(crate) async fn resumable(r: Reader, start: EventId, mut rx: FeedReceiver) {
     let Some(mut last) = r
         .catch_up(start.predecessor().unwrap_or(EventId::ZERO), EventId::MAX)
         .await
@@ -238,7 +288,7 @@ pub(crate) async fn resumable(r: Reader, start: EventId) {
                 last = id;
                 if r.filter.matches(&e.event) {
                     if r.out
-                        .send(event_frame(&r.sub, &e.json), r.policy)
+                        .send(e.frame(&r.stream, &r.sub), r.policy)
                         .await
                         .is_err()
                     {
@@ -281,7 +331,7 @@ pub(crate) async fn delayed(r: Reader) {
             Some(pos) => last = pos,
             None => return,
         }
-        if r.out.tx.is_closed() {
+        if r.out.queue.is_closed() {
             return;
         }
         tokio::time::sleep(DELAY_TICK).await;
