@@ -55,6 +55,14 @@ pub enum BenchError {
         /// The first error line.
         first: String,
     },
+    /// A subscriber could not subscribe.
+    #[error("{system} did not take a subscription: {reason}")]
+    Subscribe {
+        /// `busbar` or `nats`.
+        system: &'static str,
+        /// What happened.
+        reason: String,
+    },
     /// A connection ended before every event was acknowledged.
     #[error("{system} closed a producer connection with {missing} events unacknowledged")]
     Closed {
@@ -62,6 +70,28 @@ pub enum BenchError {
         system: &'static str,
         /// Events sent and never answered.
         missing: u64,
+    },
+    /// NATS answered with an error or broke its protocol.
+    #[error("NATS: {message}")]
+    Nats {
+        /// What NATS said, or what was unexpected.
+        message: String,
+    },
+    /// A NATS address that is not on the loopback interface.
+    #[error("NATS address {addr} is not a loopback address")]
+    NatsAddr {
+        /// The address given.
+        addr: std::net::SocketAddr,
+    },
+    /// The open-file limit cannot cover every connection.
+    #[error(
+        "the bench needs {need} open files but the hard limit is {hard} (raise it with ulimit -Hn)"
+    )]
+    FileLimit {
+        /// Files needed.
+        need: u64,
+        /// The hard `RLIMIT_NOFILE`.
+        hard: u64,
     },
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]

@@ -28,11 +28,16 @@
 //!
 //! Everything is bounded: a fixed event count per run, a time limit per run,
 //! and loopback addresses only.
+//!
+//! [`fanout::run`] is `busbar bench fanout`: live fan-out from one
+//! publisher to many WebSocket subscribers of a fresh daemon, against the
+//! same shape on NATS core pub/sub; see its module docs.
 
 #![warn(missing_docs)]
 
 mod daemon;
 mod error;
+pub mod fanout;
 pub mod ingest;
 mod load;
 mod redis;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use busbar_bench::fanout::{self, PublishVia, Shape};
 use busbar_bench::ingest::{Level, Plan, Transport};
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -23,6 +24,14 @@ enum Scenario {
     /// ephemeral loopback ports. Redis' persistence settings are changed for
     /// each level and put back afterwards, and the bench's keys deleted.
     Ingest(IngestArgs),
+    /// Live fan-out over WebSocket against NATS core pub/sub, at several
+    /// subscriber counts.
+    ///
+    /// For each count, starts its own `busbar serve --memory`, subscribes
+    /// that many WebSocket clients live to one stream and publishes the
+    /// events from one producer; then the same against NATS (subscribers
+    /// on one subject, the same event bytes).
+    Fanout(FanoutArgs),
     /// Consumer-group delivery with acks against Redis XREADGROUP/XACK and
     /// NATS JetStream pull consumers, at each durability level.
     ///
@@ -97,11 +106,114 @@ struct IngestArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct FanoutArgs {
+    /// Subscriber counts, one run (shape) each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,1000")]
+    clients: Vec<usize>,
+    /// Events published per shape: one count for every shape, or one per
+    /// `--clients` entry.
+    #[arg(long, value_delimiter = ',', default_value = "500000,200000,20000")]
+    events: Vec<u64>,
+    /// Bytes of each event's JSON (the same bytes for both systems).
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Events per second (default: as fast as the connection takes them).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// busbar's publishing transport (NATS is published to over TCP).
+    #[arg(long, value_enum, default_value = "tcp")]
+    publish_via: PublishArg,
+    /// Longest publishing time per run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    /// A subscriber silent this long (ms) after publishing ended is done.
+    #[arg(long, default_value_t = 1000)]
+    quiet_ms: u64,
+    /// NATS to compare with (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats_addr: std::net::SocketAddr,
+    /// Measure busbar alone.
+    #[arg(long)]
+    no_nats: bool,
+    /// Threads of the subscribers' client (the publisher has its own).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Runs of each system per shape, alternating busbar and NATS; the
+    /// median run is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// A config file for the daemons (`busbar serve --config`), e.g. a
+    /// `[live]` section with other limits than the defaults.
+    #[arg(long)]
+    busbar_config: Option<PathBuf>,
+    /// Directory for the daemons' temporary data (default: the system's
+    /// temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PublishArg {
+    Tcp,
+    Unix,
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.scenario {
         Scenario::Ingest(a) => ingest(a),
         Scenario::Groups(a) => crate::bench_groups::run(a),
+        Scenario::Fanout(a) => fanout_bench(a),
     }
+}
+
+fn fanout_bench(a: FanoutArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !a.clients.is_empty() && a.clients.iter().all(|&c| c > 0),
+        "--clients takes subscriber counts of at least 1"
+    );
+    anyhow::ensure!(
+        a.events.len() == 1 || a.events.len() == a.clients.len(),
+        "--events takes one count, or one per --clients entry ({})",
+        a.clients.len()
+    );
+    let shapes = a
+        .clients
+        .iter()
+        .zip(a.events.iter().cycle())
+        .map(|(&subscribers, &events)| Shape {
+            subscribers,
+            events,
+        })
+        .collect();
+    let plan = fanout::Plan {
+        exe: std::env::current_exe().context("cannot find the busbar executable")?,
+        shapes,
+        payload_bytes: a.payload_bytes,
+        rate: a.rate.filter(|&r| r > 0),
+        publish_via: match a.publish_via {
+            PublishArg::Tcp => PublishVia::Tcp,
+            PublishArg::Unix => PublishVia::Unix,
+        },
+        max_run: Duration::from_secs(a.max_seconds.max(1)),
+        quiet: Duration::from_millis(a.quiet_ms.max(1)),
+        nats: (!a.no_nats).then_some(a.nats_addr),
+        work_dir: a.work_dir,
+        client_threads: a.client_threads.max(1),
+        rounds: a.rounds.max(1),
+        busbar_config: a.busbar_config,
+    };
+    let progress = |line: &str| eprintln!("busbar bench: {line}");
+    let report = fanout::run(&plan, &progress).context("bench fanout failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,8 @@
 //! - `busbar cmd <name> [json]`: a command on the command socket;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
-//! - `busbar bench ingest`: busbar's ingest against Redis `XADD`.
+//! - `busbar bench ingest | fanout`: busbar's ingest against Redis `XADD`,
+//!   its live fan-out against NATS.
 
 mod bench;
 mod bench_groups;
@@ -48,7 +49,7 @@ enum Command {
     Range(read::RangeArgs),
     /// List streams.
     Streams(read::StreamsArgs),
-    /// Run a load scenario against a fresh daemon (and Redis).
+    /// Run a load scenario against a fresh daemon (and Redis or NATS).
     Bench(bench::BenchArgs),
     /// Consumer groups: list, info, create, delete, pending, pause, resume,
     /// consume.
