@@ -174,7 +174,8 @@ impl<T> Bus<T> {
 
 impl<T> Bus<T> {
     /// Publishes `value` to every subscriber, without waiting for any of
-    /// them; returns its sequence number. Publishing with no subscribers
+    /// them to receive it (see [Lagging](crate#lagging) for the one
+    /// bounded exception); returns its sequence number. Publishing with no subscribers
     /// succeeds (the event is counted, and retained for nobody).
     ///
     /// On a bus that was cut over, publishes to the newest bus.

@@ -46,9 +46,12 @@
 //! event is older than that has lagged: its next receive returns
 //! [`RecvError::Lagged(n)`](RecvError::Lagged), `n` being exactly how many
 //! events it missed, and the receive after that returns the oldest event
-//! the bus still retains. The publisher is never slowed down by it. Every
-//! `n` handed out is added to [`BusStats::overflow_dropped_total`] and
-//! reported to the [`BusObserver`].
+//! the bus still retains. The publisher does not wait for it: the one
+//! moment a publisher can wait on a subscriber is when it recycles a block
+//! that a lagging subscriber is copying out of at that very instant, and
+//! then only until those (at most 64) clones are done. Every `n` handed
+//! out is added to [`BusStats::overflow_dropped_total`] and reported to the
+//! [`BusObserver`].
 //!
 //! ```
 //! use busbar_bus::{Bus, TryRecvError};
