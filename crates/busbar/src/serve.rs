@@ -32,6 +32,7 @@ struct Addresses {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     crate::logging::init(&config.log)?;
+    raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = worker_threads(&config) {
         builder.worker_threads(workers);
@@ -288,6 +289,40 @@ fn live_config(config: &Config) -> busbar_live::LiveConfig {
             ..busbar_live::sessions::SessionConfig::default()
         },
         ..busbar_live::LiveConfig::default()
+    }
+}
+
+/// Raises the soft open-file limit to the hard one. Every WebSocket client,
+/// producer connection and segment file holds a descriptor, and the usual
+/// soft default (1024) is below `[live] max_connections` alone.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
+    } else {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the open-file limit"
+        );
     }
 }
 
