@@ -267,12 +267,16 @@ impl<T> Shared<T> {
         lock(&self.successor).clone()
     }
 
-    /// The last bus along the chain of cutovers starting at `this`.
+    /// The last bus along the chain of cutovers starting at `this`,
+    /// starting from the newest one `this` knows of.
     pub(crate) fn newest(this: &Arc<Self>) -> Arc<Self> {
-        let mut newest = this.clone();
+        let Some(mut newest) = this.forward() else {
+            return this.clone();
+        };
         while let Some(next) = newest.successor() {
             newest = next;
         }
+        this.set_forward(&newest);
         newest
     }
 
