@@ -121,6 +121,19 @@ pub enum Batch {
 }
 
 impl FeedReceiver {
+    /// The message for `event` (an event of this feed) to subscription
+    /// `sub` of `stream`. Shared through [`LiveEvent::frame`] when the feed
+    /// has other subscribers; built for this one alone otherwise, so that
+    /// it is freed where it is written instead of being kept with the event
+    /// and freed on the tailer's thread when the feed drops the event.
+    pub fn frame(&self, event: &LiveEvent, stream: &StreamName, sub: &str) -> Utf8Bytes {
+        if self.feed.subscribers.load(Ordering::Relaxed) > 1 {
+            event.frame(stream, sub)
+        } else {
+            event_frame(stream, sub, &event.event).into()
+        }
+    }
+
     /// The next event, or how many were missed.
     ///
     /// # Cancel safety
