@@ -775,6 +775,9 @@ impl Writer {
         let Some(ws) = self.streams.remove(name) else {
             return Ok(false);
         };
+        // A directory created since the last sync is going away: nothing
+        // in it needs syncing any more.
+        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
         self.shared.streams.write().remove(name);
         drop(ws.active);
         // Renamed first, so a crash mid-removal never leaves half a stream.
