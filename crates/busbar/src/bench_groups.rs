@@ -145,6 +145,19 @@ impl Outcome {
     }
 }
 
+/// Runs `f` within the bound of a whole system's run: preparing (pre-fill,
+/// settings) is bounded too, so a peer that stops answering ends that run,
+/// not the bench.
+pub(crate) async fn bounded<T>(
+    work: &Work,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let bound = work.max_run * 4 + Duration::from_secs(60);
+    tokio::time::timeout(bound, f)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no result within {bound:?}")))
+}
+
 /// A latency histogram in microseconds, up to a minute.
 pub(crate) fn histogram() -> Histogram<u64> {
     // 3 significant digits up to 60 s cannot be refused.
@@ -224,13 +237,16 @@ pub fn run(a: GroupsArgs) -> anyhow::Result<ExitCode> {
                     row.system,
                     level.name()
                 ));
-                let result = match row.system {
-                    "busbar" => {
-                        runtime.block_on(busbar::run(&exe, always, a.work_dir.as_deref(), &work))
+                let result = runtime.block_on(async {
+                    match row.system {
+                        "busbar" => {
+                            let run = busbar::run(&exe, always, a.work_dir.as_deref(), &work);
+                            bounded(&work, run).await
+                        }
+                        "redis" => redis::run(&a.redis_addr, always, &work).await,
+                        _ => nats::run(&a.nats_addr, always, &work).await,
                     }
-                    "redis" => runtime.block_on(redis::run(&a.redis_addr, always, &work)),
-                    _ => runtime.block_on(nats::run(&a.nats_addr, always, &work)),
-                };
+                });
                 match result {
                     Ok(o) => {
                         progress(&format!("{:.0} events/s", o.rate()));

@@ -290,9 +290,10 @@ pub(crate) async fn run(
         })
         .collect();
     let mut latency = histogram();
+    let mut tasks = tasks;
     let joined = tokio::time::timeout(work.max_run, async {
         let mut result = Ok(());
-        for t in tasks {
+        for t in &mut tasks {
             match t.await {
                 Ok(Ok(h)) => {
                     let _ = latency.add(&h);
@@ -304,6 +305,10 @@ pub(crate) async fn run(
         result
     })
     .await;
+    // Consumers still running (a time-out, a failed peer) stop here.
+    for t in &tasks {
+        t.abort();
+    }
     let elapsed = finished
         .get()
         .map_or_else(|| started.elapsed(), |t| *t - started);

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{histogram, loopback, record, Outcome, Work};
+use super::{bounded, histogram, loopback, record, Outcome, Work};
 
 const STREAM: &str = "BUSBAR_BENCH_GROUPS";
 const SUBJECT: &str = "busbar.bench.groups";
@@ -327,14 +327,19 @@ async fn measure(addr: SocketAddr, work: &Work) -> anyhow::Result<Outcome> {
         })
         .collect();
     let mut latency = histogram();
+    let mut tasks = tasks;
     let joined = tokio::time::timeout(work.max_run, async {
-        for t in tasks {
+        for t in &mut tasks {
             let h = t.await??;
             let _ = latency.add(&h);
         }
         Ok::<_, anyhow::Error>(())
     })
     .await;
+    // Consumers still running (a time-out, a failed peer) stop here.
+    for t in &tasks {
+        t.abort();
+    }
     let elapsed = finished
         .get()
         .map_or_else(|| started.elapsed(), |t| *t - started);
@@ -353,7 +358,7 @@ async fn measure(addr: SocketAddr, work: &Work) -> anyhow::Result<Outcome> {
 pub(crate) async fn run(addr: &str, always: bool, work: &Work) -> anyhow::Result<Outcome> {
     let addr = loopback(addr)?;
     let mut c = Conn::connect(addr).await?;
-    let result = async {
+    let result = bounded(work, async {
         prepare(&mut c, always, work).await?;
         let outcome = measure(addr, work).await?;
         // Acks are not answered: the consumer must hold nothing pending.
@@ -370,10 +375,13 @@ pub(crate) async fn run(addr: &str, always: bool, work: &Work) -> anyhow::Result
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
+    })
     .await;
-    let _ = c
-        .request(&format!("$JS.API.STREAM.DELETE.{STREAM}"), "")
-        .await;
+    // On a fresh connection: a run cut short may leave answers unread.
+    if let Ok(mut fresh) = Conn::connect(addr).await {
+        let _ = fresh
+            .request(&format!("$JS.API.STREAM.DELETE.{STREAM}"), "")
+            .await;
+    }
     result
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{histogram, loopback, record, Outcome, Work};
+use super::{bounded, histogram, loopback, record, Outcome, Work};
 
 const KEY: &str = "busbar-bench-groups";
 const GROUP: &str = "g";
@@ -361,14 +361,19 @@ async fn measure(addr: SocketAddr, work: &Work) -> anyhow::Result<Outcome> {
         })
         .collect();
     let mut latency = histogram();
+    let mut tasks = tasks;
     let joined = tokio::time::timeout(work.max_run, async {
-        for t in tasks {
+        for t in &mut tasks {
             let h = t.await??;
             let _ = latency.add(&h);
         }
         Ok::<_, anyhow::Error>(())
     })
     .await;
+    // Consumers still running (a time-out, a failed peer) stop here.
+    for t in &tasks {
+        t.abort();
+    }
     let elapsed = finished
         .get()
         .map_or_else(|| started.elapsed(), |t| *t - started);
@@ -388,13 +393,17 @@ pub(crate) async fn run(addr: &str, always: bool, work: &Work) -> anyhow::Result
     let addr = loopback(addr)?;
     let mut c = Conn::connect(addr).await?;
     let saved = save(&mut c).await?;
-    let result = async {
+    let result = bounded(work, async {
         configure(&mut c, always).await?;
         prefill(&mut c, work).await?;
         measure(addr, work).await
-    }
+    })
     .await;
-    let restored = restore(&mut c, &saved).await;
+    // On a fresh connection: a run cut short may leave replies unread.
+    let restored = match Conn::connect(addr).await {
+        Ok(mut fresh) => restore(&mut fresh, &saved).await,
+        Err(e) => Err(e),
+    };
     let outcome = result?;
     restored.context("cannot put Redis' settings back")?;
     Ok(outcome)
