@@ -27,6 +27,8 @@ mod redis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -156,6 +158,52 @@ pub(crate) async fn bounded<T>(
     tokio::time::timeout(bound, f)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no result within {bound:?}")))
+}
+
+/// Runs `work.consumers` consumers made by `spawn` (its arguments: the
+/// consumer's number, the shared count of acked events, and the moment that
+/// count reached `work.events`), waits for them within `work.max_run`, and
+/// measures the run. A consumer still running at the bound is stopped.
+pub(crate) async fn measure_consumers(
+    work: &Work,
+    peer: &str,
+    spawn: impl Fn(
+        usize,
+        Arc<AtomicU64>,
+        Arc<OnceLock<Instant>>,
+    ) -> tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>,
+) -> anyhow::Result<Outcome> {
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(OnceLock::new());
+    let started = Instant::now();
+    let mut tasks: Vec<_> = (0..work.consumers)
+        .map(|n| spawn(n, done.clone(), finished.clone()))
+        .collect();
+    let mut latency = histogram();
+    let joined = tokio::time::timeout(work.max_run, async {
+        for t in &mut tasks {
+            let h = t.await??;
+            let _ = latency.add(&h);
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    // Consumers still running (a time-out, a failed peer) stop here.
+    for t in &tasks {
+        t.abort();
+    }
+    let elapsed = finished
+        .get()
+        .map_or_else(|| started.elapsed(), |t| *t - started);
+    match joined {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!("{peer} did not finish within {:?}", work.max_run),
+    }
+    Ok(Outcome {
+        events: done.load(Ordering::Acquire),
+        elapsed,
+        latency,
+    })
 }
 
 /// A latency histogram in microseconds, up to a minute.

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{bounded, histogram, loopback, record, Outcome, Work};
+use super::{bounded, histogram, loopback, measure_consumers, record, Outcome, Work};
 
 const KEY: &str = "busbar-bench-groups";
 const GROUP: &str = "g";
@@ -346,46 +346,10 @@ async fn consume(
 }
 
 async fn measure(addr: SocketAddr, work: &Work) -> anyhow::Result<Outcome> {
-    let done = Arc::new(AtomicU64::new(0));
-    let finished = Arc::new(OnceLock::new());
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..work.consumers)
-        .map(|n| {
-            tokio::spawn(consume(
-                addr,
-                format!("c{n}"),
-                work.clone(),
-                done.clone(),
-                finished.clone(),
-            ))
-        })
-        .collect();
-    let mut latency = histogram();
-    let mut tasks = tasks;
-    let joined = tokio::time::timeout(work.max_run, async {
-        for t in &mut tasks {
-            let h = t.await??;
-            let _ = latency.add(&h);
-        }
-        Ok::<_, anyhow::Error>(())
+    measure_consumers(work, "Redis", |n, done, finished| {
+        tokio::spawn(consume(addr, format!("c{n}"), work.clone(), done, finished))
     })
-    .await;
-    // Consumers still running (a time-out, a failed peer) stop here.
-    for t in &tasks {
-        t.abort();
-    }
-    let elapsed = finished
-        .get()
-        .map_or_else(|| started.elapsed(), |t| *t - started);
-    match joined {
-        Ok(r) => r?,
-        Err(_) => bail!("Redis did not finish within {:?}", work.max_run),
-    }
-    Ok(Outcome {
-        events: done.load(Ordering::Acquire),
-        elapsed,
-        latency,
-    })
+    .await
 }
 
 /// Configures Redis, pre-fills, measures, and puts everything back.
