@@ -68,8 +68,13 @@ fn worker_threads(config: &Config) -> Option<usize> {
 
 async fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
     let storage = &config.storage;
+    let retention = Retention {
+        max_len: storage.retention.max_len,
+        max_age: storage.retention.max_age.map(|d| d.0),
+        max_bytes: storage.retention.max_bytes.map(|b| b.bytes()),
+    };
     match storage.backend {
-        Backend::Memory => Ok(Arc::new(MemoryStore::new())),
+        Backend::Memory => Ok(Arc::new(MemoryStore::with_retention(retention))),
         Backend::Embedded => {
             let mut embedded = EmbeddedConfig::new(storage.data_dir.clone());
             embedded.durability = storage.durability;
@@ -80,11 +85,7 @@ async fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<A
                 OnCorruption::Fail => CorruptionPolicy::Fail,
                 OnCorruption::Quarantine => CorruptionPolicy::Quarantine,
             };
-            embedded.retention = Retention {
-                max_len: storage.retention.max_len,
-                max_age: storage.retention.max_age.map(|d| d.0),
-                max_bytes: storage.retention.max_bytes.map(|b| b.bytes()),
-            };
+            embedded.retention = retention;
             embedded.observer = Some(metrics.clone());
             let dir = storage.data_dir.display().to_string();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(embedded))

@@ -5,6 +5,10 @@
 //! Events of one batch share one buffer, so a batch costs one allocation
 //! whatever its size; a buffer is freed when the last of its events is
 //! trimmed or deleted.
+//!
+//! [`MemoryStore::with_retention`] bounds every stream: the limits are
+//! applied exactly, on each append (the embedded engine applies the same
+//! limits in whole segments).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use busbar_event::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::embedded::Retention;
 use crate::group::host::{self, GroupHost};
 use crate::group::{
     self as groups, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
@@ -27,6 +32,7 @@ use crate::{AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, Stream
 pub struct MemoryStore {
     streams: RwLock<BTreeMap<StreamName, Arc<Mutex<MemStream>>>>,
     closed: std::sync::atomic::AtomicBool,
+    retention: Retention,
 }
 
 #[derive(Debug)]
@@ -114,15 +120,36 @@ impl MemStream {
         (before - self.events.len()) as u64
     }
 
+    /// Applies the store-wide limits after an append.
+    fn retain(&mut self, r: Retention) {
+        if let Some(max) = r.max_len {
+            self.trim(Trim::MaxLen { max, approx: false });
+        }
+        if let Some(max) = r.max_bytes {
+            self.trim(Trim::MaxBytes { max });
+        }
+        if let Some(age) = r.max_age {
+            self.trim(Trim::MaxAge { age, approx: false });
+        }
+    }
+
     fn position(&self, id: EventId) -> usize {
         self.events.partition_point(|e| e.id() < id)
     }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps everything until it is trimmed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that trims every stream to `retention` as it appends.
+    pub fn with_retention(retention: Retention) -> Self {
+        MemoryStore {
+            retention,
+            ..Self::default()
+        }
     }
 
     fn stream(&self, name: &StreamName) -> Result<Arc<Mutex<MemStream>>> {
@@ -178,6 +205,7 @@ impl MemoryStore {
         if let Some(trim) = opts.trim {
             s.trim(trim);
         }
+        s.retain(self.retention);
         Ok(ids)
     }
 

@@ -129,7 +129,9 @@ pub enum CorruptionPolicy {
     Quarantine,
 }
 
-/// Automatic retention, applied approximately whenever a segment is sealed.
+/// Automatic retention. The embedded engine applies it approximately, in
+/// whole segments, whenever a segment is sealed; the memory engine applies
+/// it exactly on every append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
     /// Keep at least this many newest events, dropping older segments.
