@@ -61,6 +61,12 @@ pub(crate) struct Batcher {
     default_stream: StreamName,
     limits: Limits,
     acks: bool,
+    /// Whether a live op hands the connection over (a live hub is
+    /// installed) rather than being answered as unsupported.
+    live: bool,
+    /// No line was pushed yet: even a connection without acks can switch
+    /// to the live protocol (its output is still open).
+    fresh: bool,
     max_batch: usize,
     /// Chunk size, in record bytes, past which reading pauses until the
     /// publisher takes the chunk (bounds a connection's memory).
@@ -98,6 +104,8 @@ impl Batcher {
                 max_event_bytes: max_line,
             },
             acks,
+            live: false,
+            fresh: true,
             max_batch,
             max_chunk_bytes: (4 * 1024 * 1024).max(max_line * 2),
             batches: Vec::new(),
@@ -106,6 +114,13 @@ impl Batcher {
             open: Vec::new(),
             names: StreamNames::new(HELD_STREAM_NAMES),
         }
+    }
+
+    /// Whether live ops hand the connection over (see
+    /// [`Batcher::push_line`]).
+    pub(crate) fn with_live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -147,10 +162,19 @@ impl Batcher {
     /// Parses a line: a group op joins the answer order (and closes the
     /// open batches, so later events are appended after it runs); an event
     /// joins its stream's batch.
-    pub(crate) fn push_line(&mut self, line: &[u8]) {
+    ///
+    /// Returns `false`, taking nothing, for a live op when live ops hand
+    /// the connection over ([`Batcher::with_live`]) and the connection
+    /// answers or sent nothing else yet: the caller switches protocols
+    /// there.
+    pub(crate) fn push_line(&mut self, line: &[u8]) -> bool {
+        let fresh = std::mem::replace(&mut self.fresh, false);
         if let Some(op) = ops::parse(line, &self.default_stream) {
+            if self.live && (self.acks || fresh) && matches!(op, Ok(Op::Live { .. })) {
+                return false;
+            }
             self.push_op(op, line.len());
-            return;
+            return true;
         }
         match self.try_push(line) {
             Ok(batch) => {
@@ -160,6 +184,7 @@ impl Batcher {
             }
             Err(e) => self.refuse(&e),
         }
+        true
     }
 
     fn push_op(&mut self, op: Result<Op, ErrorLine>, len: usize) {

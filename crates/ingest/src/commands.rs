@@ -57,7 +57,7 @@ pub async fn serve_commands(
     accept
         .run(
             || socket.listener().accept(),
-            move |stream: UnixStream| {
+            move |stream: UnixStream, _| {
                 let engine = engine.clone();
                 let shutdown = shutdown.clone();
                 async move { serve_connection(stream, &engine, shutdown).await }

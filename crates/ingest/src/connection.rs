@@ -1,7 +1,9 @@
 //! One producer connection: hello, reading and batching on one side,
-//! publishing and answering on the other, joined by a bounded queue.
+//! publishing and answering on the other, joined by a bounded queue; and
+//! the hand-over to the live hub when the connection sends a live op.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -16,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batcher::{Batcher, Chunk, ErrorLine, Slot};
 use crate::lines::{is_blank, Line, LineSplitter};
+use crate::live::{LiveConnection, LiveUpgrade};
 use crate::ops::{self, Op};
 
 /// Bytes asked of the socket per read.
@@ -38,6 +41,34 @@ enum Work {
     Chunk(Chunk),
     /// Answer this and close (bad hello, bad token).
     Refuse(ErrorLine),
+    /// Everything before was answered: hand the writer back for the live
+    /// hub.
+    Live,
+}
+
+/// What the reader keeps when the connection switches to the live
+/// protocol.
+struct Switch {
+    principal: Principal,
+    /// The live op's line (with its `\n`), then the bytes read after it.
+    buffered: BytesMut,
+}
+
+/// Who is on the other end, for the live hub's socket list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Peer {
+    Tcp(SocketAddr),
+    Unix { pid: Option<i32> },
+}
+
+impl Peer {
+    fn describe(self) -> String {
+        match self {
+            Peer::Tcp(addr) => addr.to_string(),
+            Peer::Unix { pid: Some(pid) } => format!("unix:pid={pid}"),
+            Peer::Unix { pid: None } => "unix".to_owned(),
+        }
+    }
 }
 
 /// Per-connection settings.
@@ -46,6 +77,9 @@ pub(crate) struct ConnectionContext {
     pub(crate) engine: Arc<Engine>,
     pub(crate) transport: Transport,
     pub(crate) max_line: usize,
+    /// Where connections that send a live op go; without it such ops are
+    /// answered `unsupported`.
+    pub(crate) live: Option<Arc<dyn LiveUpgrade>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,18 +108,37 @@ enum First {
 impl ConnectionContext {
     /// Serves one connection until the producer closes, the connection
     /// fails, or `shutdown` fires; every event read is published and, with
-    /// acks on, answered before this returns.
-    pub(crate) async fn serve<R, W>(&self, reader: R, writer: W, shutdown: watch::Receiver<bool>)
-    where
-        R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send,
+    /// acks on, answered before this returns. A connection that switches
+    /// to the live protocol is served by the live hub until it ends.
+    pub(crate) async fn serve<R, W>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: Peer,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
         let mut reader = reader;
-        tokio::join!(
-            self.read_side(&mut reader, tx, shutdown),
+        let (switch, writer) = tokio::join!(
+            self.read_side(&mut reader, tx, shutdown.clone()),
             self.publish_side(writer, rx)
         );
+        if let (Some(switch), Some(writer), Some(live)) = (switch, writer, &self.live) {
+            let conn = LiveConnection {
+                transport: self.transport,
+                principal: switch.principal,
+                remote: peer.describe(),
+                buffered: switch.buffered,
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                shutdown,
+            };
+            live.clone().upgrade(conn).await;
+            return;
+        }
         // Closing a TCP socket with unread input sends a reset, which can
         // destroy answers still on their way to the producer (a refusal, the
         // last acks of a drain). Read and drop its input briefly first.
@@ -145,16 +198,23 @@ impl ConnectionContext {
         }
     }
 
+    /// Reads, splits and batches lines until the end of the input, a
+    /// refusal, or a live op; returns what the live hub needs in that last
+    /// case.
     async fn read_side<R: AsyncRead + Unpin>(
         &self,
         reader: &mut R,
         tx: mpsc::Sender<Work>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> Option<Switch> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut splitter = LineSplitter::new(self.max_line);
         let mut batcher: Option<Batcher> = None;
         let mut refused: Option<ErrorLine> = None;
+        // Who the connection is (known once its first line is read), and
+        // the live op's line once one is read.
+        let mut principal: Option<Principal> = None;
+        let mut switch: Option<BytesMut> = None;
         let mut eof = false;
         while !eof {
             let has_work = batcher.as_ref().is_some_and(|b| !b.is_empty());
@@ -162,7 +222,7 @@ impl ConnectionContext {
             tokio::select! {
                 biased;
                 permit = tx.reserve(), if has_work => {
-                    let Ok(permit) = permit else { return };
+                    let Ok(permit) = permit else { return None };
                     if let Some(b) = batcher.as_mut() {
                         permit.send(Work::Chunk(b.take()));
                     }
@@ -180,41 +240,69 @@ impl ConnectionContext {
             }
             splitter.split(&mut buf, eof, |line| {
                 if refused.is_some() {
-                    return;
+                    return true;
                 }
                 let b = match &mut batcher {
                     Some(b) => b,
                     None => {
                         let first = match line {
-                            Line::Text(text) if is_blank(text) => return,
+                            Line::Text(text) if is_blank(text) => return true,
                             Line::Text(text) => self.first_line(text),
                             // Too long to be a hello: the first event.
                             Line::TooLong { .. } => self.no_hello(false),
                         };
                         match first {
-                            First::Hello { acks, principal } => {
-                                batcher = Some(self.batcher(principal, acks));
-                                return;
+                            First::Hello { acks, principal: p } => {
+                                principal = Some(p.clone());
+                                batcher = Some(self.batcher(p, acks));
+                                return true;
                             }
-                            First::Line { acks, principal } => {
-                                batcher.insert(self.batcher(principal, acks))
+                            First::Line { acks, principal: p } => {
+                                principal = Some(p.clone());
+                                batcher.insert(self.batcher(p, acks))
                             }
                             First::Refuse(e) => {
                                 refused = Some(e);
-                                return;
+                                return true;
                             }
                         }
                     }
                 };
                 match line {
-                    Line::Text(text) if is_blank(text) => {}
-                    Line::Text(text) => b.push_line(text),
-                    Line::TooLong { len } => b.too_long(len),
+                    Line::Text(text) if is_blank(text) => true,
+                    Line::Text(text) => {
+                        if b.push_line(text) {
+                            return true;
+                        }
+                        // A live op: the rest of the input is the live hub's.
+                        let mut first = BytesMut::with_capacity(text.len() + 1);
+                        first.extend_from_slice(text);
+                        first.extend_from_slice(b"\n");
+                        switch = Some(first);
+                        false
+                    }
+                    Line::TooLong { len } => {
+                        b.too_long(len);
+                        true
+                    }
                 }
             });
             if let Some(e) = refused.take() {
                 let _ = tx.send(Work::Refuse(e)).await;
-                return;
+                return None;
+            }
+            if let Some(mut buffered) = switch.take() {
+                if let Some(mut b) = batcher.take() {
+                    if !b.is_empty() {
+                        tx.send(Work::Chunk(b.take())).await.ok()?;
+                    }
+                }
+                tx.send(Work::Live).await.ok()?;
+                buffered.extend_from_slice(&buf);
+                return Some(Switch {
+                    principal: principal?,
+                    buffered,
+                });
             }
         }
         // Whatever was read before the end is published and answered.
@@ -223,6 +311,7 @@ impl ConnectionContext {
                 let _ = tx.send(Work::Chunk(b.take())).await;
             }
         }
+        None
     }
 
     fn batcher(&self, principal: Principal, acks: bool) -> Batcher {
@@ -233,18 +322,29 @@ impl ConnectionContext {
             self.max_line,
             acks,
         )
+        .with_live(self.live.is_some())
     }
 
+    /// Publishes and answers what the reader hands over; returns the
+    /// writer, flushed, when the connection switches to the live protocol.
     async fn publish_side<W: AsyncWrite + Unpin>(
         &self,
         mut writer: W,
         mut rx: mpsc::Receiver<Work>,
-    ) {
+    ) -> Option<W> {
         let mut out = Vec::with_capacity(16 * 1024);
         let mut writable = true;
         while let Some(work) = rx.recv().await {
             out.clear();
             match work {
+                Work::Live => {
+                    // Only a connection that answers switches, and the
+                    // reader sends nothing after this.
+                    if writable && writer.flush().await.is_ok() {
+                        return Some(writer);
+                    }
+                    return None;
+                }
                 Work::Refuse(e) => {
                     error_line(&mut out, &e);
                     if writable {
@@ -269,6 +369,7 @@ impl ConnectionContext {
             let _ = writer.flush().await;
             let _ = writer.shutdown().await;
         }
+        None
     }
 
     /// Publishes a chunk's batches and runs its ops in line order, writing

@@ -117,6 +117,37 @@
 //! tenant-bound token reaches only its tenant's streams); Unix-socket
 //! callers are trusted.
 //!
+//! ## Live subscriptions on the same connection
+//!
+//! A line with an op of the live protocol (`hello`, `subscribe`,
+//! `unsubscribe`, `join`, `leave`, `publish`, `set_delay`, `ping`: the
+//! `/ws` protocol of `busbar-live`) switches the connection to that
+//! protocol, when the daemon runs a live hub. Every line before it is
+//! published and answered first, in order; from that line on, the
+//! connection speaks exactly the `/ws` protocol, one JSON message per line
+//! in each direction, and event lines are no longer accepted (publish with
+//! the `publish` op):
+//!
+//! ```text
+//! → {"hello":{"token":"<secret>"}}                      (TCP with tokens)
+//! → {"op":"subscribe","id":"a","stream":"orders","from":"1700000000000-0"}
+//! ← {"type":"subscribed","sub":"a"}
+//! ← {"type":"event","sub":"a","event":{"id":"1700000000000-0","stream":"orders",...}}
+//! ```
+//!
+//! The caller is who its hello said (trusted on the Unix socket), checked
+//! like a `/ws` client: subscribing needs the `consume` scope, and a
+//! tenant-bound token reaches only its tenant's streams. The switch needs a
+//! connection that can be answered: one that asked for acks, whose first
+//! line is an op, or that sent nothing but its hello; otherwise the live op
+//! is counted as `acks_required` like any op. Without a live hub the op is
+//! answered with `unsupported` and the connection goes on. The protocol,
+//! and what differs from WebSocket (no heartbeat pings; the end of the
+//! client's input ends the connection), is described in `busbar-live`.
+//!
+//! TCP connections use keepalive (probes after 30 s of silence), so a
+//! peer whose host vanished is noticed even on a quiet connection.
+//!
 //! ## Batching
 //!
 //! Each connection parses every complete line it has read and groups the
@@ -136,11 +167,13 @@ mod connection;
 mod error;
 mod lines;
 mod listener;
+pub mod live;
 mod ops;
 mod tcp;
 mod unix;
 
 pub use error::IngestError;
 pub use listener::{Ingest, IngestOptions};
+pub use live::{LiveConnection, LiveUpgrade};
 pub use tcp::bind_tcp;
 pub use unix::{bind_unix, UnixSocket};

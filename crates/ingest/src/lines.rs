@@ -34,18 +34,31 @@ impl LineSplitter {
 
     /// Calls `f` with every complete line of `buf` and removes them from it.
     /// At `eof` the unterminated rest counts as a last line.
-    pub(crate) fn split(&mut self, buf: &mut BytesMut, eof: bool, mut f: impl FnMut(Line<'_>)) {
+    ///
+    /// When `f` returns `false` splitting stops after that line: what
+    /// follows it stays in `buf` as it was read (a connection that switches
+    /// protocols hands those bytes on).
+    pub(crate) fn split(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+        mut f: impl FnMut(Line<'_>) -> bool,
+    ) {
         let mut start = 0;
         while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
             let line = &buf[start..start + i];
-            if let Some(dropped) = self.discarding.take() {
-                f(Line::TooLong { len: dropped + i });
+            let go_on = if let Some(dropped) = self.discarding.take() {
+                f(Line::TooLong { len: dropped + i })
             } else if line.len() > self.max_line {
-                f(Line::TooLong { len: line.len() });
+                f(Line::TooLong { len: line.len() })
             } else {
-                f(Line::Text(line));
-            }
+                f(Line::Text(line))
+            };
             start += i + 1;
+            if !go_on {
+                buf.advance(start);
+                return;
+            }
         }
         let rest = buf.len() - start;
         if let Some(dropped) = &mut self.discarding {
@@ -88,7 +101,8 @@ mod tests {
             out.push(match l {
                 Line::Text(t) => String::from_utf8_lossy(t).into_owned(),
                 Line::TooLong { len } => format!("<too long: {len}>"),
-            })
+            });
+            true
         });
         out
     }
@@ -102,6 +116,21 @@ mod tests {
         buf.extend_from_slice(b"c\n");
         assert_eq!(run(&mut s, &mut buf, false), ["ccc"]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn stopping_leaves_what_follows_the_line_in_the_buffer() {
+        let mut s = LineSplitter::new(4);
+        let mut buf = BytesMut::from(&b"a\nstop\nb\n0123456789"[..]);
+        let mut seen = Vec::new();
+        s.split(&mut buf, false, |l| {
+            let Line::Text(t) = l else { panic!("{l:?}") };
+            seen.push(String::from_utf8_lossy(t).into_owned());
+            t != b"stop"
+        });
+        assert_eq!(seen, ["a", "stop"]);
+        assert_eq!(&buf[..], b"b\n0123456789", "an over-limit tail is kept too");
+        assert!(!s.is_discarding());
     }
 
     #[test]

@@ -10,8 +10,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::connection::ConnectionContext;
+use crate::connection::{ConnectionContext, Peer};
+use crate::live::LiveUpgrade;
 use crate::UnixSocket;
+
+/// TCP keepalive on ingest connections: a peer whose host vanished (no
+/// FIN, no reset) is found after about a minute of silence instead of
+/// never. It matters for connections that mostly wait: a blocking group
+/// `read`, a live subscription on a quiet stream.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Limits of the ingest transports.
 #[derive(Debug, Clone)]
@@ -41,11 +50,21 @@ impl Default for IngestOptions {
 /// Each `serve_*` call runs until `shutdown` turns true: it then stops
 /// accepting, lets every open connection publish and acknowledge what it has
 /// already read (up to [`IngestOptions::drain_timeout`]) and returns.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ingest {
     engine: Arc<Engine>,
     options: IngestOptions,
     shutdown: watch::Receiver<bool>,
+    live: Option<Arc<dyn LiveUpgrade>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("options", &self.options)
+            .field("live", &self.live.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ingest {
@@ -59,7 +78,15 @@ impl Ingest {
             engine,
             options,
             shutdown,
+            live: None,
         }
+    }
+
+    /// Hands connections that send a live op (`subscribe`, `join`...) to
+    /// `live`. Without it, such ops are answered with `unsupported`.
+    pub fn with_live(mut self, live: Arc<dyn LiveUpgrade>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     fn context(&self, transport: Transport) -> ConnectionContext {
@@ -67,6 +94,7 @@ impl Ingest {
             engine: self.engine.clone(),
             transport,
             max_line: self.options.max_line_bytes,
+            live: self.live.clone(),
         }
     }
 
@@ -83,12 +111,13 @@ impl Ingest {
         accept
             .run(
                 || socket.listener().accept(),
-                move |stream: UnixStream| {
+                move |stream: UnixStream, _| {
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
+                    let pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     async move {
                         let (r, w) = stream.into_split();
-                        ctx.serve(r, w, shutdown).await;
+                        ctx.serve(r, w, Peer::Unix { pid }, shutdown).await;
                     }
                 },
                 reject_unix,
@@ -110,14 +139,19 @@ impl Ingest {
         accept
             .run(
                 || listener.accept(),
-                move |stream: TcpStream| {
+                move |stream: TcpStream, addr| {
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
                     async move {
                         // Acks are small and latency-bound.
                         let _ = stream.set_nodelay(true);
+                        let keepalive = socket2::TcpKeepalive::new()
+                            .with_time(KEEPALIVE_IDLE)
+                            .with_interval(KEEPALIVE_INTERVAL)
+                            .with_retries(KEEPALIVE_PROBES);
+                        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                         let (r, w) = stream.into_split();
-                        ctx.serve(r, w, shutdown).await;
+                        ctx.serve(r, w, Peer::Tcp(addr), shutdown).await;
                     }
                 },
                 reject_tcp,
@@ -187,7 +221,7 @@ impl Accept {
     where
         A: Fn() -> AF,
         AF: Future<Output = std::io::Result<(S, Addr)>>,
-        H: Fn(S) -> HF,
+        H: Fn(S, Addr) -> HF,
         HF: Future<Output = ()> + Send + 'static,
         R: Fn(S) -> RF,
         RF: Future<Output = ()> + Send + 'static,
@@ -204,10 +238,10 @@ impl Accept {
             .get([self.transport.as_str()]);
         let transport = self.transport.as_str();
         loop {
-            let stream = tokio::select! {
+            let (stream, addr) = tokio::select! {
                 _ = crate::listener::stopped(&mut self.shutdown) => break,
                 accepted = accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off
                         // instead of spinning on the error.
@@ -221,7 +255,7 @@ impl Accept {
                 Ok(permit) => {
                     gauge.add(1);
                     let gauge = gauge.clone();
-                    let served = handle(stream);
+                    let served = handle(stream, addr);
                     tokio::spawn(async move {
                         served.await;
                         gauge.add(-1);

@@ -5,6 +5,10 @@
 //! `type` member (every event has a `type`, so no event is mistaken for an
 //! op, and an event whose payload happens to carry an `op` field stays an
 //! event). The protocol is described in the crate docs.
+//!
+//! The ops of the live protocol (`subscribe`, `join`...) are op lines too:
+//! they decode to [`Op::Live`], which switches the connection to that
+//! protocol when a live hub is installed.
 
 mod run;
 
@@ -28,6 +32,12 @@ const DEFAULT_COUNT: usize = 1;
 /// A decoded op.
 #[derive(Debug)]
 pub(crate) enum Op {
+    /// An op of the live protocol (one of [`LIVE_OPS`]): not run here; the
+    /// connection is handed to the live hub, or, without one, answered
+    /// with `unsupported`.
+    Live {
+        name: &'static str,
+    },
     CreateGroup {
         stream: StreamName,
         group: String,
@@ -125,6 +135,34 @@ struct Fields {
 /// The op names, for error messages.
 const OPS: &str = "create_group, group, read, ack, nack, claim, pending";
 
+/// The ops of the live protocol (the same as on `/ws`). Any of them
+/// switches a connection to that protocol.
+pub(crate) const LIVE_OPS: [&str; 8] = [
+    "hello",
+    "subscribe",
+    "unsubscribe",
+    "join",
+    "leave",
+    "publish",
+    "set_delay",
+    "ping",
+];
+
+/// The live op named `name`, if it is one.
+fn live_op(name: &str) -> Option<Op> {
+    LIVE_OPS
+        .iter()
+        .find(|op| **op == name)
+        .map(|name| Op::Live { name })
+}
+
+/// Just the name of an op line, whatever its other members.
+#[derive(Deserialize)]
+struct Name<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+}
+
 /// `None` when `line` is not an op (an event, or not JSON at all: the
 /// event parser reports it). `Some(Err)` for an op that cannot be run.
 pub(crate) fn parse(line: &[u8], default_stream: &StreamName) -> Option<Result<Op, ErrorLine>> {
@@ -149,21 +187,34 @@ pub(crate) fn is_op(line: &[u8]) -> bool {
 }
 
 fn decode(line: &[u8], default_stream: &StreamName) -> Result<Op, ErrorLine> {
-    let f: Fields = serde_json::from_slice(line).map_err(|e| {
-        let message = e.to_string();
-        let reason = if message.starts_with("missing field") {
-            "missing_field"
-        } else {
-            "invalid_op"
-        };
-        ErrorLine::new(reason, message)
-    })?;
-    f.into_op(default_stream)
+    match serde_json::from_slice::<Fields>(line) {
+        Ok(f) => f.into_op(default_stream),
+        Err(e) => {
+            // Live ops have members group ops do not, so they land here.
+            if let Some(op) = serde_json::from_slice::<Name>(line)
+                .ok()
+                .and_then(|n| live_op(&n.op))
+            {
+                return Ok(op);
+            }
+            let message = e.to_string();
+            let reason = if message.starts_with("missing field") {
+                "missing_field"
+            } else {
+                "invalid_op"
+            };
+            Err(ErrorLine::new(reason, message))
+        }
+    }
 }
 
 impl Fields {
     fn into_op(self, default_stream: &StreamName) -> Result<Op, ErrorLine> {
         let f = self;
+        // Before anything else: a live op's members mean something else.
+        if let Some(op) = live_op(&f.op) {
+            return Ok(op);
+        }
         f.check_members()?;
         let stream = match &f.stream {
             Some(s) => {
@@ -417,6 +468,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn live_ops_are_recognised_whatever_their_members() {
+        for line in [
+            r#"{"op":"subscribe","id":"a","stream":"orders","from":"0-1"}"#,
+            r#"{"op":"subscribe","stream":"not a stream!"}"#,
+            r#"{"id":"a","op":"subscribe"}"#,
+            r#"{"op":"join","room":"session:s1"}"#,
+            r#"{"op":"hello","role":"dashboard"}"#,
+            r#"{"op":"ping"}"#,
+            r#"{"op":"publish","events":[{"type":"t"}]}"#,
+        ] {
+            match parse(line.as_bytes(), &events()) {
+                Some(Ok(Op::Live { name })) => assert!(line.contains(name), "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        // An event stays an event, even one naming a live op.
+        assert!(parse(br#"{"type":"t","op":"subscribe"}"#, &events()).is_none());
     }
 
     #[test]

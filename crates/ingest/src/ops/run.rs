@@ -21,6 +21,21 @@ pub(crate) async fn run(
     op: Op,
     out: &mut Vec<u8>,
 ) {
+    if let Op::Live { name } = op {
+        // Only reached when no live hub is installed (with one, the
+        // connection is handed over before the op would run).
+        engine
+            .metrics()
+            .ingest_errors
+            .get([transport.as_str(), "unsupported"])
+            .inc();
+        let message = format!(
+            "`{name}` is an op of the live protocol, which this listener does not serve; \
+             use the WebSocket endpoint /ws"
+        );
+        error_line(out, &ErrorLine::new("unsupported", message));
+        return;
+    }
     if let Err(e) = execute(engine, principal, op, out).await {
         engine.count_error(transport, &e);
         error_line(out, &ErrorLine::from_engine(&e));
@@ -86,6 +101,8 @@ async fn execute(
     out: &mut Vec<u8>,
 ) -> Result<(), EngineError> {
     match op {
+        // Answered by `run`.
+        Op::Live { .. } => {}
         Op::CreateGroup {
             stream,
             group,
