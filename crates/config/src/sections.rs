@@ -198,14 +198,16 @@ pub struct LiveSection {
     /// How long a message may wait to reach a client before a
     /// `slow: disconnect` subscription closes the connection. Default 10s.
     pub write_deadline: HumanDuration,
-    /// Ping interval; a client silent for two of them is closed. Default 15s.
+    /// Ping interval; a WebSocket client silent for two of them is closed
+    /// (socket clients get no pings). Default 15s.
     pub heartbeat: HumanDuration,
     /// Largest message a client may send. Default 1 MiB.
     pub max_message_bytes: ByteSize,
     /// Browser origins allowed to connect; empty allows only the daemon's
     /// own host (and non-browser clients). Default empty.
     pub allowed_origins: Vec<String>,
-    /// Most WebSocket connections. Default 10000.
+    /// Most live connections, WebSocket and socket together. Default
+    /// 10000.
     pub max_connections: usize,
     /// Most subscriptions and rooms per connection. Default 64.
     pub max_subscriptions: usize,

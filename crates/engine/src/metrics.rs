@@ -60,7 +60,8 @@ pub mod names {
     pub const GROUP_PENDING: &str = "busbar_group_pending";
     /// Events in a stream's dead-letter stream.
     pub const DLQ_LENGTH: &str = "busbar_dlq_length";
-    /// Connected WebSocket clients, by role.
+    /// Connected live clients, by transport (`ws`, or `unix`/`tcp` for
+    /// ingest connections that switched to the live protocol) and role.
     pub const WS_CLIENTS: &str = "busbar_ws_clients";
     /// Open subscriptions, by kind (stream, room).
     pub const WS_SUBSCRIPTIONS: &str = "busbar_ws_subscriptions";
@@ -68,11 +69,12 @@ pub mod names {
     pub const WS_ROOMS: &str = "busbar_ws_rooms";
     /// Streams with a live feed.
     pub const LIVE_FEEDS: &str = "busbar_live_feeds";
-    /// Events delivered over WebSocket, by subscription kind.
+    /// Events delivered to live clients (WebSocket or socket), by
+    /// subscription kind.
     pub const WS_DELIVERED: &str = "busbar_ws_delivered_total";
-    /// Events a slow WebSocket client missed, by subscription kind.
+    /// Events a slow live client missed, by subscription kind.
     pub const WS_DROPPED: &str = "busbar_ws_dropped_total";
-    /// Refused WebSocket upgrades, by reason.
+    /// Refused WebSocket upgrades and socket hand-overs, by reason.
     pub const WS_REJECTED: &str = "busbar_ws_rejected_total";
     /// Producer sessions tracked.
     pub const SESSIONS: &str = "busbar_sessions";
@@ -426,17 +428,17 @@ impl Metrics {
         for (name, help, family) in [
             (
                 names::WS_DELIVERED,
-                "Events delivered over WebSocket, by subscription kind.",
+                "Events delivered to live clients (WebSocket or socket), by subscription kind.",
                 &self.ws_delivered,
             ),
             (
                 names::WS_DROPPED,
-                "Events slow WebSocket clients missed, by subscription kind.",
+                "Events slow live clients missed, by subscription kind.",
                 &self.ws_dropped,
             ),
             (
                 names::WS_REJECTED,
-                "Refused WebSocket upgrades, by reason.",
+                "Refused WebSocket upgrades and socket hand-overs, by reason.",
                 &self.ws_rejected,
             ),
         ] {

@@ -1,24 +1,27 @@
-//! One WebSocket connection: a reader loop handling client ops, a writer
-//! task draining the bounded send queue with a write deadline, heartbeats,
-//! and the connection's subscriptions (aborted when it ends).
+//! One live connection, over WebSocket or over lines on a socket
+//! ([`crate::wire`]): a reader loop handling client ops, a writer task
+//! draining the bounded send queue with a write deadline, heartbeats
+//! (WebSocket only), and the connection's subscriptions (aborted when it
+//! ends).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use busbar_engine::{EngineError, Principal, Scope, Transport};
 use busbar_event::{parse_event, EventBatch, EventId, StreamName};
 use busbar_store::{AppendOptions, TypeFilter};
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio::time::Interval;
 
 use crate::protocol::{error_frame, parse_from, ClientOp, From, SlowPolicy};
 use crate::queue::SendQueue;
 use crate::rooms::Room;
 use crate::sockets::SocketGuard;
 use crate::subscribe::{self, Filter, Outbox};
+use crate::wire::{Flow, Incoming, Sink, Source};
 use crate::{Live, LiveError};
 
 /// Most messages the writer encodes before one flush to the socket.
@@ -36,22 +39,33 @@ impl Drop for Task {
 struct Conn {
     live: Arc<Live>,
     principal: Principal,
+    /// What publishes are counted under.
+    transport: Transport,
     out: Outbox,
     subs: HashMap<String, Task>,
     rooms: HashMap<String, Task>,
     hello_session: Option<String>,
 }
 
+/// A connection's caller and where it came from.
+pub(crate) struct Caller {
+    pub principal: Principal,
+    /// `WebSocket`, or the ingest socket it was handed over from.
+    pub transport: Transport,
+    /// Ends the connection when it turns true (the ingest listener's
+    /// shutdown), besides the hub's own.
+    pub shutdown: Option<watch::Receiver<bool>>,
+}
+
 /// Runs a connection until the client leaves, stops answering heartbeats,
 /// or is closed for being too slow.
 pub(crate) async fn run(
     live: Arc<Live>,
-    socket: WebSocket,
-    principal: Principal,
+    (mut source, mut sink): (Source, Sink),
+    caller: Caller,
     guard: SocketGuard,
 ) {
     let config = live.config.clone();
-    let (mut sink, mut stream) = socket.split();
     let queue = Arc::new(SendQueue::new(config.send_queue));
     let (close, mut closed) = watch::channel(false);
     let guard = Arc::new(guard);
@@ -63,23 +77,18 @@ pub(crate) async fn run(
     };
 
     // Writer: the only task that touches the sink. It takes every message
-    // waiting (up to WRITE_BATCH), encodes them into the WebSocket's
-    // buffer and flushes once: one write to the socket for the batch, not
-    // one per message. The write deadline bounds the whole batch.
+    // waiting (up to WRITE_BATCH), encodes them into the WebSocket's or
+    // the line writer's buffer and flushes once: one write to the socket
+    // for the batch, not one per message. The write deadline bounds the
+    // whole batch.
     let writer_close = close.clone();
     let deadline = config.write_deadline;
     let writer_queue = queue.clone();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while writer_queue.pop_many(&mut batch, WRITE_BATCH).await {
-            let written = tokio::time::timeout(deadline, async {
-                for msg in batch.drain(..) {
-                    sink.feed(msg).await?;
-                }
-                sink.flush().await
-            });
-            match written.await {
-                Ok(Ok(())) => {}
+            match tokio::time::timeout(deadline, sink.write(&mut batch)).await {
+                Ok(Ok(Flow::More)) => {}
                 _ => break,
             }
         }
@@ -91,29 +100,40 @@ pub(crate) async fn run(
 
     let mut conn = Conn {
         live: live.clone(),
-        principal,
+        principal: caller.principal,
+        transport: caller.transport,
         out,
         subs: HashMap::new(),
         rooms: HashMap::new(),
         hello_session: None,
     };
     let mut closing = live.closing.subscribe();
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    heartbeat.tick().await;
+    let mut shutdown = caller.shutdown;
+    let mut heartbeat = source
+        .has_heartbeats()
+        .then(|| tokio::time::interval(config.heartbeat));
+    if let Some(h) = &mut heartbeat {
+        h.tick().await;
+    }
     let mut last_heard = Instant::now();
+    // The client's input ended: write what is due, then close.
+    let mut ended = false;
     loop {
         tokio::select! {
-            msg = stream.next() => {
-                let Some(Ok(msg)) = msg else { break };
+            incoming = source.next() => {
                 last_heard = Instant::now();
-                match msg {
-                    Message::Text(text) => conn.handle(text.as_str()).await,
-                    Message::Binary(_) => conn.reply(error_frame("unsupported", "send JSON text messages", None)).await,
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                match incoming {
+                    Incoming::Text(text) => conn.handle(text.as_str()).await,
+                    Incoming::Refused { reason, message } => conn.reply(error_frame(reason, &message, None)).await,
+                    Incoming::Heard => {}
+                    Incoming::Closed => break,
+                    Incoming::End => {
+                        ended = true;
+                        break;
+                    }
                 }
             }
-            _ = heartbeat.tick() => {
+            _ = tick(&mut heartbeat) => {
                 if last_heard.elapsed() > config.heartbeat * 2 {
                     tracing::info!(socket = guard.id(), "closing a client that stopped answering heartbeats");
                     break;
@@ -125,14 +145,47 @@ pub(crate) async fn run(
             _ = closed.changed() => break,
             // The hub only ever flips this to true: shutting down.
             Ok(()) = closing.changed() => break,
+            () = stopped(&mut shutdown) => break,
         }
     }
     // Subscriptions and rooms end with the connection; the guard (dropped
     // with the last Arc) removes the socket and its room memberships.
     drop(conn);
+    if ended {
+        // Like an ingest producer that half-closes, the client gets the
+        // answers to everything it sent: the writer stops at the `Close`,
+        // after the messages queued before it.
+        let _ = tokio::time::timeout(config.write_deadline, async {
+            if queue.push(Message::Close(None)).await.is_ok() {
+                let _ = (&mut writer).await;
+            }
+        })
+        .await;
+    }
     queue.close();
     let _ = close.send(true);
     writer.abort();
+}
+
+/// The next heartbeat, or never on a transport without them.
+async fn tick(heartbeat: &mut Option<Interval>) {
+    match heartbeat {
+        Some(h) => {
+            h.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once `shutdown` turns true or its sender is gone; never
+/// without one.
+async fn stopped(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Conn {
@@ -341,11 +394,16 @@ impl Conn {
         let mut order = Vec::with_capacity(raw.len());
         let mut hello_frames = Vec::new();
         for (index, r) in raw.iter().enumerate() {
-            let parsed =
+            let mut parsed =
                 parse_event(r.get().as_bytes(), &limits).map_err(|e| LiveError::BadEvent {
                     index,
                     source: EngineError::from(e),
                 })?;
+            // A tenant-bound token's events carry its tenant, as on every
+            // other transport (its own subscriptions only see those).
+            if parsed.tenant.is_none() {
+                parsed.tenant = self.principal.tenant().map(std::borrow::Cow::Borrowed);
+            }
             // Frames of a producer that said its session in hello count for
             // that session even when they do not repeat it (once published).
             if parsed.session.is_none() && self.hello_session.is_some() {
@@ -379,7 +437,7 @@ impl Conn {
                     &stream,
                     batch,
                     AppendOptions::default(),
-                    Transport::WebSocket,
+                    self.transport,
                 )
                 .await?;
             ids_by_batch.push(ids.into_iter());

@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
-use busbar_engine::{EngineError, Principal, Scope};
+use busbar_engine::{EngineError, Principal, Scope, Transport};
 use serde::Deserialize;
 
+use crate::connection::Caller;
+use crate::wire::{Sink, Source};
 use crate::Live;
 
 /// The live routes: `/ws`, `/api/ops/sessions`, `/api/ops/sockets`,
@@ -119,8 +121,17 @@ async fn upgrade(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            let guard = live.sockets.register(remote, busbar_event::now_ms());
-            crate::connection::run(live, socket, principal, guard).await;
+            let guard = live
+                .sockets
+                .register(Transport::WebSocket, remote, busbar_event::now_ms());
+            let (sink, stream) = futures_util::StreamExt::split(socket);
+            let caller = Caller {
+                principal,
+                transport: Transport::WebSocket,
+                shutdown: None,
+            };
+            let wire = (Source::WebSocket(stream), Sink::WebSocket(sink));
+            crate::connection::run(live, wire, caller, guard).await;
         })
 }
 

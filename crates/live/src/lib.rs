@@ -1,9 +1,13 @@
-//! busbar's live fan-out over WebSocket.
+//! busbar's live fan-out over WebSocket and the ingest sockets.
 //!
 //! - `/ws`: subscribe to streams (lossy live, or resumable from an id or a
 //!   time), join rooms (`session:<id>` live, `broadcast:session:<id>`
 //!   delayed), publish, and set broadcast delays (director capability).
 //!   The protocol is in [`protocol`].
+//! - The same protocol, one message per line, on a Unix or TCP ingest
+//!   connection that sends a live op: `busbar-ingest` hands it over
+//!   through the [`busbar_ingest::LiveUpgrade`] this hub implements
+//!   (install it with `Ingest::with_live`).
 //! - `/api/ops/sessions`: producer sessions with frame counts, rates and
 //!   clock drift; `/api/ops/sockets`: connections with role and rooms;
 //!   `/api/ops/rooms`: room sizes and delays.
@@ -23,8 +27,10 @@ pub mod protocol;
 mod queue;
 pub mod rooms;
 pub mod sessions;
+mod socket;
 pub mod sockets;
 mod subscribe;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,14 +51,15 @@ pub struct LiveConfig {
     /// How long one message may take to reach a client before the
     /// connection is considered stuck.
     pub write_deadline: Duration,
-    /// Ping interval; a client silent for two intervals is disconnected.
+    /// Ping interval; a WebSocket client silent for two intervals is
+    /// disconnected (socket clients get no pings, see [`protocol`]).
     pub heartbeat: Duration,
     /// Largest message a client may send.
     pub max_message_bytes: usize,
     /// Origins browsers may connect from (`https://ops.example.com`). Empty:
     /// only the daemon's own host, or clients that send no Origin.
     pub allowed_origins: Vec<String>,
-    /// Most WebSocket connections.
+    /// Most live connections, WebSocket and socket together.
     pub max_connections: usize,
     /// Most subscriptions and rooms per connection.
     pub max_subscriptions: usize,
@@ -82,7 +89,7 @@ impl Default for LiveConfig {
     }
 }
 
-/// Why a WebSocket request was refused.
+/// Why a live request was refused.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LiveError {
@@ -186,8 +193,8 @@ impl Live {
         live
     }
 
-    /// Closes every WebSocket connection (shutdown). New upgrades are
-    /// refused from then on.
+    /// Closes every live connection (shutdown). New upgrades and socket
+    /// hand-overs are refused from then on.
     pub fn shutdown(&self) {
         self.closing.send_replace(true);
     }
@@ -215,12 +222,12 @@ impl Live {
             out,
             names::WS_CLIENTS,
             "gauge",
-            "Connected WebSocket clients, by role.",
+            "Connected live clients, by transport (ws, or a unix/tcp ingest connection that switched) and role.",
         );
-        for (role, n) in self.sockets.count_by_role() {
+        for ((transport, role), n) in self.sockets.count_by_transport_and_role() {
             let _ = writeln!(
                 out,
-                "{}{{role=\"{}\"}} {n}",
+                "{}{{transport=\"{transport}\",role=\"{}\"}} {n}",
                 names::WS_CLIENTS,
                 role.as_str()
             );

@@ -1,4 +1,5 @@
-//! The WebSocket protocol: JSON text messages.
+//! The live protocol: JSON text messages, over WebSocket at `/ws` or, one
+//! message per line, on the events Unix socket and TCP ingest port.
 //!
 //! Client → busbar (`op`):
 //! ```text
@@ -31,6 +32,40 @@
 //! Room `session:<id>` delivers the session's events live (lossy);
 //! `broadcast:session:<id>` delivers them after the session's broadcast
 //! delay, from the log.
+//!
+//! # Over the Unix socket and TCP
+//!
+//! An ingest connection (`data/sock/events.sock`, TCP port 9478) switches
+//! to this protocol at its first line holding one of the ops above; the
+//! lines before it are published and answered first, in order (see
+//! `busbar-ingest`). From then on each message is one line in each
+//! direction, exactly the messages above:
+//!
+//! ```text
+//! → {"hello":{"token":"<secret>"}}      (TCP with tokens; the ingest hello)
+//! → {"op":"subscribe","id":"a","stream":"orders","from":"1700000000000-0"}
+//! ← {"type":"subscribed","sub":"a"}
+//! ← {"type":"event","sub":"a","event":{"id":"1700000000000-0","stream":"orders",...}}
+//! → {"op":"join","room":"session:car7","stream":"telemetry"}
+//! ← {"type":"joined","room":"session:car7"}
+//! → {"op":"nope"}
+//! ← {"type":"error","error":"bad_message","message":"unknown op `nope`: ...","ref":null}
+//! ```
+//!
+//! What differs from WebSocket:
+//! - The caller is who the connection's ingest hello said (the Unix socket
+//!   is trusted); there is no Origin check.
+//! - No heartbeat pings, and no silence timeout: a subscriber may stay
+//!   quiet. A peer that goes away closes the socket (TCP keepalive finds a
+//!   host that vanished), and the write deadline closes a peer that stops
+//!   reading.
+//! - The end of the client's input (it closes, or shuts down its sending
+//!   side) ends the connection: the answers to what it sent are written,
+//!   then busbar closes.
+//! - A line over `max_message_bytes` is answered with `too_large` and the
+//!   connection goes on; blank lines are skipped.
+//! - An event's `data` written by its producer over several lines arrives
+//!   on one (newlines between JSON tokens become spaces).
 
 use busbar_event::{render_event, Event, StreamName};
 use serde::Deserialize;

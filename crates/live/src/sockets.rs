@@ -1,4 +1,5 @@
-//! Connected WebSocket clients: role, session, joined rooms, counters.
+//! Connected live clients, over WebSocket or a socket handed over by the
+//! ingest listener: transport, role, session, joined rooms, counters.
 //!
 //! A connection registers on accept and gets a [`SocketGuard`]; dropping the
 //! guard — however the connection ends, cleanly, abruptly or by a panic in
@@ -9,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use busbar_engine::Transport;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -44,11 +46,14 @@ impl Role {
 pub struct SocketInfo {
     /// Connection id.
     pub id: u64,
+    /// `ws`, or `unix` / `tcp` for an ingest connection that switched to
+    /// the live protocol.
+    pub transport: &'static str,
     /// Declared role (consumer until a hello says otherwise).
     pub role: Role,
     /// Declared session, if any.
     pub session: Option<String>,
-    /// Peer address.
+    /// Peer address (`unix:pid=<pid>` on the Unix socket).
     pub remote: String,
     /// When it connected (ms since the epoch).
     pub connected_at: u64,
@@ -79,6 +84,7 @@ pub struct SocketEvent {
 
 #[derive(Debug)]
 struct Entry {
+    transport: Transport,
     role: Role,
     session: Option<String>,
     remote: String,
@@ -139,7 +145,12 @@ impl Sockets {
     }
 
     /// Registers a new connection.
-    pub fn register(self: &Arc<Self>, remote: String, now_ms: u64) -> SocketGuard {
+    pub fn register(
+        self: &Arc<Self>,
+        transport: Transport,
+        remote: String,
+        now_ms: u64,
+    ) -> SocketGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let sent = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -147,6 +158,7 @@ impl Sockets {
         inner.sockets.insert(
             id,
             Entry {
+                transport,
                 role: Role::Consumer,
                 session: None,
                 remote,
@@ -174,6 +186,7 @@ impl Sockets {
             .iter()
             .map(|(id, e)| SocketInfo {
                 id: *id,
+                transport: e.transport.as_str(),
                 role: e.role,
                 session: e.session.clone(),
                 remote: e.remote.clone(),
@@ -186,11 +199,11 @@ impl Sockets {
             .collect()
     }
 
-    /// Connections by role.
-    pub fn count_by_role(&self) -> BTreeMap<Role, u64> {
+    /// Connections by transport (`ws`, `unix`, `tcp`) and role.
+    pub fn count_by_transport_and_role(&self) -> BTreeMap<(&'static str, Role), u64> {
         let mut out = BTreeMap::new();
         for e in self.inner.lock().sockets.values() {
-            *out.entry(e.role).or_default() += 1;
+            *out.entry((e.transport.as_str(), e.role)).or_default() += 1;
         }
         out
     }
@@ -327,13 +340,17 @@ mod tests {
     #[test]
     fn dropping_the_guard_cleans_up_rooms() {
         let reg = Arc::new(Sockets::default());
-        let a = reg.register("127.0.0.1:1".into(), 1);
-        let b = reg.register("127.0.0.1:2".into(), 1);
+        let a = reg.register(Transport::WebSocket, "127.0.0.1:1".into(), 1);
+        let b = reg.register(Transport::Unix, "unix".into(), 1);
         a.hello(Role::Dashboard, Some("s1".into()));
         assert!(a.join("session:s1", 2));
         assert!(!a.join("session:s1", 2));
         b.join("session:s1", 3);
         assert_eq!(reg.rooms()["session:s1"], 2);
+        let counts = reg.count_by_transport_and_role();
+        assert_eq!(counts[&("ws", Role::Dashboard)], 1);
+        assert_eq!(counts[&("unix", Role::Consumer)], 1);
+        assert_eq!(reg.list()[1].transport, "unix");
         drop(a);
         assert_eq!(reg.rooms()["session:s1"], 1);
         drop(b);
