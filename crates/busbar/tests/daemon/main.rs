@@ -2,6 +2,7 @@
 //! the Unix socket, TCP and HTTP, bad input, authentication, shutdown and
 //! crash recovery.
 
+mod churn;
 mod consume;
 mod group_client;
 mod group_crash;
