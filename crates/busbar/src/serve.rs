@@ -161,7 +161,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             drain_timeout: config.ingest.drain_timeout.0,
         },
         stopping.clone(),
-    );
+    )
+    // A socket connection that sends a live op (`subscribe`, `join`...) is
+    // served by the hub from then on.
+    .with_live(live.clone());
     let mut tasks = tokio::task::JoinSet::new();
     {
         let ingest = ingest.clone();

@@ -8,6 +8,7 @@ mod group_client;
 mod group_crash;
 mod harness;
 mod live;
+mod socket_live;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
