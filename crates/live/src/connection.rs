@@ -24,6 +24,9 @@ use crate::subscribe::{self, Filter, Outbox};
 use crate::wire::{Flow, Incoming, Sink, Source};
 use crate::{Live, LiveError};
 
+/// How long a client that sent a close frame waits for the answering one.
+const GOODBYE: Duration = Duration::from_secs(1);
+
 /// Most messages the writer encodes before one flush to the socket.
 const WRITE_BATCH: usize = 128;
 
@@ -118,6 +121,8 @@ pub(crate) async fn run(
     let mut last_heard = Instant::now();
     // The client's input ended: write what is due, then close.
     let mut ended = false;
+    // The client sent a close frame: answer it (the closing handshake).
+    let mut goodbye = false;
     loop {
         tokio::select! {
             incoming = source.next() => {
@@ -127,6 +132,10 @@ pub(crate) async fn run(
                     Incoming::Refused { reason, message } => conn.reply(error_frame(reason, &message, None)).await,
                     Incoming::Heard => {}
                     Incoming::Closed => break,
+                    Incoming::CloseFrame => {
+                        goodbye = true;
+                        break;
+                    }
                     Incoming::End => {
                         ended = true;
                         break;
@@ -163,6 +172,11 @@ pub(crate) async fn run(
         .await;
     }
     queue.close();
+    if goodbye {
+        // The writer stops at the closed queue and closes the sink, which
+        // sends the close frame the WebSocket queued in answer.
+        let _ = tokio::time::timeout(GOODBYE, &mut writer).await;
+    }
     let _ = close.send(true);
     writer.abort();
 }

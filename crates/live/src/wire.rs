@@ -41,7 +41,9 @@ pub(crate) enum Incoming {
     },
     /// A sign of life without content (WebSocket ping or pong).
     Heard,
-    /// The client closed, or the connection failed.
+    /// The client sent a WebSocket close frame: it is answered with one.
+    CloseFrame,
+    /// The connection failed.
     Closed,
     /// The client's input ended (a socket's end of file): answers already
     /// due are written before the connection closes.
@@ -68,7 +70,8 @@ impl Source {
                     message: "send JSON text messages".to_owned(),
                 },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Heard,
-                Some(Ok(Message::Close(_)) | Err(_)) | None => Incoming::Closed,
+                Some(Ok(Message::Close(_))) => Incoming::CloseFrame,
+                Some(Err(_)) | None => Incoming::Closed,
             },
             Source::Lines(lines) => loop {
                 match lines.next().await {

@@ -519,3 +519,34 @@ async fn reqwest_get(addr: SocketAddr, path: &str) -> Value {
     let body = text.split_once("\r\n\r\n").unwrap().1;
     serde_json::from_str(body).unwrap_or_else(|_| panic!("body: {body}"))
 }
+
+#[tokio::test]
+async fn a_close_frame_is_answered_with_one_and_cleans_up() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","id":"x","stream":"bye"}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    ws.send(Message::Close(None)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return false,
+            }
+        }
+    })
+    .await
+    .expect("an answer within 5 s");
+    assert!(answer, "the close frame was not answered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.live.sockets().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.live.sockets().is_empty());
+    assert_eq!(s.live.sockets().subscriptions(), 0);
+}
