@@ -111,6 +111,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NoSuchStream`].
     async fn info(&self, stream: &StreamName) -> Result<StreamInfo>;
 
+    /// [`StreamInfo::added`] alone: cheaper than [`Store::info`] where a
+    /// backend can tell it without looking at its events.
+    ///
+    /// # Errors
+    /// As [`Store::info`].
+    async fn added(&self, stream: &StreamName) -> Result<u64> {
+        Ok(self.info(stream).await?.added)
+    }
+
     /// Every stream, sorted by name.
     ///
     /// # Errors

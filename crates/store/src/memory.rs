@@ -40,6 +40,8 @@ struct MemStream {
     events: VecDeque<Event>,
     clock: IdClock,
     bytes: u64,
+    /// Events ever appended.
+    added: u64,
     groups: BTreeMap<String, GroupState>,
 }
 
@@ -176,6 +178,7 @@ impl MemoryStore {
                         events: VecDeque::new(),
                         clock: IdClock::new(EventId::ZERO),
                         bytes: 0,
+                        added: 0,
                         groups: BTreeMap::new(),
                     }))
                 })
@@ -198,6 +201,7 @@ impl MemoryStore {
         let now = now_ms();
         check_ids(stream, s.clock, &batch, now)?;
         let ids = assign_ids(&mut s.clock, &mut batch, now);
+        s.added += ids.len() as u64;
         for event in BatchIter::new(batch.seal()) {
             s.bytes += frame_len(&event);
             s.events.push_back(event);
@@ -303,7 +307,12 @@ impl Store for MemoryStore {
             last_id: s.clock.last(),
             bytes: s.bytes,
             segments: 0,
+            added: s.added,
         })
+    }
+
+    async fn added(&self, stream: &StreamName) -> Result<u64> {
+        Ok(self.stream(stream)?.lock().added)
     }
 
     async fn streams(&self) -> Result<Vec<StreamName>> {

@@ -210,6 +210,11 @@ pub struct StreamInfo {
     pub bytes: u64,
     /// Segment files (0 for memory).
     pub segments: u64,
+    /// Events ever appended, counting those trimmed or deleted since (from
+    /// when the store opened, starting at the events it held then). Only
+    /// grows: `added` minus the events a reader has seen since an earlier
+    /// `added` is what was removed before that reader got to it.
+    pub added: u64,
 }
 
 /// What `rotate` did.

@@ -65,7 +65,8 @@ macro_rules! store_conformance {
             append_assigns_increasing_ids, events_round_trip, explicit_ids_must_increase,
             read_ranges_forward_and_backward, read_filters_types, read_unknown_stream_fails,
             inverted_range_fails, trim_by_maxlen, trim_by_min_id, trim_by_age, trim_in_append,
-            delete_entries, info_tracks_length_and_bytes, last_id_survives_full_trim,
+            delete_entries, info_tracks_length_and_bytes, added_counts_removed_events,
+            last_id_survives_full_trim,
             list_and_delete_streams, rotate_keeps_events, data_survives_reopen,
             concurrent_appends_are_ordered, group_lifecycle, group_delivers_each_event_once,
             group_ack_rules, group_nack_redelivers, group_ack_wait_expiry,
@@ -364,6 +365,31 @@ pub async fn info_tracks_length_and_bytes(mut h: impl Harness) {
     let after = store.info(&s).await.unwrap();
     assert!(after.bytes <= before);
     assert_eq!(after.length, 5);
+}
+
+/// `added` counts every append and only grows; trims and deletes leave it.
+pub async fn added_counts_removed_events(mut h: impl Harness) {
+    let store = h.open().await;
+    let s = name("added");
+    let all = append(&*store, &s, batch("t", 10, 0)).await;
+    assert_eq!(store.added(&s).await.unwrap(), 10);
+    store
+        .trim(
+            &s,
+            Trim::MaxLen {
+                max: 4,
+                approx: false,
+            },
+        )
+        .await
+        .unwrap();
+    store.delete(&s, &[all[9]]).await.unwrap();
+    append(&*store, &s, batch("t", 5, 10)).await;
+    let info = store.info(&s).await.unwrap();
+    assert_eq!(info.added, 15);
+    assert_eq!(store.added(&s).await.unwrap(), 15);
+    assert_eq!(info.length, 8);
+    assert!(store.added(&name("nope")).await.is_err());
 }
 
 /// Trimming everything keeps the last id, so new ids stay greater.

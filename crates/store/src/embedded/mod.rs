@@ -385,6 +385,10 @@ impl Store for EmbeddedStore {
         state.info(stream)
     }
 
+    async fn added(&self, stream: &StreamName) -> Result<u64> {
+        Ok(self.handle(stream)?.state.read().added)
+    }
+
     async fn streams(&self) -> Result<Vec<StreamName>> {
         if self.tx.is_closed() {
             return Err(StoreError::Closed);

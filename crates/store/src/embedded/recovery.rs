@@ -109,6 +109,7 @@ pub(crate) fn recover_stream(
         deleted: Default::default(),
         last_id: EventId::ZERO,
         hidden: 0,
+        added: 0,
         groups: Default::default(),
     };
     let mut last_active: Option<(u64, PathBuf, u64, SegmentBuilder)> = None;
@@ -310,6 +311,8 @@ pub(crate) fn recover_stream(
         }
     };
     state.recount_hidden()?;
+    state.added = state.length();
+    let added = state.added;
     let clock = IdClock::new(state.last_id);
     Ok(WStream {
         handle: Arc::new(StreamHandle {
@@ -323,5 +326,6 @@ pub(crate) fn recover_stream(
         dirty: false,
         unsynced: false,
         new: false,
+        added,
     })
 }

@@ -26,6 +26,8 @@ pub(crate) struct StreamState {
     pub last_id: EventId,
     /// Trimmed events still physically present (below the floor).
     pub hidden: u64,
+    /// Events ever appended ([`StreamInfo::added`]).
+    pub added: u64,
     /// Consumer groups.
     pub groups: BTreeMap<String, GroupState>,
 }
@@ -102,6 +104,7 @@ impl StreamState {
             last_id: self.last_id,
             bytes: self.segments.iter().map(|s| s.event_bytes).sum(),
             segments: self.segments.len() as u64,
+            added: self.added,
         })
     }
 

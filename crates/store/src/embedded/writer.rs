@@ -134,6 +134,9 @@ pub(crate) struct WStream {
     pub unsynced: bool,
     /// Not yet in the shared map.
     pub new: bool,
+    /// Events ever appended ([`crate::StreamInfo::added`]), published with
+    /// the rest.
+    pub added: u64,
 }
 
 pub(crate) struct Writer {
@@ -383,6 +386,7 @@ impl Writer {
                     deleted: Default::default(),
                     last_id: EventId::ZERO,
                     hidden: 0,
+                    added: 0,
                     groups: BTreeMap::new(),
                 }),
             });
@@ -405,6 +409,7 @@ impl Writer {
                     dirty: true,
                     unsynced: true,
                     new: true,
+                    added: 0,
                 },
             );
         }
@@ -443,6 +448,7 @@ impl Writer {
         }
         let ws = self.existing(name)?;
         let ids = assign_ids(&mut ws.clock, &mut batch, now);
+        ws.added += ids.len() as u64;
         let framed = batch.seal();
         let base = ws.active.len;
         if let Err(e) = ws.active.write(&framed) {
@@ -585,6 +591,7 @@ impl Writer {
             }
             active.published_entries = active.builder.entries.len();
             st.last_id = ws.clock.last();
+            st.added = ws.added;
             drop(st);
             ws.dirty = false;
             if ws.new {
