@@ -7,6 +7,12 @@
 //!
 //! Because the feed is fed from the log, a subscriber that must not lose
 //! anything can always go back to the log for what it missed.
+//!
+//! A tailer that falls further behind than the stream's retention never
+//! sees the events trimmed before it read them. It counts them (the
+//! store's [`busbar_store::StreamInfo::added`] against the events it read)
+//! and marks the next event it carries with how many went by
+//! ([`LiveEvent::skipped`]), so live subscribers are told of those too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +39,9 @@ const FRAME_SLOTS: usize = 4;
 pub struct LiveEvent {
     /// The event.
     pub event: Event,
+    /// Events of the stream removed (trimmed or deleted) before the feed
+    /// read them, just before this one.
+    pub skipped: u64,
     /// `event` messages already built, by subscription id. Clients of one
     /// kind (a dashboard, an overlay) tend to use the same ids, so a
     /// thousand subscribers usually share one message (a reference count)
@@ -45,6 +54,7 @@ impl LiveEvent {
     pub fn new(event: Event) -> LiveEvent {
         LiveEvent {
             event,
+            skipped: 0,
             frames: Default::default(),
         }
     }
@@ -190,8 +200,11 @@ impl Feeds {
             .store()
             .info(stream)
             .await
-            .map(|i| i.last_id)
-            .unwrap_or(EventId::ZERO);
+            .map(|i| Position {
+                last: i.last_id,
+                added: i.added,
+            })
+            .unwrap_or_default();
         let mut feeds = self.feeds.lock();
         if let Some(feed) = feeds
             .get(stream)
@@ -240,8 +253,47 @@ impl Feeds {
     }
 }
 
-async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, mut last: EventId) {
+/// Where a feed starts: the stream's last id and its
+/// [`busbar_store::StreamInfo::added`], from one look at the stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    last: EventId,
+    added: u64,
+}
+
+/// Counts what the log lost before the tailer read it.
+#[derive(Debug)]
+struct Skips {
+    /// `added` when the feed started.
+    base: u64,
+    /// Events read since.
+    read: u64,
+    /// Events found missing so far.
+    skipped: u64,
+}
+
+impl Skips {
+    /// After a read that reached the end of the stream as it was when
+    /// `added` was taken (before the read): how many more events are now
+    /// known to have been removed unread. Every event counted in `added`
+    /// was either read or removed; events appended after `added` was taken
+    /// and read already only make the count low for a while, never high.
+    fn newly_skipped(&mut self, added: u64) -> u64 {
+        let missing = added.saturating_sub(self.base).saturating_sub(self.read);
+        let new = missing.saturating_sub(self.skipped);
+        self.skipped += new;
+        new
+    }
+}
+
+async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Position) {
     let engine = &feeds.engine;
+    let mut last = start.last;
+    let mut skips = Skips {
+        base: start.added,
+        read: 0,
+        skipped: 0,
+    };
     loop {
         if feed.subscribers.load(Ordering::Acquire) == 0 {
             let mut map = feeds.feeds.lock();
@@ -257,15 +309,30 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, mut last: 
         loop {
             let Some(from) = last.successor() else { return };
             let q = ReadQuery::range(from, EventId::MAX, TAIL_BATCH);
+            // Taken before the read, so every event it counts was appended
+            // before the read began.
+            let added = engine.store().added(&stream).await.ok();
             // A stream that does not exist (yet) has nothing to tail.
             let events = engine.store().read(&stream, &q).await.unwrap_or_default();
             let n = events.len();
+            skips.read += n as u64;
+            let mut skipped = match added {
+                Some(added) if n < TAIL_BATCH => skips.newly_skipped(added),
+                _ => 0,
+            };
+            if skipped > 0 {
+                tracing::debug!(stream = %stream, skipped, "live feed fell behind the stream's retention");
+            }
             for event in events {
                 last = event.id();
                 // No subscriber is fine: they come and go. Rendering is
                 // left to the subscribers (see `LiveEvent::frame`).
-                let _ = feed.bus.publish(Arc::new(LiveEvent::new(event)));
+                let mut live = LiveEvent::new(event);
+                live.skipped = std::mem::take(&mut skipped);
+                let _ = feed.bus.publish(Arc::new(live));
             }
+            // Nothing read to carry the count: it goes with the next event.
+            skips.skipped -= skipped;
             if n < TAIL_BATCH {
                 break;
             }

@@ -17,6 +17,8 @@
 //! ```text
 //! {"type":"event","sub":"a","event":{...rendered event...}}
 //! {"type":"lagged","sub":"a","missed":12}      lossy subscription fell behind
+//!                                              (or retention trimmed events
+//!                                              before the feed read them)
 //! {"type":"subscribed","sub":"a"} {"type":"joined","room":..} {"type":"left","room":..}
 //! {"type":"ack","ref":7,"ids":["<ms>-<seq>",...]}
 //! {"type":"delay","session":"s1","delay_ms":5000}

@@ -164,6 +164,14 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
             }
             Batch::Closed => return,
         }
+        // Events the log lost before the feed read them (retention ahead
+        // of a busy feed) count as missed, like events the feed dropped.
+        let skipped: u64 = batch.iter().map(|e| e.skipped).sum();
+        if skipped > 0 {
+            missed += skipped;
+            out.guard.dropped(skipped);
+            dropped_total.add(skipped);
+        }
         let matching = batch.drain(..).filter(|e| filter.matches(&e.event));
         let (delivered, dropped) = match policy {
             SlowPolicy::Drop => {

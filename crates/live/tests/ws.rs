@@ -24,8 +24,12 @@ struct Server {
 }
 
 async fn server(config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
+    server_over(MemoryStore::new(), config, tokens).await
+}
+
+async fn server_over(store: MemoryStore, config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
     let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
+        Arc::new(store),
         Auth::new(tokens),
         EngineConfig::default(),
         Arc::new(Metrics::default()),
@@ -549,4 +553,39 @@ async fn a_close_frame_is_answered_with_one_and_cleans_up() {
     }
     assert!(s.live.sockets().is_empty());
     assert_eq!(s.live.sockets().subscriptions(), 0);
+}
+
+/// Events trimmed by retention before the feed read them are counted in a
+/// `lagged` notice: received plus missed is everything appended.
+#[tokio::test]
+async fn events_trimmed_before_the_feed_read_them_are_reported_missed() {
+    let store = MemoryStore::with_retention(busbar_store::embedded::Retention {
+        max_len: Some(50),
+        ..Default::default()
+    });
+    let s = server_over(store, LiveConfig::default(), vec![]).await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","id":"x","stream":"short"}),
+    )
+    .await;
+    next_of(&mut ws, "subscribed").await;
+    // One runtime thread: the feed cannot read between these appends, so
+    // the stream's retention drops most of them first.
+    for _ in 0..10 {
+        publish(&s.engine, "short", 100, None).await;
+    }
+    let (mut events, mut missed) = (0u64, 0u64);
+    while events + missed < 1000 {
+        let v = next(&mut ws).await;
+        match v["type"].as_str() {
+            Some("event") => events += 1,
+            Some("lagged") => missed += v["missed"].as_u64().unwrap(),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(events + missed, 1000);
+    assert!(missed >= 900, "missed {missed}, received {events}");
+    assert_eq!(events, 50);
 }
