@@ -52,6 +52,50 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
     out.push(b'}');
 }
 
+/// The exact number of bytes [`render_event`] writes for `event`, so a
+/// caller can allocate its buffer once and to size.
+pub fn rendered_len(stream: &StreamName, event: &Event) -> usize {
+    let id = event.id();
+    let mut n = b"{\"id\":\"".len() + digits(id.ms) + 1 + digits(id.seq);
+    n += b"\",\"stream\":".len() + string_len(stream.as_str());
+    n += b",\"type\":".len() + string_len(event.event_type());
+    n += b",\"received_at\":".len() + digits(event.received_ms());
+    if let Some(ts) = event.ts() {
+        n += b",\"ts\":".len() + usize::from(ts < 0) + digits(ts.unsigned_abs());
+    }
+    for (name, value) in [
+        ("tenant", event.tenant()),
+        ("key", event.key()),
+        ("session", event.session()),
+        ("idempotency_key", event.idempotency_key()),
+    ] {
+        if let Some(value) = value {
+            // `,"<name>":`
+            n += name.len() + 4 + string_len(value);
+        }
+    }
+    if let Some(meta) = event.meta() {
+        n += b",\"meta\":".len() + meta.len();
+    }
+    n + b",\"data\":".len() + event.payload().len() + 1
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Bytes [`string`] writes for `s`: the escapes serde_json uses.
+fn string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 /// A JSON string; text that needs no escaping (the common case: ids,
 /// names, types) is copied as it is.
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -81,7 +125,9 @@ mod tests {
         batch.assign(u64::MAX, |_| EventId::new(u64::MAX, u64::MAX));
         let event = BatchIter::new(batch.seal()).next().unwrap();
         let mut out = Vec::new();
-        render_event(&mut out, &StreamName::new("s:1").unwrap(), &event);
+        let stream = StreamName::new("s:1").unwrap();
+        render_event(&mut out, &stream, &event);
+        assert_eq!(rendered_len(&stream, &event), out.len());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "say \"hi\"\n\\");
         assert_eq!(v["key"], "k\u{1}");
@@ -91,5 +137,64 @@ mod tests {
         assert_eq!(v["id"], format!("{0}-{0}", u64::MAX));
         assert_eq!(v["stream"], "s:1");
         assert_eq!(v["data"]["n"], 1);
+    }
+}
+
+#[cfg(test)]
+mod len_tests {
+    use super::*;
+    use crate::{BatchIter, EventBatch, EventId, NewEvent};
+
+    /// `rendered_len` is exact for every optional field, escape and number
+    /// width.
+    #[test]
+    fn rendered_len_is_exact() {
+        let texts = [
+            "",
+            "t",
+            "a\"b",
+            "\\",
+            "line\nnext",
+            "tab\t\u{8}\u{c}\r",
+            "\u{1}\u{1f}",
+            "é ü",
+        ];
+        let mut batch = EventBatch::new();
+        for (i, text) in texts.iter().enumerate() {
+            let mut e = NewEvent::new(if text.is_empty() { "x" } else { text }, br#"{"k":[1,2]}"#);
+            e.tenant = (i % 2 == 0).then_some(*text);
+            e.key = (i % 3 == 0).then_some(*text);
+            e.session = Some(text);
+            e.idempotency_key = (i % 2 == 1).then_some(*text);
+            e.ts = [
+                None,
+                Some(0),
+                Some(-1),
+                Some(i64::MIN),
+                Some(i64::MAX),
+                Some(9),
+                Some(10),
+                Some(-10),
+            ][i];
+            e.meta = (i % 4 == 0).then_some(&br#"{"m":1}"#[..]);
+            batch.push(&e).unwrap();
+        }
+        let mut n = 0u64;
+        batch.assign(0, |_| {
+            n = n * 10 + 9;
+            EventId::new(n, n / 3)
+        });
+        let stream = StreamName::new("a.b:c-d_e").unwrap();
+        for event in BatchIter::new(batch.seal()) {
+            let mut out = Vec::new();
+            render_event(&mut out, &stream, &event);
+            assert_eq!(
+                rendered_len(&stream, &event),
+                out.len(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+        }
     }
 }
