@@ -45,24 +45,41 @@ pub struct LiveEvent {
     /// `event` messages already built, by subscription id. Clients of one
     /// kind (a dashboard, an overlay) tend to use the same ids, so a
     /// thousand subscribers usually share one message (a reference count)
-    /// instead of building a thousand copies.
-    frames: [OnceLock<(Box<str>, Utf8Bytes)>; FRAME_SLOTS],
+    /// instead of building a thousand copies. `None` for an event of a feed
+    /// with one subscriber, which builds its message for itself (and frees
+    /// it where it is written, not on the tailer's thread).
+    frames: Option<Box<FrameSlots>>,
 }
 
+type FrameSlots = [OnceLock<(Box<str>, Utf8Bytes)>; FRAME_SLOTS];
+
 impl LiveEvent {
-    /// An event of the feed.
+    /// An event of the feed whose message is built once per subscription
+    /// id and shared.
     pub fn new(event: Event) -> LiveEvent {
         LiveEvent {
             event,
             skipped: 0,
-            frames: Default::default(),
+            frames: Some(Box::default()),
+        }
+    }
+
+    /// An event of a feed with a single subscriber: nothing to share.
+    fn unshared(event: Event) -> LiveEvent {
+        LiveEvent {
+            event,
+            skipped: 0,
+            frames: None,
         }
     }
 
     /// The `{"type":"event","sub":<sub>,"event":...}` message for
     /// subscription `sub` of `stream` (the feed's stream).
     pub fn frame(&self, stream: &StreamName, sub: &str) -> Utf8Bytes {
-        for slot in &self.frames {
+        let Some(slots) = &self.frames else {
+            return event_frame(stream, sub, &self.event).into();
+        };
+        for slot in slots.iter() {
             let (id, frame) =
                 slot.get_or_init(|| (sub.into(), event_frame(stream, sub, &self.event).into()));
             if **id == *sub {
@@ -132,16 +149,9 @@ pub enum Batch {
 
 impl FeedReceiver {
     /// The message for `event` (an event of this feed) to subscription
-    /// `sub` of `stream`. Shared through [`LiveEvent::frame`] when the feed
-    /// has other subscribers; built for this one alone otherwise, so that
-    /// it is freed where it is written instead of being kept with the event
-    /// and freed on the tailer's thread when the feed drops the event.
+    /// `sub` of `stream`: [`LiveEvent::frame`].
     pub fn frame(&self, event: &LiveEvent, stream: &StreamName, sub: &str) -> Utf8Bytes {
-        if self.feed.subscribers.load(Ordering::Relaxed) > 1 {
-            event.frame(stream, sub)
-        } else {
-            event_frame(stream, sub, &event.event).into()
-        }
+        event.frame(stream, sub)
     }
 
     /// The next event, or how many were missed.
@@ -323,11 +333,17 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
             if skipped > 0 {
                 tracing::debug!(stream = %stream, skipped, "live feed fell behind the stream's retention");
             }
+            // Events a lone subscriber takes carry no shared messages.
+            let shared = feed.subscribers.load(Ordering::Relaxed) > 1;
             for event in events {
                 last = event.id();
                 // No subscriber is fine: they come and go. Rendering is
                 // left to the subscribers (see `LiveEvent::frame`).
-                let mut live = LiveEvent::new(event);
+                let mut live = if shared {
+                    LiveEvent::new(event)
+                } else {
+                    LiveEvent::unshared(event)
+                };
                 live.skipped = std::mem::take(&mut skipped);
                 let _ = feed.bus.publish(Arc::new(live));
             }

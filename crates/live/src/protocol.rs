@@ -69,7 +69,7 @@
 //! - An event's `data` written by its producer over several lines arrives
 //!   on one (newlines between JSON tokens become spaces).
 
-use busbar_event::{render_event, Event, StreamName};
+use busbar_event::{render_event, rendered_len, Event, StreamName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -257,11 +257,15 @@ pub(crate) fn push_str(out: &mut String, s: &str) {
 pub(crate) fn event_frame(stream: &StreamName, sub: &str, event: &Event) -> String {
     const HEAD: &[u8] = b"{\"type\":\"event\",\"sub\":";
     const MIDDLE: &[u8] = b",\"event\":";
-    // The rendered event is its stored body, less the binary header, plus
-    // its id, stream and receive time as text: this bound avoids a second
-    // allocation for every event.
-    let rendered = event.body().len() + stream.as_str().len() + 96;
-    let mut out = Vec::with_capacity(HEAD.len() + sub.len() + 2 + MIDDLE.len() + rendered + 1);
+    // Allocated to the exact size: the message becomes a shared buffer
+    // without another allocation when its length is its capacity.
+    let sub_len = if needs_no_escape(sub) {
+        sub.len() + 2
+    } else {
+        serde_json::to_string(sub).map_or(0, |s| s.len())
+    };
+    let len = HEAD.len() + sub_len + MIDDLE.len() + rendered_len(stream, event) + 1;
+    let mut out = Vec::with_capacity(len);
     out.extend_from_slice(HEAD);
     if needs_no_escape(sub) {
         out.push(b'"');
@@ -333,10 +337,12 @@ mod tests {
             plain,
             format!(r#"{{"type":"event","sub":"dash-1","event":{rendered}}}"#)
         );
-        assert!(plain.capacity() >= plain.len(), "sized up front");
+        assert_eq!(plain.capacity(), plain.len(), "sized exactly");
+        let escaped = event_frame(&stream, "a\"b\t\u{1}", &event);
         assert_eq!(
-            event_frame(&stream, "a\"b\t\u{1}", &event),
+            escaped,
             format!(r#"{{"type":"event","sub":"a\"b\t\u0001","event":{rendered}}}"#)
         );
+        assert_eq!(escaped.capacity(), escaped.len(), "sized exactly");
     }
 }
