@@ -169,21 +169,38 @@ impl Batcher {
     /// there.
     pub(crate) fn push_line(&mut self, line: &[u8]) -> bool {
         let fresh = std::mem::replace(&mut self.fresh, false);
-        if let Some(op) = ops::parse(line, &self.default_stream) {
-            if self.live && (self.acks || fresh) && matches!(op, Ok(Op::Live { .. })) {
-                return false;
-            }
-            self.push_op(op, line.len());
-            return true;
-        }
-        match self.try_push(line) {
-            Ok(batch) => {
-                if self.acks {
-                    self.slots.push(Slot::Event(batch));
+        // A line is an op when it has an `op` member and no `type`. Clients
+        // write `op` first, so those lines are decoded as ops straight away;
+        // any other line is tried as an event first (every event has a
+        // `type`, so no event is an op) and looked at as an op only when it
+        // is not an event: most lines cost one pass.
+        let op = if line.starts_with(b"{\"op\":") {
+            ops::parse(line, &self.default_stream)
+        } else {
+            None
+        };
+        let op = match op {
+            Some(op) => op,
+            None => match self.try_push(line) {
+                Ok(batch) => {
+                    if self.acks {
+                        self.slots.push(Slot::Event(batch));
+                    }
+                    return true;
                 }
-            }
-            Err(e) => self.refuse(&e),
+                Err(e) => match ops::parse(line, &self.default_stream) {
+                    Some(op) => op,
+                    None => {
+                        self.refuse(&e);
+                        return true;
+                    }
+                },
+            },
+        };
+        if self.live && (self.acks || fresh) && matches!(op, Ok(Op::Live { .. })) {
+            return false;
         }
+        self.push_op(op, line.len());
         true
     }
 

@@ -193,6 +193,12 @@ fn bad_ops_are_answered_and_the_connection_goes_on() {
     // An event whose payload has an `op` member is still an event.
     c.send_raw(r#"{"type":"db.change","stream":"s","op":"insert"}"#);
     assert!(c.recv()["id"].is_string());
+    // Even with `op` first.
+    c.send_raw(r#"{"op":"insert","type":"db.change","stream":"s"}"#);
+    assert!(c.recv()["id"].is_string());
+    // And an op whose `op` is not first is still an op.
+    c.send_raw(r#"{"group":"g","stream":"s","op":"group"}"#);
+    assert_eq!(c.recv()["group"]["name"], "g");
 }
 
 #[test]
