@@ -9,7 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use busbar_engine::EngineError;
+use busbar_engine::{EngineError, ReadOp};
 use busbar_event::{render_event, Event, EventId, StreamName};
 use busbar_store::{ReadQuery, StoreError, TypeFilter};
 use serde::{Deserialize, Serialize};
@@ -81,10 +81,12 @@ impl ReadParams {
                 format!("must be at most {}", state.cfg.max_wait.as_millis()),
             ));
         }
+        // Clamped here rather than in the engine, so `next` knows the count
+        // the read really ran with.
         let query = ReadQuery {
             start,
             end,
-            count: limit.min(state.engine.config().max_read_count),
+            count: state.engine.clamp_read_count(ReadOp::Range, limit),
             reverse,
             types,
         };
@@ -93,7 +95,8 @@ impl ReadParams {
 }
 
 /// `GET /api/streams/{stream}/events`: `{"events":[...],"next":"<id>"}`,
-/// `next` present when the limit was reached.
+/// `next` present when the limit was reached. A `limit` over the engine's
+/// `max_read_count` reads that many, with `next`.
 ///
 /// With `wait_ms`, an empty range (or a stream not created yet) waits for
 /// the next append, up to that long, and is read again.

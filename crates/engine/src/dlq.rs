@@ -34,7 +34,7 @@ use busbar_store::{ReadQuery, StoreError, Trim, TypeFilter};
 use serde::Serialize;
 
 use crate::jobs::{Job, JobKind, JobSpec, JobState, JobStatus, Pacer};
-use crate::{Engine, EngineError, Principal, Scope};
+use crate::{Engine, EngineError, Principal, ReadOp, Scope};
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -138,7 +138,7 @@ impl Engine {
             }
             .into());
         }
-        let limit = query.limit.clamp(1, self.config().max_read_count);
+        let limit = self.clamp_read_count(ReadOp::DlqList, query.limit).max(1);
         let needle = query.error.as_deref().map(str::to_lowercase);
         // Without an error filter the store filters everything.
         let page_size = if needle.is_some() {
@@ -307,7 +307,7 @@ impl Engine {
     ) -> Result<JobStatus> {
         let dlq = self.dlq_access(p, stream, Scope::Admin)?;
         self.require_stream(stream).await?;
-        let rate = self.job_rate(rate)?;
+        let rate = self.job_rate(JobKind::DlqReprocess, rate)?;
         let end = match self.store().info(&dlq).await {
             Ok(info) => Some(info.last_id),
             Err(StoreError::NoSuchStream { .. }) => None,

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,17 @@ use crate::metrics::{header, names};
 use crate::{Auth, EngineError, Metrics, Principal, Readiness, Scope};
 
 /// Engine limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Largest batch accepted in one publish call.
+    /// Largest batch accepted in one publish call (default 10 000). A larger
+    /// one is refused with [`EngineError::BatchTooLarge`] (HTTP 413
+    /// `batch_too_large`, counted in `busbar_ingest_errors_total`); socket
+    /// ingest cuts its batches at this size instead, and a replay's
+    /// `batchSize` may not exceed it.
     pub max_batch_events: usize,
-    /// Largest `count` of one read.
+    /// Largest `count` of one read (default 10 000): range reads, group
+    /// reads, claims, pending and DLQ listings. A read asking for more gets
+    /// at most this many ([`Engine::clamp_read_count`]).
     pub max_read_count: usize,
     /// Background jobs (DLQ reprocessing, replays).
     pub jobs: crate::JobsConfig,
@@ -59,6 +66,34 @@ impl Transport {
             Transport::WebSocket => "ws",
             Transport::Command => "command",
             Transport::Local => "local",
+        }
+    }
+}
+
+/// A read capped by [`EngineConfig::max_read_count`] (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadOp {
+    /// A range read of a stream.
+    Range,
+    /// A consumer-group read.
+    GroupRead,
+    /// A claim of idle pending entries.
+    Claim,
+    /// A listing of a group's pending entries.
+    Pending,
+    /// A listing of a dead-letter stream.
+    DlqList,
+}
+
+impl ReadOp {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadOp::Range => "range",
+            ReadOp::GroupRead => "group_read",
+            ReadOp::Claim => "claim",
+            ReadOp::Pending => "pending",
+            ReadOp::DlqList => "dlq_list",
         }
     }
 }
@@ -112,7 +147,7 @@ impl Engine {
         readiness: Readiness,
     ) -> Arc<Engine> {
         let (appended, _) = watch::channel(0);
-        let jobs = crate::jobs::Jobs::new(config.jobs.clone());
+        let jobs = crate::jobs::Jobs::new(config.jobs.clone(), metrics.clone());
         Arc::new(Engine {
             store,
             auth,
@@ -278,7 +313,21 @@ impl Engine {
             .inc();
     }
 
-    /// Reads a range.
+    /// The count a read asking for `asked` events runs with: at most
+    /// [`EngineConfig::max_read_count`]. A larger ask is clamped, not
+    /// refused, since a read returns *at most* its count anyway (range
+    /// reads and DLQ listings then answer with a `next` position to go on
+    /// from), and counted in `busbar_reads_clamped_total` by `op`.
+    pub fn clamp_read_count(&self, op: ReadOp, asked: usize) -> usize {
+        let max = self.config.max_read_count;
+        if asked > max {
+            self.metrics.reads_clamped.get([op.as_str()]).inc();
+            return max;
+        }
+        asked
+    }
+
+    /// Reads a range of at most [`EngineConfig::max_read_count`] events.
     ///
     /// # Errors
     /// [`EngineError::Forbidden`], [`EngineError::WrongTenant`], store
@@ -291,7 +340,7 @@ impl Engine {
     ) -> Result<Vec<Event>, EngineError> {
         principal.require(Scope::Consume)?;
         principal.check_stream(stream)?;
-        query.count = query.count.min(self.config.max_read_count);
+        query.count = self.clamp_read_count(ReadOp::Range, query.count);
         Ok(self.store.read(stream, &query).await?)
     }
 
@@ -426,10 +475,15 @@ impl Engine {
         let mut out = String::with_capacity(8192);
         self.metrics.render(&mut out);
         let mut lines: [String; 6] = Default::default();
+        // By stream label: (exists, dead letters, largest group lag), for
+        // the health verdict.
+        let mut health: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
         if let Ok(streams) = self.store.streams().await {
             for name in streams {
                 let label = name.as_str().replace('\\', "\\\\").replace('"', "\\\"");
                 if let Ok(groups) = self.store.groups(&name).await {
+                    let lag = groups.iter().map(|g| g.lag).max().unwrap_or(0);
+                    health.entry(label.clone()).or_default().2 = lag;
                     for g in groups {
                         let group = g.name.replace('\\', "\\\\").replace('"', "\\\"");
                         let l = format!("stream=\"{label}\",group=\"{group}\"");
@@ -439,6 +493,7 @@ impl Engine {
                 }
                 if let Ok(info) = self.store.info(&name).await {
                     if let Some(main) = label.strip_suffix(busbar_store::group::DLQ_SUFFIX) {
+                        health.entry(main.to_owned()).or_default().1 = info.length;
                         let _ = writeln!(
                             lines[5],
                             "{}{{stream=\"{main}\"}} {}",
@@ -446,6 +501,7 @@ impl Engine {
                             info.length
                         );
                     }
+                    health.entry(label.clone()).or_default().0 = true;
                     let _ = writeln!(
                         lines[0],
                         "{}{{stream=\"{label}\"}} {}",
@@ -507,6 +563,38 @@ impl Engine {
         ] {
             header(&mut out, name, "gauge", help);
             out.push_str(&lines[i]);
+        }
+        header(
+            &mut out,
+            names::STREAM_DEGRADED,
+            "gauge",
+            "1 when a stream's /events/health is degraded (over [health] max_dlq or max_lag).",
+        );
+        let limits = self.config.health;
+        for (label, (exists, dlq, lag)) in &health {
+            if *exists && !label.ends_with(busbar_store::group::DLQ_SUFFIX) {
+                let degraded = u8::from(limits.is_degraded(*dlq, *lag));
+                let _ = writeln!(
+                    out,
+                    "{}{{stream=\"{label}\"}} {degraded}",
+                    names::STREAM_DEGRADED
+                );
+            }
+        }
+        header(
+            &mut out,
+            names::JOBS_RUNNING,
+            "gauge",
+            "Background jobs running, by kind (at most jobs.max_running in all).",
+        );
+        for kind in crate::JobKind::ALL {
+            let _ = writeln!(
+                out,
+                "{}{{kind=\"{}\"}} {}",
+                names::JOBS_RUNNING,
+                kind.as_str(),
+                self.running_jobs(kind)
+            );
         }
         let sources: Vec<Arc<dyn MetricsSource>> = self.metric_sources.lock().clone();
         for source in sources {

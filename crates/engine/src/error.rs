@@ -106,8 +106,8 @@ pub enum EngineError {
         /// The job.
         job: String,
     },
-    /// As many jobs as allowed are running.
-    #[error("{limit} jobs are already running: wait for one to finish or cancel one")]
+    /// As many jobs as allowed (`jobs.max_running`) are running.
+    #[error("the limit of {limit} running jobs is reached: wait for one to finish or cancel one")]
     TooManyJobs {
         /// The limit.
         limit: usize,

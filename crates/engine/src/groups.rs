@@ -12,7 +12,7 @@ use busbar_store::group::{
     PendingInfo, ReadOutcome,
 };
 
-use crate::{Engine, EngineError, Principal, Scope};
+use crate::{Engine, EngineError, Principal, ReadOp, Scope};
 
 /// How often a blocked group read looks again for entries that became due
 /// with time (nack delays, `ack_wait` expiry) rather than with an append.
@@ -138,7 +138,7 @@ impl Engine {
         self.group_access(p, stream, Scope::Consume)?;
         tokio::pin!(stop);
         let mut stopped = false;
-        let count = count.clamp(1, self.config().max_read_count);
+        let count = self.clamp_read_count(ReadOp::GroupRead, count).max(1);
         let deadline = Instant::now() + block.min(MAX_BLOCK);
         loop {
             let mut appended = self.subscribe_appends();
@@ -266,7 +266,7 @@ impl Engine {
         count: usize,
     ) -> Result<ClaimOutcome> {
         self.group_access(p, stream, Scope::Consume)?;
-        let count = count.clamp(1, self.config().max_read_count);
+        let count = self.clamp_read_count(ReadOp::Claim, count).max(1);
         let out = self
             .store()
             .claim(stream, group, consumer, min_idle, start, count)
@@ -296,7 +296,7 @@ impl Engine {
         count: usize,
     ) -> Result<Vec<PendingInfo>> {
         self.group_access(p, stream, Scope::Consume)?;
-        let count = count.min(self.config().max_read_count);
+        let count = self.clamp_read_count(ReadOp::Pending, count);
         Ok(self
             .store()
             .pending(stream, group, consumer, start, end, count)

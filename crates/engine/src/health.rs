@@ -5,7 +5,9 @@
 //! `degraded` means the runbook's warning level is crossed: more than
 //! [`HealthThresholds::max_dlq`] dead letters (default 100), or a group
 //! more than [`HealthThresholds::max_lag`] events behind (default 1000).
-//! The numbers are the ones `/metrics` exports, so this needs no token.
+//! The numbers are the ones `/metrics` exports, so this needs no token;
+//! `/metrics` also exports the verdict of every stream as
+//! `busbar_stream_degraded`.
 
 use busbar_event::StreamName;
 use busbar_store::group::dlq_stream;
@@ -21,6 +23,22 @@ pub struct HealthThresholds {
     pub max_dlq: u64,
     /// Largest lag of a healthy stream's groups (default 1000).
     pub max_lag: u64,
+}
+
+impl HealthThresholds {
+    /// Whether a stream with `dlq_length` dead letters and groups at most
+    /// `max_lag` events behind is `degraded`.
+    ///
+    /// ```
+    /// use busbar_engine::HealthThresholds;
+    /// let limits = HealthThresholds { max_dlq: 0, max_lag: 1000 };
+    /// assert!(!limits.is_degraded(0, 1000));
+    /// assert!(limits.is_degraded(1, 0));
+    /// assert!(limits.is_degraded(0, 1001));
+    /// ```
+    pub fn is_degraded(&self, dlq_length: u64, max_lag: u64) -> bool {
+        dlq_length > self.max_dlq || max_lag > self.max_lag
+    }
 }
 
 impl Default for HealthThresholds {
@@ -99,8 +117,11 @@ impl Engine {
             Err(StoreError::NoSuchStream { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let limits = self.config().health;
-        if health.dlq_length > limits.max_dlq || health.max_lag > limits.max_lag {
+        if self
+            .config()
+            .health
+            .is_degraded(health.dlq_length, health.max_lag)
+        {
             health.status = HealthStatus::Degraded;
         }
         Ok(health)

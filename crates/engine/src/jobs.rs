@@ -3,8 +3,13 @@
 //! A job runs on its own task and reports progress through a [`JobStatus`].
 //! The registry is bounded twice: at most [`JobsConfig::max_running`] jobs
 //! run at once (starting another is refused with
-//! [`EngineError::TooManyJobs`]), and at most [`JobsConfig::history`]
-//! finished jobs are remembered (the oldest are forgotten first).
+//! [`EngineError::TooManyJobs`], HTTP 429, and counted in
+//! `busbar_jobs_rejected_total{limit="max_running"}`), and at most
+//! [`JobsConfig::history`] finished jobs are remembered (the oldest are
+//! forgotten first, counted in `busbar_jobs_forgotten_total`; asking for
+//! one is [`EngineError::NoSuchJob`]). A request asking for a rate over
+//! [`JobsConfig::max_rate`] is refused with [`EngineError::InvalidParam`]
+//! naming `rate`. `busbar_jobs_running` shows how many run, by kind.
 //!
 //! Jobs live in memory: a restart ends them. Each status carries `last_id`,
 //! the last source id a job handled, so an interrupted job can be started
@@ -26,10 +31,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::{Engine, EngineError, Principal, Scope};
+use crate::{Engine, EngineError, Metrics, Principal, Scope};
 
 /// Limits of the job registry and defaults of jobs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobsConfig {
     /// Jobs running at once (default 4).
     pub max_running: usize,
@@ -64,6 +69,9 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind, for metrics that list each one.
+    pub const ALL: [JobKind; 2] = [JobKind::DlqReprocess, JobKind::Replay];
+
     /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -228,6 +236,7 @@ pub(crate) struct JobSpec {
 #[derive(Debug)]
 pub(crate) struct Jobs {
     config: JobsConfig,
+    metrics: Arc<Metrics>,
     /// Tells this process's job ids from an earlier one's.
     boot: u64,
     table: Mutex<Table>,
@@ -241,9 +250,10 @@ struct Table {
 }
 
 impl Jobs {
-    pub(crate) fn new(config: JobsConfig) -> Self {
+    pub(crate) fn new(config: JobsConfig, metrics: Arc<Metrics>) -> Self {
         Jobs {
             config,
+            metrics,
             boot: now_ms() / 1000,
             table: Mutex::new(Table::default()),
         }
@@ -261,6 +271,10 @@ impl Jobs {
         let mut table = self.table.lock();
         let running = table.jobs.iter().filter(|j| j.is_running()).count();
         if running >= self.config.max_running {
+            self.metrics
+                .jobs_rejected
+                .get([spec.kind.as_str(), "max_running"])
+                .inc();
             return Err(EngineError::TooManyJobs {
                 limit: self.config.max_running,
             });
@@ -297,6 +311,7 @@ impl Jobs {
             };
             table.jobs.remove(pos);
             finished -= 1;
+            self.metrics.jobs_forgotten.inc();
         }
         Ok(job)
     }
@@ -307,6 +322,16 @@ impl Jobs {
 
     fn all(&self) -> Vec<Arc<Job>> {
         self.table.lock().jobs.iter().cloned().collect()
+    }
+
+    /// How many jobs of `kind` are running.
+    pub(crate) fn running(&self, kind: JobKind) -> usize {
+        self.table
+            .lock()
+            .jobs
+            .iter()
+            .filter(|j| j.kind == kind && j.is_running())
+            .count()
     }
 }
 
@@ -449,20 +474,34 @@ impl Engine {
         job.is_cancelled() || self.readiness().is_shutting_down()
     }
 
-    /// The rate a request asked for, or the default.
+    /// The rate a request for a job of `kind` asked for, or the default.
     ///
     /// # Errors
-    /// [`EngineError::InvalidParam`] for 0 or more than the maximum.
-    pub(crate) fn job_rate(&self, rate: Option<u32>) -> Result<u32, EngineError> {
+    /// [`EngineError::InvalidParam`] for 0 or more than the maximum (the
+    /// latter counted in `busbar_jobs_rejected_total{limit="max_rate"}`).
+    pub(crate) fn job_rate(&self, kind: JobKind, rate: Option<u32>) -> Result<u32, EngineError> {
         let cfg = self.jobs.config();
         match rate {
             None => Ok(cfg.default_rate),
-            Some(r) if r == 0 || r > cfg.max_rate => Err(EngineError::InvalidParam {
-                name: "rate",
-                reason: format!("must be 1 to {} events per second", cfg.max_rate),
-            }),
+            Some(r) if r == 0 || r > cfg.max_rate => {
+                if r > cfg.max_rate {
+                    self.metrics()
+                        .jobs_rejected
+                        .get([kind.as_str(), "max_rate"])
+                        .inc();
+                }
+                Err(EngineError::InvalidParam {
+                    name: "rate",
+                    reason: format!("must be 1 to {} events per second", cfg.max_rate),
+                })
+            }
             Some(r) => Ok(r),
         }
+    }
+
+    /// How many jobs of `kind` are running now.
+    pub(crate) fn running_jobs(&self, kind: JobKind) -> usize {
+        self.jobs.running(kind)
     }
 
     /// Every remembered job whose streams the principal may see, oldest
@@ -530,18 +569,27 @@ mod tests {
     }
 
     #[test]
-    fn running_jobs_and_history_are_bounded() {
-        let jobs = Jobs::new(JobsConfig {
-            max_running: 2,
-            history: 3,
-            ..JobsConfig::default()
-        });
+    fn running_jobs_and_history_are_bounded_and_counted() {
+        let metrics = Arc::new(Metrics::default());
+        let jobs = Jobs::new(
+            JobsConfig {
+                max_running: 2,
+                history: 3,
+                ..JobsConfig::default()
+            },
+            metrics.clone(),
+        );
         let a = jobs.register(spec()).unwrap();
         let b = jobs.register(spec()).unwrap();
         assert!(matches!(
             jobs.register(spec()),
             Err(EngineError::TooManyJobs { limit: 2 })
         ));
+        assert_eq!(jobs.running(JobKind::Replay), 2);
+        assert_eq!(
+            metrics.jobs_rejected.get(["replay", "max_running"]).get(),
+            1
+        );
         a.finish(JobState::Done, None);
         b.finish(JobState::Done, None);
         for _ in 0..5 {
@@ -555,11 +603,15 @@ mod tests {
         assert!(kept[0].id.ends_with("-5"), "{}", kept[0].id);
         assert_eq!(kept[3].id, running.id);
         assert!(jobs.get(a.id()).is_none());
+        // 7 finished, 3 kept.
+        assert_eq!(metrics.jobs_forgotten.get(), 4);
+        assert_eq!(jobs.running(JobKind::Replay), 1);
+        assert_eq!(jobs.running(JobKind::DlqReprocess), 0);
     }
 
     #[test]
     fn the_first_outcome_wins() {
-        let jobs = Jobs::new(JobsConfig::default());
+        let jobs = Jobs::new(JobsConfig::default(), Arc::new(Metrics::default()));
         let job = jobs.register(spec()).unwrap();
         assert_eq!(job.status().state, JobState::Running);
         job.finish(JobState::Cancelled, Some("why".into()));

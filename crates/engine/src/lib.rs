@@ -21,7 +21,7 @@ mod replay;
 
 pub use auth::{Auth, Principal, Scope, TokenSpec};
 pub use dlq::{DlqEntry, DlqPage, DlqQuery, Reprocessed};
-pub use engine::{Engine, EngineConfig, MetricsSource, PublishObserver, Transport};
+pub use engine::{Engine, EngineConfig, MetricsSource, PublishObserver, ReadOp, Transport};
 pub use error::EngineError;
 pub use groups::MAX_BLOCK;
 pub use health::{HealthStatus, HealthThresholds, StreamHealth};

@@ -92,6 +92,18 @@ pub mod names {
     pub const REPLAYED: &str = "busbar_replay_events_total";
     /// Background jobs that stopped, by kind and final state.
     pub const JOBS_FINISHED: &str = "busbar_jobs_finished_total";
+    /// Background jobs running now, by kind (at most `jobs.max_running`).
+    pub const JOBS_RUNNING: &str = "busbar_jobs_running";
+    /// Job starts refused at a limit, by kind and limit (`max_running`,
+    /// `max_rate`).
+    pub const JOBS_REJECTED: &str = "busbar_jobs_rejected_total";
+    /// Finished jobs forgotten past `jobs.history`.
+    pub const JOBS_FORGOTTEN: &str = "busbar_jobs_forgotten_total";
+    /// Reads that asked for more than `max_read_count` and got that many,
+    /// by operation.
+    pub const READS_CLAMPED: &str = "busbar_reads_clamped_total";
+    /// 1 when a stream's `/events/health` says `degraded`, by stream.
+    pub const STREAM_DEGRADED: &str = "busbar_stream_degraded";
 }
 
 /// Latency buckets in seconds (50 µs to a minute: fsyncs to slow handlers).
@@ -301,6 +313,12 @@ pub struct Metrics {
     pub replayed: Family<Counter, 1>,
     /// [`names::JOBS_FINISHED`] by kind and state.
     pub jobs_finished: Family<Counter, 2>,
+    /// [`names::JOBS_REJECTED`] by kind and limit.
+    pub jobs_rejected: Family<Counter, 2>,
+    /// [`names::JOBS_FORGOTTEN`]
+    pub jobs_forgotten: Counter,
+    /// [`names::READS_CLAMPED`] by operation.
+    pub reads_clamped: Family<Counter, 1>,
     started: std::time::Instant,
 }
 
@@ -330,6 +348,9 @@ impl Default for Metrics {
             dlq_deleted: Family::new(["stream"]),
             replayed: Family::new(["stream"]),
             jobs_finished: Family::new(["kind", "state"]),
+            jobs_rejected: Family::new(["kind", "limit"]),
+            jobs_forgotten: Counter::default(),
+            reads_clamped: Family::new(["op"]),
             started: std::time::Instant::now(),
         }
     }
@@ -513,6 +534,36 @@ impl Metrics {
         );
         self.jobs_finished.each(|l, c| {
             let _ = writeln!(out, "{}{{{l}}} {}", names::JOBS_FINISHED, c.get());
+        });
+        header(
+            out,
+            names::JOBS_REJECTED,
+            "counter",
+            "Job starts refused at a limit (jobs.max_running, jobs.max_rate), by kind and limit.",
+        );
+        self.jobs_rejected.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::JOBS_REJECTED, c.get());
+        });
+        header(
+            out,
+            names::JOBS_FORGOTTEN,
+            "counter",
+            "Finished jobs forgotten past the jobs.history limit.",
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            names::JOBS_FORGOTTEN,
+            self.jobs_forgotten.get()
+        );
+        header(
+            out,
+            names::READS_CLAMPED,
+            "counter",
+            "Reads that asked for more than max_read_count events and got that many, by operation.",
+        );
+        self.reads_clamped.each(|l, c| {
+            let _ = writeln!(out, "{}{{{l}}} {}", names::READS_CLAMPED, c.get());
         });
         header(
             out,

@@ -76,8 +76,9 @@ pub struct ReplaySpec {
     pub types: Option<TypeFilter>,
     /// At most this many events (stream targets only).
     pub limit: Option<u64>,
-    /// Events per appended batch (default [`DEFAULT_REPLAY_BATCH`]; never
-    /// more than a second's worth at `rate`).
+    /// Events per appended batch (default [`DEFAULT_REPLAY_BATCH`], or the
+    /// engine's `max_batch_events` if smaller; never more than a second's
+    /// worth at `rate`).
     pub batch_size: Option<usize>,
     /// Events per second at most (default: the engine's job default).
     pub rate: Option<u32>,
@@ -135,14 +136,17 @@ impl Engine {
             return Err(invalid("limit", "must be at least 1"));
         }
         let max_batch = self.config().max_batch_events;
-        let batch = spec.batch_size.unwrap_or(DEFAULT_REPLAY_BATCH);
+        // An operator may configure batches smaller than the default.
+        let batch = spec
+            .batch_size
+            .unwrap_or(DEFAULT_REPLAY_BATCH.min(max_batch));
         if batch == 0 || batch > max_batch {
             return Err(invalid(
                 "batchSize",
                 format!("must be 1 to {max_batch} events"),
             ));
         }
-        let rate = self.job_rate(spec.rate)?;
+        let rate = self.job_rate(JobKind::Replay, spec.rate)?;
         // A batch goes out at once: never more than a second's worth.
         let batch = batch.min(rate as usize);
         let info = self.store().info(&spec.stream).await?;

@@ -474,9 +474,25 @@ async fn running_jobs_are_bounded_and_tenants_see_their_own() {
         ..ReplaySpec::new(s.clone())
     };
     let job = e.start_replay(&P, slow.clone()).await.unwrap();
-    let err = e.start_replay(&P, slow).await.unwrap_err();
+    let err = e.start_replay(&P, slow.clone()).await.unwrap_err();
     assert_eq!(err.reason(), "too_many_jobs");
     assert_eq!(err.http_status(), 429);
+    assert!(err.to_string().contains("limit of 1 running jobs"), "{err}");
+    let too_fast = ReplaySpec {
+        rate: Some(JobsConfig::default().max_rate + 1),
+        ..slow
+    };
+    let err = e.start_replay(&P, too_fast).await.unwrap_err();
+    assert_eq!(err.reason(), "invalid_param");
+    let metrics = e.render_metrics().await;
+    for line in [
+        r#"busbar_jobs_running{kind="replay"} 1"#,
+        r#"busbar_jobs_running{kind="dlq_reprocess"} 0"#,
+        r#"busbar_jobs_rejected_total{kind="replay",limit="max_running"} 1"#,
+        r#"busbar_jobs_rejected_total{kind="replay",limit="max_rate"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
 
     let other = Principal::Token {
         name: "other".into(),
@@ -545,9 +561,18 @@ async fn health_follows_the_runbook_thresholds() {
     assert_eq!(h.status, HealthStatus::Healthy);
     assert!(h.last_processed_ms.is_none());
 
+    let metrics = e.render_metrics().await;
+    assert!(metrics.contains("busbar_stream_degraded{stream=\"events\"} 0\n"));
     dead_letter(&e, &s, &["b"]).await;
     let h = e.stream_health(&s).await.unwrap();
     assert_eq!(h.status, HealthStatus::Degraded);
+    // The same verdict on /metrics; never for the dead-letter stream itself.
+    let metrics = e.render_metrics().await;
+    assert!(
+        metrics.contains("busbar_stream_degraded{stream=\"events\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("busbar_stream_degraded{stream=\"events:dlq\"}"));
 
     publish(&e, &s, &["c"; 4]).await;
     let lagging = engine_with(EngineConfig {
@@ -564,4 +589,65 @@ async fn health_follows_the_runbook_thresholds() {
         .unwrap();
     let h = lagging.stream_health(&s).await.unwrap();
     assert_eq!((h.max_lag, h.status), (4, HealthStatus::Degraded));
+    let metrics = lagging.render_metrics().await;
+    assert!(metrics.contains("busbar_stream_degraded{stream=\"events\"} 1\n"));
+}
+
+#[tokio::test]
+async fn reads_over_max_read_count_are_clamped_and_counted() {
+    let e = engine_with(EngineConfig {
+        max_read_count: 2,
+        ..EngineConfig::default()
+    });
+    let s = stream("orders");
+    // Each dead_letter reads its group asking for 1000: clamped twice.
+    dead_letter(&e, &s, &["a", "b"]).await;
+    dead_letter(&e, &s, &["c"]).await;
+    publish(&e, &s, &["d", "e", "f"]).await;
+    assert_eq!(e.read(&P, &s, ReadQuery::all(10)).await.unwrap().len(), 2);
+    assert_eq!(e.read(&P, &s, ReadQuery::all(2)).await.unwrap().len(), 2);
+    let group = e
+        .read_group(&P, &s, "g", "c", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(group.deliveries.len(), 2);
+    let listed = e.dlq_list(&P, &s, DlqQuery::all(10)).await.unwrap();
+    assert_eq!(listed.entries.len(), 2);
+    assert!(
+        listed.next.is_some(),
+        "a clamped listing says where to go on"
+    );
+    let metrics = e.render_metrics().await;
+    for line in [
+        r#"busbar_reads_clamped_total{op="range"} 1"#,
+        r#"busbar_reads_clamped_total{op="group_read"} 3"#,
+        r#"busbar_reads_clamped_total{op="dlq_list"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn replays_default_to_batches_the_engine_accepts() {
+    let e = engine_with(EngineConfig {
+        max_batch_events: 10,
+        ..EngineConfig::default()
+    });
+    let s = stream("orders");
+    for _ in 0..3 {
+        publish(&e, &s, &["a"; 10]).await;
+    }
+    let job = e
+        .start_replay(&P, ReplaySpec::new(s.clone()))
+        .await
+        .unwrap();
+    assert_eq!(wait(&e, &job).await.state, JobState::Done);
+    assert_eq!(e.info(&P, &s).await.unwrap().length, 60);
+    let too_big = ReplaySpec {
+        batch_size: Some(11),
+        ..ReplaySpec::new(s.clone())
+    };
+    let err = e.start_replay(&P, too_big).await.unwrap_err();
+    assert_eq!(err.reason(), "invalid_param");
+    assert!(err.to_string().contains("1 to 10"), "{err}");
 }

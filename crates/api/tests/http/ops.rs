@@ -89,7 +89,19 @@ async fn metrics_pass_promtool() {
         .command_seconds
         .get(["health"])
         .observe(std::time::Duration::from_micros(300));
+    metrics.jobs_rejected.get(["replay", "max_running"]).inc();
+    metrics.jobs_forgotten.inc();
+    metrics.reads_clamped.get(["range"]).inc();
     let text = server.get("/metrics").send().await.expect(200).text();
+    for line in [
+        "busbar_stream_degraded{stream=\"p\"} 0",
+        "busbar_jobs_running{kind=\"replay\"} 0",
+        "busbar_jobs_rejected_total{kind=\"replay\",limit=\"max_running\"} 1",
+        "busbar_jobs_forgotten_total 1",
+        "busbar_reads_clamped_total{op=\"range\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
 
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])

@@ -201,6 +201,11 @@ async fn oversize_bodies_and_batches_get_413() {
     let four = "{\"type\":\"t\"}\n".repeat(4);
     let reply = server.post(EVENTS).ndjson(&four).send().await.expect(413);
     assert_eq!(reply.reason(), "batch_too_large");
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("over the limit of 3"), "{message}");
+    let metrics = server.get("/metrics").send().await.expect(200).text();
+    let counted = r#"busbar_ingest_errors_total{transport="http",reason="batch_too_large"} 1"#;
+    assert!(metrics.contains(counted), "{metrics}");
 
     // One event over the event limit refuses the batch, naming it.
     let padded = format!(

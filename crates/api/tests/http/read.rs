@@ -1,8 +1,9 @@
 use std::time::{Duration, Instant};
 
+use busbar_engine::EngineConfig;
 use serde_json::json;
 
-use crate::common::{ids, types, Server};
+use crate::common::{ids, types, Server, Setup};
 
 const EVENTS: &str = "/api/streams/shop/events";
 
@@ -144,4 +145,34 @@ async fn shutdown_answers_long_polls_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // The stream never existed: the poll ends with the read's own answer.
     assert_eq!(reply.expect(404).reason(), "no_such_stream");
+}
+
+#[tokio::test]
+async fn a_limit_over_max_read_count_reads_that_many_with_next() {
+    let server = Server::start(Setup {
+        engine: EngineConfig {
+            max_read_count: 2,
+            ..EngineConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    seed(&server).await;
+    let page = server
+        .get(&format!("{EVENTS}?limit=100"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(types(&page), ["order.created", "user.created"]);
+    let next = page.json()["next"].as_str().unwrap().to_owned();
+    // A limit within the cap is not counted.
+    let rest = server
+        .get(&format!("{EVENTS}?limit=2&from={next}"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(types(&rest), ["order.paid", "order.shipped"]);
+    let metrics = server.get("/metrics").send().await.expect(200).text();
+    let counted = r#"busbar_reads_clamped_total{op="range"} 1"#;
+    assert!(metrics.contains(counted), "{metrics}");
 }

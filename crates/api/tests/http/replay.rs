@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use busbar_engine::{EngineConfig, HealthThresholds};
+use busbar_engine::{EngineConfig, HealthThresholds, JobsConfig};
 use serde_json::{json, Value};
 
 use crate::common::{ids, types, Server, Setup};
@@ -156,6 +156,61 @@ async fn replay_into_groups() {
 }
 
 #[tokio::test]
+async fn configured_job_limits_answer_with_their_errors_and_metrics() {
+    let server = Server::start(Setup {
+        engine: EngineConfig {
+            jobs: JobsConfig {
+                max_running: 1,
+                max_rate: 50,
+                ..JobsConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    publish(&server, "orders", &["a"; 20]).await;
+    let slow = json!({"stream": "orders", "rate": 1});
+    let job = start(&server, slow.clone()).await;
+    let refused = server
+        .post("/api/replay")
+        .json(&slow)
+        .send()
+        .await
+        .expect(429);
+    assert_eq!(refused.reason(), "too_many_jobs");
+    let message = refused.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("limit of 1 running jobs"), "{message}");
+    let too_fast = server
+        .post("/api/streams/orders/dlq/reprocess")
+        .json(&json!({"all": true, "rate": 51}))
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(too_fast.reason(), "invalid_param");
+    let message = too_fast.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("1 to 50 events per second"), "{message}");
+
+    let metrics = server.get("/metrics").send().await.expect(200).text();
+    for line in [
+        r#"busbar_jobs_running{kind="replay"} 1"#,
+        r#"busbar_jobs_rejected_total{kind="replay",limit="max_running"} 1"#,
+        r#"busbar_jobs_rejected_total{kind="dlq_reprocess",limit="max_rate"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let id = job["id"].as_str().unwrap();
+    server
+        .post(&format!("/api/jobs/{id}/cancel"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(wait_for(&server, id).await["state"], "cancelled");
+    let metrics = server.get("/metrics").send().await.expect(200).text();
+    assert!(metrics.contains(r#"busbar_jobs_running{kind="replay"} 0"#));
+}
+
+#[tokio::test]
 async fn bad_replays_are_clear_errors() {
     let server = Server::open().await;
     let published = publish(&server, "orders", &["a", "b"]).await;
@@ -305,6 +360,11 @@ async fn events_health_has_the_runbook_shape() {
         .expect(200);
     let degraded = server.get("/events/health").send().await.expect(200).json();
     assert_eq!(degraded["status"], "degraded");
+    let metrics = server.get("/metrics").send().await.expect(200).text();
+    assert!(
+        metrics.contains("busbar_stream_degraded{stream=\"events\"} 1\n"),
+        "{metrics}"
+    );
 
     publish(&server, "other", &["x"]).await;
     let other = server
