@@ -52,9 +52,10 @@ pub(crate) async fn run_now(
     op: Op,
 ) -> (Vec<u8>, Option<Op>) {
     // A delivery is a few hundred bytes: growing the answer one doubling
-    // at a time would copy it again and again.
+    // at a time would copy it again and again. `count` is the client's,
+    // not yet capped at `max_read_count`: saturate.
     let mut out = Vec::with_capacity(match &op {
-        Op::Read { count, .. } | Op::Claim { count, .. } => (count * 384).min(4 << 20),
+        Op::Read { count, .. } | Op::Claim { count, .. } => count.saturating_mul(384).min(4 << 20),
         _ => 512,
     });
     if let Op::Read {
