@@ -61,21 +61,32 @@ pub struct StreamsArgs {
 /// Prints a range.
 pub fn range(args: RangeArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.http, Duration::from_secs(60));
-    let mut query = vec![("limit", args.count.to_string())];
-    if let Some(from) = &args.from {
-        query.push(("from", from.clone()));
-    }
-    if let Some(to) = &args.to {
-        query.push(("to", to.clone()));
-    }
-    if args.reverse {
-        query.push(("reverse", "true".to_owned()));
-    }
-    if let Some(types) = &args.types {
-        query.push(("types", types.clone()));
-    }
-    let answer = client.get(&format!("{}/events", stream_path(&args.stream)?), &query)?;
-    let events = answer["events"].as_array().cloned().unwrap_or_default();
+    let path = format!("{}/events", stream_path(&args.stream)?);
+    let mut events = Vec::new();
+    let mut from = args.from.clone();
+    // The daemon answers at most its `max_read_count` events a request,
+    // with `next` when there are more: page on up to --count.
+    let next = loop {
+        let mut query = vec![("limit", args.count.saturating_sub(events.len()).to_string())];
+        if let Some(from) = &from {
+            query.push(("from", from.clone()));
+        }
+        if let Some(to) = &args.to {
+            query.push(("to", to.clone()));
+        }
+        if args.reverse {
+            query.push(("reverse", "true".to_owned()));
+        }
+        if let Some(types) = &args.types {
+            query.push(("types", types.clone()));
+        }
+        let answer = client.get(&path, &query)?;
+        events.extend(answer["events"].as_array().cloned().unwrap_or_default());
+        match answer["next"].as_str() {
+            Some(next) if events.len() < args.count => from = Some(next.to_owned()),
+            next => break next.map(str::to_owned),
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.http.json {
         for e in &events {
@@ -83,7 +94,7 @@ pub fn range(args: RangeArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         print_table(&mut out, &events)?;
-        if let Some(next) = answer["next"].as_str() {
+        if let Some(next) = next {
             writeln!(out, "(more: --from {next})")?;
         }
     }
