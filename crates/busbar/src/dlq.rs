@@ -94,7 +94,8 @@ pub struct ReprocessArgs {
     /// Every entry.
     #[arg(long)]
     pub all: bool,
-    /// Events per second for --type and --all (default: the daemon's, 1000).
+    /// Events per second for --type and --all (default: the daemon's
+    /// `jobs.default_rate`, 1000 unless configured).
     #[arg(long)]
     pub rate: Option<u32>,
     /// Follow the job until it ends (a progress bar on a terminal).

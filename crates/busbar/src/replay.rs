@@ -31,7 +31,8 @@ pub struct ReplayArgs {
     /// Events per batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Events per second at most (default: the daemon's, 1000).
+    /// Events per second at most (default: the daemon's
+    /// `jobs.default_rate`, 1000 unless configured).
     #[arg(long)]
     pub rate: Option<u32>,
     /// Redeliver through this existing group: its cursor moves back to

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busbar_config::{Backend, Config, OnCorruption};
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness};
+use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Metrics, Readiness};
 use busbar_ingest::{bind_tcp, bind_unix, commands, Ingest, IngestOptions};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore, Retention};
 use busbar_store::memory::MemoryStore;
@@ -130,7 +130,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Engine::new(
         store,
         Auth::new(config.auth.tokens.clone()),
-        EngineConfig::default(),
+        engine_config(&config),
         metrics,
         readiness,
     );
@@ -275,6 +275,25 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The engine's limits from `[http]`, `[jobs]` and `[health]`.
+fn engine_config(config: &Config) -> EngineConfig {
+    let jobs = &config.jobs;
+    EngineConfig {
+        max_batch_events: config.http.max_batch_events,
+        max_read_count: config.http.max_read_count,
+        jobs: JobsConfig {
+            max_running: jobs.max_running,
+            history: jobs.history,
+            default_rate: jobs.default_rate,
+            max_rate: jobs.max_rate,
+        },
+        health: HealthThresholds {
+            max_dlq: config.health.max_dlq,
+            max_lag: config.health.max_lag,
+        },
+    }
+}
+
 /// The live hub's limits from `[live]`.
 fn live_config(config: &Config) -> busbar_live::LiveConfig {
     let l = &config.live;
@@ -333,6 +352,36 @@ fn raise_open_file_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_limits_follow_the_config() {
+        assert_eq!(engine_config(&Config::default()), EngineConfig::default());
+        let config = Config::from_toml_str(
+            "[http]\nmax_batch_events = 7\nmax_read_count = 600\n\
+             [jobs]\nmax_running = 1\nhistory = 2\ndefault_rate = 3\nmax_rate = 4\n\
+             [health]\nmax_dlq = 5\nmax_lag = 6\n",
+            "t",
+        )
+        .unwrap();
+        let engine = engine_config(&config);
+        assert_eq!((engine.max_batch_events, engine.max_read_count), (7, 600));
+        assert_eq!(
+            engine.jobs,
+            JobsConfig {
+                max_running: 1,
+                history: 2,
+                default_rate: 3,
+                max_rate: 4,
+            }
+        );
+        assert_eq!(
+            engine.health,
+            HealthThresholds {
+                max_dlq: 5,
+                max_lag: 6,
+            }
+        );
+    }
 
     #[test]
     fn only_embedded_always_leaves_a_core_to_the_writer() {

@@ -21,6 +21,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_GROUP_SWEEP_INTERVAL", "groups.sweep_interval"),
     ("BUSBAR_HTTP_ADDR", "http.addr"),
     ("BUSBAR_MAX_BODY_BYTES", "http.max_body_bytes"),
+    ("BUSBAR_MAX_BATCH_EVENTS", "http.max_batch_events"),
+    ("BUSBAR_MAX_READ_COUNT", "http.max_read_count"),
+    ("BUSBAR_JOBS_MAX_RUNNING", "jobs.max_running"),
+    ("BUSBAR_HEALTH_MAX_DLQ", "health.max_dlq"),
+    ("BUSBAR_HEALTH_MAX_LAG", "health.max_lag"),
     (
         "BUSBAR_ALLOW_UNAUTHENTICATED_REMOTE",
         "auth.allow_unauthenticated_remote",
@@ -94,6 +99,26 @@ fn setter(var: &str) -> Option<Setter> {
         },
         "BUSBAR_MAX_BODY_BYTES" => |c, v| {
             c.http.max_body_bytes = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_BATCH_EVENTS" => |c, v| {
+            c.http.max_batch_events = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_READ_COUNT" => |c, v| {
+            c.http.max_read_count = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_JOBS_MAX_RUNNING" => |c, v| {
+            c.jobs.max_running = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_HEALTH_MAX_DLQ" => |c, v| {
+            c.health.max_dlq = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_HEALTH_MAX_LAG" => |c, v| {
+            c.health.max_lag = parse(v)?;
             Ok(())
         },
         "BUSBAR_ALLOW_UNAUTHENTICATED_REMOTE" => |c, v| {

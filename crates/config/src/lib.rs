@@ -4,13 +4,18 @@
 //!
 //! 1. built-in defaults ([`Config::default`]);
 //! 2. a TOML file (`busbar serve --config busbar.toml`), one table per
-//!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[live]`, `[auth]`, `[commands]`,
-//!    `[log]`, `[readiness]`; unknown keys are errors, so typos surface;
+//!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[jobs]`,
+//!    `[health]`, `[live]`, `[auth]`, `[commands]`, `[log]`, `[readiness]`;
+//!    unknown keys are errors, so typos surface;
 //! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]);
 //! 4. command-line flags, which the binary writes into the struct before
 //!    calling [`Config::validate`].
 //!
 //! Sizes and durations are written for humans (`"1 MiB"`, `"500ms"`).
+//!
+//! `busbar.example.toml` at the repository root describes every key with
+//! its default and environment variable; for a limit, also what a client
+//! sees when it is reached.
 //!
 //! ```
 //! use busbar_config::{Backend, Config};
@@ -44,9 +49,9 @@ use thiserror::Error;
 
 pub use env::ENV_VARS;
 pub use sections::{
-    AuthConfig, Backend, CommandsConfig, GroupsConfig, HttpSection, IngestConfig, LiveSection,
-    LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig,
-    DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
+    AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
+    JobsSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig,
+    StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR, MIN_READ_COUNT,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -118,6 +123,10 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// `[http]`
     pub http: HttpSection,
+    /// `[jobs]`
+    pub jobs: JobsSection,
+    /// `[health]`
+    pub health: HealthSection,
     /// `[live]`
     pub live: LiveSection,
     /// `[auth]`
@@ -258,6 +267,37 @@ impl Config {
         }
         if self.http.max_body_bytes.bytes() == 0 {
             return invalid("http.max_body_bytes", "must be greater than 0");
+        }
+        if self.http.max_batch_events == 0 {
+            return invalid("http.max_batch_events", "must be greater than 0");
+        }
+        if self.http.max_read_count < MIN_READ_COUNT {
+            return Err(ConfigError::Invalid {
+                key: "http.max_read_count",
+                reason: format!(
+                    "must be at least {MIN_READ_COUNT}: live subscriptions catch up from the \
+                     log in reads of that many events"
+                ),
+            });
+        }
+        for (key, value) in [
+            ("jobs.max_running", self.jobs.max_running),
+            ("jobs.history", self.jobs.history),
+            ("jobs.default_rate", self.jobs.default_rate as usize),
+            ("jobs.max_rate", self.jobs.max_rate as usize),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0");
+            }
+        }
+        if self.jobs.default_rate > self.jobs.max_rate {
+            return Err(ConfigError::Invalid {
+                key: "jobs.default_rate",
+                reason: format!(
+                    "{} is over jobs.max_rate ({})",
+                    self.jobs.default_rate, self.jobs.max_rate
+                ),
+            });
         }
         let mut names = std::collections::HashSet::new();
         for token in &self.auth.tokens {

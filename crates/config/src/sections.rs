@@ -18,6 +18,10 @@ pub const DEFAULT_TCP_ADDR: SocketAddr =
 /// Default HTTP address.
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9479);
+/// The smallest `http.max_read_count`: a live subscription catching up
+/// from the log reads 512 events at a time and takes a shorter answer for
+/// the end of what there is to read.
+pub const MIN_READ_COUNT: usize = 512;
 
 /// Which storage engine holds the streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -234,7 +238,8 @@ impl Default for LiveSection {
     }
 }
 
-/// `[http]`: the HTTP listener (API, metrics, health).
+/// `[http]`: the HTTP listener (API, metrics, health), and the sizes of
+/// publish requests and reads, which the HTTP API is where clients see.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
@@ -242,6 +247,15 @@ pub struct HttpSection {
     pub addr: SocketAddr,
     /// Largest request body. Default 4 MiB.
     pub max_body_bytes: ByteSize,
+    /// Most events one publish request may carry (413 `batch_too_large`
+    /// past it); socket ingest cuts its appends at this size, and a
+    /// replay's `batchSize` may not exceed it. Default 10000.
+    pub max_batch_events: usize,
+    /// Most events (or entries) one read returns: range reads, group reads
+    /// (HTTP and socket ops), claims, pending and DLQ listings, and ids per
+    /// ack or nack request. A read asking for more gets this many (with
+    /// `next` where the answer has one). Default 10000.
+    pub max_read_count: usize,
 }
 
 impl Default for HttpSection {
@@ -249,6 +263,55 @@ impl Default for HttpSection {
         HttpSection {
             addr: DEFAULT_HTTP_ADDR,
             max_body_bytes: ByteSize::mib(4),
+            max_batch_events: 10_000,
+            max_read_count: 10_000,
+        }
+    }
+}
+
+/// `[jobs]`: background jobs (DLQ reprocessing, replays).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsSection {
+    /// Jobs running at once; starting another is 429 `too_many_jobs`.
+    /// Default 4.
+    pub max_running: usize,
+    /// Finished jobs remembered for status queries; older ones are 404
+    /// `no_such_job`. Default 100.
+    pub history: usize,
+    /// Events per second of a job whose request names no rate. Default 1000.
+    pub default_rate: u32,
+    /// The highest rate a request may ask for (400 `invalid_param` past
+    /// it). Default 100000.
+    pub max_rate: u32,
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        JobsSection {
+            max_running: 4,
+            history: 100,
+            default_rate: 1000,
+            max_rate: 100_000,
+        }
+    }
+}
+
+/// `[health]`: when a stream's `/events/health` turns `degraded`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// Most dead letters of a healthy stream. Default 100.
+    pub max_dlq: u64,
+    /// Largest lag of a healthy stream's consumer groups. Default 1000.
+    pub max_lag: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            max_dlq: 100,
+            max_lag: 1000,
         }
     }
 }

@@ -22,6 +22,17 @@ fn example_file_parses_to_the_defaults() {
 }
 
 #[test]
+fn example_file_names_every_environment_variable() {
+    let text = include_str!("../../../busbar.example.toml");
+    for (var, key) in ENV_VARS {
+        assert!(
+            text.contains(var),
+            "busbar.example.toml does not name {var} ({key})"
+        );
+    }
+}
+
+#[test]
 fn defaults_follow_the_design() {
     let c = Config::default();
     assert_eq!(c.storage.backend, Backend::Embedded);
@@ -149,4 +160,148 @@ fn group_sweep_interval_comes_from_file_or_env_and_is_positive() {
     let zero = Config::from_toml_str("[groups]\nsweep_interval = \"0s\"", "inline").unwrap();
     let err = zero.validate().unwrap_err().to_string();
     assert!(err.contains("groups.sweep_interval"), "{err}");
+}
+
+#[test]
+fn engine_limit_defaults_are_the_engines() {
+    let c = Config::default();
+    let engine = busbar_engine::EngineConfig::default();
+    assert_eq!(c.http.max_batch_events, engine.max_batch_events);
+    assert_eq!(c.http.max_read_count, engine.max_read_count);
+    let jobs = &engine.jobs;
+    assert_eq!(
+        (
+            c.jobs.max_running,
+            c.jobs.history,
+            c.jobs.default_rate,
+            c.jobs.max_rate
+        ),
+        (
+            jobs.max_running,
+            jobs.history,
+            jobs.default_rate,
+            jobs.max_rate
+        )
+    );
+    assert_eq!(
+        (c.health.max_dlq, c.health.max_lag),
+        (engine.health.max_dlq, engine.health.max_lag)
+    );
+}
+
+#[test]
+fn engine_limits_come_from_file_then_env() {
+    let file = r#"
+        [http]
+        max_batch_events = 500
+        max_read_count = 2000
+        [jobs]
+        max_running = 1
+        history = 10
+        default_rate = 50
+        max_rate = 200
+        [health]
+        max_dlq = 0
+        max_lag = 25
+    "#;
+    let c = Config::from_toml_str(file, "t").unwrap();
+    assert_eq!(
+        (c.http.max_batch_events, c.http.max_read_count),
+        (500, 2000)
+    );
+    assert_eq!(
+        c.jobs,
+        JobsSection {
+            max_running: 1,
+            history: 10,
+            default_rate: 50,
+            max_rate: 200,
+        }
+    );
+    assert_eq!(
+        c.health,
+        HealthSection {
+            max_dlq: 0,
+            max_lag: 25,
+        }
+    );
+    c.validate().unwrap();
+
+    let c = c
+        .with_env(env(&[
+            ("BUSBAR_MAX_BATCH_EVENTS", "100"),
+            ("BUSBAR_MAX_READ_COUNT", "1000"),
+            ("BUSBAR_JOBS_MAX_RUNNING", "3"),
+            ("BUSBAR_HEALTH_MAX_DLQ", "7"),
+            ("BUSBAR_HEALTH_MAX_LAG", "70"),
+        ]))
+        .unwrap();
+    assert_eq!(
+        (c.http.max_batch_events, c.http.max_read_count),
+        (100, 1000)
+    );
+    assert_eq!(c.jobs.max_running, 3);
+    // Keys without a variable keep the file's value.
+    assert_eq!(c.jobs.max_rate, 200);
+    assert_eq!((c.health.max_dlq, c.health.max_lag), (7, 70));
+
+    let err = Config::default()
+        .with_env(env(&[("BUSBAR_JOBS_MAX_RUNNING", "many")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("BUSBAR_JOBS_MAX_RUNNING"), "{err}");
+    assert!(err.contains("jobs.max_running"), "{err}");
+    let err = Config::from_toml_str("[jobs]\nmax_rate = -1\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_rate"), "{err}");
+    let err = Config::from_toml_str("[health]\nmax_dlqs = 1\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn engine_limits_out_of_range_are_refused_naming_the_key() {
+    let refused = |toml: &str, key: &str, why: &str| {
+        let c = Config::from_toml_str(toml, "t").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+        assert!(err.contains(why), "{toml}: {err}");
+    };
+    refused(
+        "[jobs]\nmax_running = 0",
+        "jobs.max_running",
+        "greater than 0",
+    );
+    refused("[jobs]\nhistory = 0", "jobs.history", "greater than 0");
+    refused(
+        "[jobs]\ndefault_rate = 0",
+        "jobs.default_rate",
+        "greater than 0",
+    );
+    refused("[jobs]\nmax_rate = 0", "jobs.max_rate", "greater than 0");
+    refused(
+        "[jobs]\ndefault_rate = 2000\nmax_rate = 1000",
+        "jobs.default_rate",
+        "over jobs.max_rate (1000)",
+    );
+    refused(
+        "[http]\nmax_batch_events = 0",
+        "http.max_batch_events",
+        "greater than 0",
+    );
+    refused(
+        "[http]\nmax_read_count = 100",
+        "http.max_read_count",
+        "at least 512",
+    );
+    // The boundaries themselves are fine.
+    Config::from_toml_str(
+        "[http]\nmax_read_count = 512\nmax_batch_events = 1\n[jobs]\ndefault_rate = 5\nmax_rate = 5",
+        "t",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
 }
