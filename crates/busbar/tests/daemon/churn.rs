@@ -489,7 +489,7 @@ impl Counts {
         let sockets = sockets["sockets"].as_array().unwrap();
         let (status, rooms) = http(d, "GET", "/api/ops/rooms", None, None);
         assert_eq!(status, 200, "{rooms}");
-        let metrics = metrics(d);
+        let metrics = d.metrics();
         let gauge = |prefix: &str| -> u64 {
             metrics
                 .lines()
@@ -515,16 +515,6 @@ impl Counts {
             feeds: gauge("busbar_live_feeds "),
         }
     }
-}
-
-/// `/metrics` as text.
-fn metrics(d: &Daemon) -> String {
-    ureq::get(format!("{}/metrics", d.http_url()))
-        .call()
-        .expect("/metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap()
 }
 
 /// Waits until the counts are `want`; returns them.

@@ -317,7 +317,7 @@ fn ops_on_a_fire_and_forget_connection_are_not_run() {
         .unwrap();
     drop(s);
     crate::harness::eventually("the refusal is counted", || {
-        let text = metrics(&d);
+        let text = d.metrics();
         text.lines().any(|l| {
             l.starts_with("busbar_ingest_errors_total")
                 && l.contains("reason=\"acks_required\"")
@@ -333,20 +333,6 @@ fn ops_on_a_fire_and_forget_connection_are_not_run() {
         info["group"]["lag"] == 1
     });
     assert_eq!(info["group"]["pending"], 0, "the read did not run: {info}");
-}
-
-fn metrics(d: &Daemon) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    agent
-        .get(&format!("{}/metrics", d.http_url()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
 }
 
 /// Every consumer of a group sees each event once when all of them ack.

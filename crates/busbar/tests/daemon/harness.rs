@@ -138,6 +138,21 @@ impl Daemon {
         format!("http://{}", self.addrs["http"].as_str().unwrap())
     }
 
+    /// `/metrics` as text (within 10 s).
+    pub fn metrics(&self) -> String {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&format!("{}/metrics", self.http_url()))
+            .call()
+            .expect("/metrics")
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();

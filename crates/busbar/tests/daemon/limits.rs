@@ -9,17 +9,8 @@ use serde_json::{json, Value};
 use crate::group_client::{create_group, deliveries, publish_n as publish_over, read_op, Conn};
 use crate::harness::{eventually, http, Daemon, Options};
 
-fn metrics(d: &Daemon) -> String {
-    ureq::get(format!("{}/metrics", d.http_url()))
-        .call()
-        .expect("/metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
 fn assert_metric(d: &Daemon, line: &str) {
-    let text = metrics(d);
+    let text = d.metrics();
     assert!(text.contains(line), "no {line} in /metrics:\n{text}");
 }
 

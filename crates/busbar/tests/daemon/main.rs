@@ -131,6 +131,7 @@ fn half_closed_socket_gets_every_ack_then_eof() {
     assert_eq!(read_all(&d, "events", None).len(), 10_000);
 }
 
+/// An admin token and one bound to tenant `acme`.
 const TOKENS: &str = r#"
 [[auth.tokens]]
 name = "ops"

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{eventually, http, publish, read_all, Daemon, Options, Transport};
+use crate::TOKENS;
 
 /// One connection: lines in, lines out.
 struct Client<S: std::io::Read + Write> {
@@ -127,7 +128,7 @@ fn a_tcp_subscriber_that_vanishes_leaves_nothing_behind() {
 
     let (_, rooms) = http(&d, "GET", "/api/ops/rooms", None, None);
     assert_eq!(rooms["rooms"]["session:car7"], 1, "{rooms}");
-    let text = metrics(&d);
+    let text = d.metrics();
     assert!(
         text.contains("busbar_ws_clients{transport=\"tcp\",role=\"consumer\"} 1"),
         "{text}"
@@ -141,20 +142,12 @@ fn a_tcp_subscriber_that_vanishes_leaves_nothing_behind() {
             && rooms["rooms"].as_object().unwrap().is_empty()
     });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !metrics(&d).contains("busbar_live_feeds 0") {
-        assert!(Instant::now() < deadline, "{}", metrics(&d));
+    while !d.metrics().contains("busbar_live_feeds 0") {
+        assert!(Instant::now() < deadline, "{}", d.metrics());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!metrics(&d).contains("busbar_ws_clients{transport=\"tcp\""));
+    assert!(!d.metrics().contains("busbar_ws_clients{transport=\"tcp\""));
 }
-
-const TOKENS: &str = r#"
-[[auth.tokens]]
-name = "acme"
-secret = "acme-secret-0123"
-scopes = ["publish", "consume"]
-tenant = "acme"
-"#;
 
 #[test]
 fn tcp_subscriptions_are_bound_to_the_hello_token() {
@@ -213,13 +206,4 @@ fn an_open_socket_subscriber_does_not_hold_up_shutdown() {
         started.elapsed()
     );
     assert!(c.next().is_none(), "the daemon closed the connection");
-}
-
-fn metrics(d: &Daemon) -> String {
-    ureq::get(format!("{}/metrics", d.http_url()))
-        .call()
-        .expect("/metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap()
 }
