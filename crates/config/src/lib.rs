@@ -51,7 +51,7 @@ pub use env::ENV_VARS;
 pub use sections::{
     AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
     JobsSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig,
-    StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR, MIN_READ_COUNT,
+    StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -271,14 +271,8 @@ impl Config {
         if self.http.max_batch_events == 0 {
             return invalid("http.max_batch_events", "must be greater than 0");
         }
-        if self.http.max_read_count < MIN_READ_COUNT {
-            return Err(ConfigError::Invalid {
-                key: "http.max_read_count",
-                reason: format!(
-                    "must be at least {MIN_READ_COUNT}: live subscriptions catch up from the \
-                     log in reads of that many events"
-                ),
-            });
+        if self.http.max_read_count == 0 {
+            return invalid("http.max_read_count", "must be greater than 0");
         }
         for (key, value) in [
             ("jobs.max_running", self.jobs.max_running),

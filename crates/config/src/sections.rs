@@ -18,10 +18,6 @@ pub const DEFAULT_TCP_ADDR: SocketAddr =
 /// Default HTTP address.
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9479);
-/// The smallest `http.max_read_count`: a live subscription catching up
-/// from the log reads 512 events at a time and takes a shorter answer for
-/// the end of what there is to read.
-pub const MIN_READ_COUNT: usize = 512;
 
 /// Which storage engine holds the streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -292,13 +292,13 @@ fn engine_limits_out_of_range_are_refused_naming_the_key() {
         "greater than 0",
     );
     refused(
-        "[http]\nmax_read_count = 100",
+        "[http]\nmax_read_count = 0",
         "http.max_read_count",
-        "at least 512",
+        "greater than 0",
     );
     // The boundaries themselves are fine.
     Config::from_toml_str(
-        "[http]\nmax_read_count = 512\nmax_batch_events = 1\n[jobs]\ndefault_rate = 5\nmax_rate = 5",
+        "[http]\nmax_read_count = 1\nmax_batch_events = 1\n[jobs]\ndefault_rate = 5\nmax_rate = 5",
         "t",
     )
     .unwrap()

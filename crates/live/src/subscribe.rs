@@ -242,7 +242,10 @@ impl Reader {
             if from > until {
                 return Some(last);
             }
-            let q = ReadQuery::range(from, until, LOG_BATCH);
+            // No more than the engine grants, so a full answer is told
+            // from the end of what there is.
+            let want = LOG_BATCH.min(self.live.engine.config().max_read_count.max(1));
+            let q = ReadQuery::range(from, until, want);
             let events = match self
                 .live
                 .engine
@@ -267,7 +270,7 @@ impl Reader {
                         .inc();
                 }
             }
-            if n < LOG_BATCH {
+            if n < want {
                 return Some(last);
             }
         }

@@ -28,10 +28,19 @@ async fn server(config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
 }
 
 async fn server_over(store: MemoryStore, config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
+    server_with(store, EngineConfig::default(), config, tokens).await
+}
+
+async fn server_with(
+    store: MemoryStore,
+    engine_config: EngineConfig,
+    config: LiveConfig,
+    tokens: Vec<TokenSpec>,
+) -> Server {
     let engine = Engine::new(
         Arc::new(store),
         Auth::new(tokens),
-        EngineConfig::default(),
+        engine_config,
         Arc::new(Metrics::default()),
         Readiness::new(None, 0),
     );
@@ -588,4 +597,39 @@ async fn events_trimmed_before_the_feed_read_them_are_reported_missed() {
     assert_eq!(events + missed, 1000);
     assert!(missed >= 900, "missed {missed}, received {events}");
     assert_eq!(events, 50);
+}
+
+/// Catching up reads no more than the engine grants at a time, and a full
+/// answer is not taken for the end: a small `max_read_count` loses nothing.
+#[tokio::test]
+async fn catch_up_under_a_small_read_limit_delivers_everything() {
+    let s = server_with(
+        MemoryStore::new(),
+        EngineConfig {
+            max_read_count: 7,
+            ..EngineConfig::default()
+        },
+        LiveConfig::default(),
+        vec![],
+    )
+    .await;
+    let ids = publish(&s.engine, "paged", 100, None).await;
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"subscribe","id":"p","stream":"paged","from":"0-0"}),
+    )
+    .await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let v = next_of(&mut ws, "event").await;
+        got.push(
+            v["event"]["id"]
+                .as_str()
+                .unwrap()
+                .parse::<EventId>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, ids);
 }
