@@ -37,7 +37,7 @@ pub use error::EventError;
 pub use id::{now_ms, EventId, IdClock, IdNotGreater};
 pub use parse::{parse_event, parse_event_with, Limits, ParsedEvent};
 pub use record::{Event, NewEvent, RECORD_HEADER_LEN};
-pub use render::{render_event, rendered_len};
+pub use render::{json_string, json_string_len, render_event, rendered_len};
 pub use stream::{StreamName, StreamNames};
 
 /// The stream an event goes to when it names none.

@@ -23,9 +23,9 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
     out.push(b'-');
     out.extend_from_slice(num.format(id.seq).as_bytes());
     out.extend_from_slice(b"\",\"stream\":");
-    string(out, stream.as_str());
+    json_string(out, stream.as_str());
     out.extend_from_slice(b",\"type\":");
-    string(out, event.event_type());
+    json_string(out, event.event_type());
     out.extend_from_slice(b",\"received_at\":");
     out.extend_from_slice(num.format(event.received_ms()).as_bytes());
     if let Some(ts) = event.ts() {
@@ -40,7 +40,7 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
     ] {
         if let Some(value) = value {
             out.extend_from_slice(name);
-            string(out, value);
+            json_string(out, value);
         }
     }
     if let Some(meta) = event.meta() {
@@ -57,8 +57,8 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
 pub fn rendered_len(stream: &StreamName, event: &Event) -> usize {
     let id = event.id();
     let mut n = b"{\"id\":\"".len() + digits(id.ms) + 1 + digits(id.seq);
-    n += b"\",\"stream\":".len() + string_len(stream.as_str());
-    n += b",\"type\":".len() + string_len(event.event_type());
+    n += b"\",\"stream\":".len() + json_string_len(stream.as_str());
+    n += b",\"type\":".len() + json_string_len(event.event_type());
     n += b",\"received_at\":".len() + digits(event.received_ms());
     if let Some(ts) = event.ts() {
         n += b",\"ts\":".len() + usize::from(ts < 0) + digits(ts.unsigned_abs());
@@ -71,7 +71,7 @@ pub fn rendered_len(stream: &StreamName, event: &Event) -> usize {
     ] {
         if let Some(value) = value {
             // `,"<name>":`
-            n += name.len() + 4 + string_len(value);
+            n += name.len() + 4 + json_string_len(value);
         }
     }
     if let Some(meta) = event.meta() {
@@ -84,8 +84,8 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-/// Bytes [`string`] writes for `s`: the escapes serde_json uses.
-fn string_len(s: &str) -> usize {
+/// Bytes [`json_string`] writes for `s` (the escapes serde_json uses).
+pub fn json_string_len(s: &str) -> usize {
     2 + s
         .bytes()
         .map(|b| match b {
@@ -96,10 +96,10 @@ fn string_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
-/// A JSON string; text that needs no escaping (the common case: ids,
-/// names, types) is copied as it is.
-fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+/// Writes `s` as a JSON string; text that needs no escaping (the common
+/// case: ids, names, types) is copied as it is.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    if json_string_len(s) == s.len() + 2 {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -138,12 +138,6 @@ mod tests {
         assert_eq!(v["stream"], "s:1");
         assert_eq!(v["data"]["n"], 1);
     }
-}
-
-#[cfg(test)]
-mod len_tests {
-    use super::*;
-    use crate::{BatchIter, EventBatch, EventId, NewEvent};
 
     /// `rendered_len` is exact for every optional field, escape and number
     /// width.

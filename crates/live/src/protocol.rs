@@ -69,7 +69,7 @@
 //! - An event's `data` written by its producer over several lines arrives
 //!   on one (newlines between JSON tokens become spaces).
 
-use busbar_event::{render_event, rendered_len, Event, StreamName};
+use busbar_event::{json_string, json_string_len, render_event, rendered_len, Event, StreamName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -235,15 +235,10 @@ pub(crate) fn parse_from(raw: Option<&RawValue>) -> Result<From, &'static str> {
     }
 }
 
-/// Whether `s` goes into a JSON string as it is.
-fn needs_no_escape(s: &str) -> bool {
-    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-}
-
 /// Writes a JSON string (escaped) into `out`.
 pub(crate) fn push_str(out: &mut String, s: &str) {
     // Subscription ids rarely need escaping: copy those as they are.
-    if needs_no_escape(s) {
+    if json_string_len(s) == s.len() + 2 {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -259,22 +254,10 @@ pub(crate) fn event_frame(stream: &StreamName, sub: &str, event: &Event) -> Stri
     const MIDDLE: &[u8] = b",\"event\":";
     // Allocated to the exact size: the message becomes a shared buffer
     // without another allocation when its length is its capacity.
-    let sub_len = if needs_no_escape(sub) {
-        sub.len() + 2
-    } else {
-        serde_json::to_string(sub).map_or(0, |s| s.len())
-    };
-    let len = HEAD.len() + sub_len + MIDDLE.len() + rendered_len(stream, event) + 1;
+    let len = HEAD.len() + json_string_len(sub) + MIDDLE.len() + rendered_len(stream, event) + 1;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(HEAD);
-    if needs_no_escape(sub) {
-        out.push(b'"');
-        out.extend_from_slice(sub.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, sub);
-    }
+    json_string(&mut out, sub);
     out.extend_from_slice(MIDDLE);
     render_event(&mut out, stream, event);
     out.push(b'}');
