@@ -568,7 +568,7 @@ async fn a_close_frame_is_answered_with_one_and_cleans_up() {
 /// `lagged` notice: received plus missed is everything appended.
 #[tokio::test]
 async fn events_trimmed_before_the_feed_read_them_are_reported_missed() {
-    let store = MemoryStore::with_retention(busbar_store::embedded::Retention {
+    let store = MemoryStore::with_retention(busbar_store::Retention {
         max_len: Some(50),
         ..Default::default()
     });

@@ -51,8 +51,8 @@ use group::{
 
 pub use error::{Result, StoreError};
 pub use types::{
-    AppendOptions, Durability, ParseDurabilityError, ReadQuery, Rotated, StreamInfo, Trim,
-    TypeFilter,
+    AppendOptions, Durability, ParseDurabilityError, ReadQuery, Retention, Rotated, StreamInfo,
+    Trim, TypeFilter,
 };
 
 /// Receives timings from a store's write path (the daemon feeds them into

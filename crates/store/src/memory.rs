@@ -19,13 +19,14 @@ use busbar_event::{
 };
 use parking_lot::{Mutex, RwLock};
 
-use crate::embedded::Retention;
 use crate::group::host::{self, GroupHost};
 use crate::group::{
     self as groups, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
     GroupState, NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
-use crate::{AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StreamInfo, Trim};
+use crate::{
+    AppendOptions, ReadQuery, Result, Retention, Rotated, Store, StoreError, StreamInfo, Trim,
+};
 
 /// Streams in RAM.
 #[derive(Debug, Default)]

@@ -226,3 +226,17 @@ pub struct Rotated {
     /// Segments after the rotation.
     pub segments: u64,
 }
+
+/// Automatic retention. The embedded engine applies it approximately, in
+/// whole segments, whenever a segment is sealed; the memory engine applies
+/// it exactly on every append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep (at least) this many newest events.
+    pub max_len: Option<u64>,
+    /// Drop events older than this (the embedded engine: segments whose
+    /// events all are).
+    pub max_age: Option<Duration>,
+    /// Drop the oldest events while a stream is larger than this.
+    pub max_bytes: Option<u64>,
+}

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use busbar_event::{EventBatch, NewEvent, StreamName};
-use busbar_store::embedded::Retention;
 use busbar_store::memory::MemoryStore;
-use busbar_store::{AppendOptions, ReadQuery, Store};
+use busbar_store::{AppendOptions, ReadQuery, Retention, Store};
 
 fn batch(n: usize) -> EventBatch {
     let mut b = EventBatch::new();

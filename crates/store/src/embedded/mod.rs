@@ -129,18 +129,7 @@ pub enum CorruptionPolicy {
     Quarantine,
 }
 
-/// Automatic retention. The embedded engine applies it approximately, in
-/// whole segments, whenever a segment is sealed; the memory engine applies
-/// it exactly on every append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Retention {
-    /// Keep at least this many newest events, dropping older segments.
-    pub max_len: Option<u64>,
-    /// Drop segments whose events are all older than this.
-    pub max_age: Option<Duration>,
-    /// Drop oldest segments while a stream is larger than this.
-    pub max_bytes: Option<u64>,
-}
+pub use crate::Retention;
 
 /// Configuration of the embedded engine.
 #[derive(Debug, Clone)]
