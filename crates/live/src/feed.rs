@@ -148,12 +148,6 @@ pub enum Batch {
 }
 
 impl FeedReceiver {
-    /// The message for `event` (an event of this feed) to subscription
-    /// `sub` of `stream`: [`LiveEvent::frame`].
-    pub fn frame(&self, event: &LiveEvent, stream: &StreamName, sub: &str) -> Utf8Bytes {
-        event.frame(stream, sub)
-    }
-
     /// The next event, or how many were missed.
     ///
     /// # Cancel safety
@@ -280,6 +274,8 @@ struct Skips {
     read: u64,
     /// Events found missing so far.
     skipped: u64,
+    /// Of those, how many the next event carried still has to report.
+    pending: u64,
 }
 
 impl Skips {
@@ -292,6 +288,7 @@ impl Skips {
         let missing = added.saturating_sub(self.base).saturating_sub(self.read);
         let new = missing.saturating_sub(self.skipped);
         self.skipped += new;
+        self.pending += new;
         new
     }
 }
@@ -303,6 +300,7 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
         base: start.added,
         read: 0,
         skipped: 0,
+        pending: 0,
     };
     loop {
         if feed.subscribers.load(Ordering::Acquire) == 0 {
@@ -326,7 +324,7 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
             let events = engine.store().read(&stream, &q).await.unwrap_or_default();
             let n = events.len();
             skips.read += n as u64;
-            let mut skipped = match added {
+            let skipped = match added {
                 Some(added) if n < TAIL_BATCH => skips.newly_skipped(added),
                 _ => 0,
             };
@@ -344,11 +342,10 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
                 } else {
                     LiveEvent::unshared(event)
                 };
-                live.skipped = std::mem::take(&mut skipped);
+                // With nothing read, the count waits for the next event.
+                live.skipped = std::mem::take(&mut skips.pending);
                 let _ = feed.bus.publish(Arc::new(live));
             }
-            // Nothing read to carry the count: it goes with the next event.
-            skips.skipped -= skipped;
             if n < TAIL_BATCH {
                 break;
             }

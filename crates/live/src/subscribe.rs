@@ -181,7 +181,7 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
                 if notice {
                     frames.push(Message::Text(lagged_frame(&sub, missed).into()));
                 }
-                frames.extend(matching.map(|e| Message::Text(rx.frame(&e, &stream, &sub))));
+                frames.extend(matching.map(|e| Message::Text(e.frame(&stream, &sub))));
                 let events = (frames.len() - usize::from(notice)) as u64;
                 let Ok(queued) = out.try_send_many(&mut frames) else {
                     return;
@@ -203,7 +203,7 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
                             Err(Gone) => return,
                         }
                     }
-                    let frame = rx.frame(&event, &stream, &sub);
+                    let frame = event.frame(&stream, &sub);
                     if out.send(frame, policy).await.is_err() {
                         return;
                     }
@@ -300,7 +300,7 @@ pub(crate) async fn resumable(r: Reader, start: EventId, mut rx: FeedReceiver) {
                 last = id;
                 if r.filter.matches(&e.event) {
                     if r.out
-                        .send(rx.frame(&e, &r.stream, &r.sub), r.policy)
+                        .send(e.frame(&r.stream, &r.sub), r.policy)
                         .await
                         .is_err()
                     {
