@@ -123,6 +123,11 @@ impl Batcher {
         self
     }
 
+    /// Who sends the connection's lines.
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.batches.is_empty() && self.slots.is_empty()
     }

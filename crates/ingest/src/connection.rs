@@ -211,9 +211,7 @@ impl ConnectionContext {
         let mut splitter = LineSplitter::new(self.max_line);
         let mut batcher: Option<Batcher> = None;
         let mut refused: Option<ErrorLine> = None;
-        // Who the connection is (known once its first line is read), and
-        // the live op's line once one is read.
-        let mut principal: Option<Principal> = None;
+        // The live op's line, once one is read.
         let mut switch: Option<BytesMut> = None;
         let mut eof = false;
         while !eof {
@@ -252,14 +250,12 @@ impl ConnectionContext {
                             Line::TooLong { .. } => self.no_hello(false),
                         };
                         match first {
-                            First::Hello { acks, principal: p } => {
-                                principal = Some(p.clone());
-                                batcher = Some(self.batcher(p, acks));
+                            First::Hello { acks, principal } => {
+                                batcher = Some(self.batcher(principal, acks));
                                 return true;
                             }
-                            First::Line { acks, principal: p } => {
-                                principal = Some(p.clone());
-                                batcher.insert(self.batcher(p, acks))
+                            First::Line { acks, principal } => {
+                                batcher.insert(self.batcher(principal, acks))
                             }
                             First::Refuse(e) => {
                                 refused = Some(e);
@@ -292,15 +288,15 @@ impl ConnectionContext {
                 return None;
             }
             if let Some(mut buffered) = switch.take() {
-                if let Some(mut b) = batcher.take() {
-                    if !b.is_empty() {
-                        tx.send(Work::Chunk(b.take())).await.ok()?;
-                    }
+                // Only a batcher's `push_line` asks for the switch.
+                let mut b = batcher.take()?;
+                if !b.is_empty() {
+                    tx.send(Work::Chunk(b.take())).await.ok()?;
                 }
                 tx.send(Work::Live).await.ok()?;
                 buffered.extend_from_slice(&buf);
                 return Some(Switch {
-                    principal: principal?,
+                    principal: b.principal().clone(),
                     buffered,
                 });
             }
