@@ -165,7 +165,7 @@ mod batcher;
 pub mod commands;
 mod connection;
 mod error;
-mod lines;
+pub mod lines;
 mod listener;
 pub mod live;
 mod ops;

@@ -1,15 +1,18 @@
-//! Splitting a byte stream into lines with a length limit.
+//! Splitting a byte stream into lines with a length limit (ingest
+//! connections, and the live hub's socket connections after a hand-over).
 
 use bytes::{Buf, BytesMut};
 
 /// One line taken from the stream.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line<'a> {
+pub enum Line<'a> {
     /// A line within the limit, without its `\n`.
     Text(&'a [u8]),
-    /// A line over the limit; its bytes were dropped. `len` counts them
-    /// (without the `\n`).
-    TooLong { len: usize },
+    /// A line over the limit; its bytes were dropped.
+    TooLong {
+        /// The line's length, without the `\n`.
+        len: usize,
+    },
 }
 
 /// Splits `\n`-terminated lines out of a read buffer.
@@ -18,14 +21,15 @@ pub(crate) enum Line<'a> {
 /// its bytes are dropped as they come and one [`Line::TooLong`] is reported
 /// when it ends, so a producer cannot make busbar buffer an unbounded line.
 #[derive(Debug)]
-pub(crate) struct LineSplitter {
+pub struct LineSplitter {
     max_line: usize,
     /// Bytes of an over-limit line dropped so far.
     discarding: Option<usize>,
 }
 
 impl LineSplitter {
-    pub(crate) fn new(max_line: usize) -> Self {
+    /// A splitter for lines of at most `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
         LineSplitter {
             max_line,
             discarding: None,
@@ -38,12 +42,7 @@ impl LineSplitter {
     /// When `f` returns `false` splitting stops after that line: what
     /// follows it stays in `buf` as it was read (a connection that switches
     /// protocols hands those bytes on).
-    pub(crate) fn split(
-        &mut self,
-        buf: &mut BytesMut,
-        eof: bool,
-        mut f: impl FnMut(Line<'_>) -> bool,
-    ) {
+    pub fn split(&mut self, buf: &mut BytesMut, eof: bool, mut f: impl FnMut(Line<'_>) -> bool) {
         let mut start = 0;
         while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
             let line = &buf[start..start + i];
@@ -87,7 +86,7 @@ impl LineSplitter {
 }
 
 /// Whether a line holds nothing but whitespace.
-pub(crate) fn is_blank(line: &[u8]) -> bool {
+pub fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 

@@ -17,6 +17,7 @@
 use std::io;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use busbar_ingest::lines::{self, is_blank, LineSplitter};
 use busbar_ingest::live::{LiveReader, LiveWriter};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -75,7 +76,7 @@ impl Source {
             },
             Source::Lines(lines) => loop {
                 match lines.next().await {
-                    Ok(Some(Line::Text(line))) if line.iter().all(u8::is_ascii_whitespace) => {}
+                    Ok(Some(Line::Text(line))) if is_blank(&line) => {}
                     Ok(Some(Line::Text(line))) => {
                         return match Utf8Bytes::try_from(line) {
                             Ok(text) => Incoming::Text(text),
@@ -206,24 +207,25 @@ pub(crate) enum Line {
 }
 
 /// Splits a socket's input into lines of at most `limit` bytes, without
-/// ever buffering more than that of one line.
+/// ever buffering more than that of one line (the ingest connection's
+/// [`LineSplitter`], one line at a time).
 pub(crate) struct LineReader {
     reader: LiveReader,
     buf: BytesMut,
     limit: usize,
-    /// Bytes of an over-limit line dropped so far.
-    discarding: Option<usize>,
+    splitter: LineSplitter,
     eof: bool,
 }
 
 impl LineReader {
     /// Lines from `buffered` (read already), then from `reader`.
     pub(crate) fn new(reader: LiveReader, buffered: BytesMut, limit: usize) -> LineReader {
+        let limit = limit.max(1);
         LineReader {
             reader,
             buf: buffered,
-            limit: limit.max(1),
-            discarding: None,
+            limit,
+            splitter: LineSplitter::new(limit),
             eof: false,
         }
     }
@@ -235,44 +237,22 @@ impl LineReader {
     /// Cancel safe: a cancelled call loses no input.
     pub(crate) async fn next(&mut self) -> io::Result<Option<Line>> {
         loop {
-            if let Some(at) = memchr::memchr(b'\n', &self.buf) {
-                let mut line = self.buf.split_to(at + 1).freeze();
-                if let Some(dropped) = self.discarding.take() {
-                    return Ok(Some(self.too_long(dropped + at)));
-                }
-                if at > self.limit {
-                    return Ok(Some(self.too_long(at)));
-                }
-                line.truncate(at);
-                return Ok(Some(Line::Text(line)));
-            }
-            if let Some(dropped) = &mut self.discarding {
-                *dropped += self.buf.len();
-                self.buf.clear();
-            } else if self.buf.len() > self.limit {
-                self.discarding = Some(self.buf.len());
-                self.buf.clear();
-            }
-            if self.eof {
-                if let Some(dropped) = self.discarding.take() {
-                    return Ok(Some(self.too_long(dropped)));
-                }
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Ok(Some(Line::Text(self.buf.split().freeze())));
+            let mut next = None;
+            let limit = self.limit;
+            self.splitter.split(&mut self.buf, self.eof, |line| {
+                next = Some(match line {
+                    lines::Line::Text(text) => Line::Text(Bytes::copy_from_slice(text)),
+                    lines::Line::TooLong { len } => Line::TooLong { len, limit },
+                });
+                false
+            });
+            if next.is_some() || self.eof {
+                return Ok(next);
             }
             self.buf.reserve(READ_SIZE);
             if self.reader.read_buf(&mut self.buf).await? == 0 {
                 self.eof = true;
             }
-        }
-    }
-
-    fn too_long(&self, len: usize) -> Line {
-        Line::TooLong {
-            len,
-            limit: self.limit,
         }
     }
 }
