@@ -35,9 +35,9 @@ mod stream;
 pub use batch::{BatchIter, EventBatch, FRAME_HEADER_LEN};
 pub use error::EventError;
 pub use id::{now_ms, EventId, IdClock, IdNotGreater};
-pub use parse::{parse_event, parse_event_with, Limits, ParsedEvent};
+pub use parse::{parse_event, parse_event_with, parse_line_with, Limits, LineKind, ParsedEvent};
 pub use record::{Event, NewEvent, RECORD_HEADER_LEN};
-pub use render::{json_string, json_string_len, render_event, rendered_len};
+pub use render::{json_string, json_string_len, render_event, rendered_len, write_id, write_u64};
 pub use stream::{StreamName, StreamNames};
 
 /// The stream an event goes to when it names none.

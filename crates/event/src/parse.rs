@@ -108,7 +108,7 @@ impl ParsedEvent<'_> {
 /// An [`EventError`] naming the reason: oversize input, malformed JSON, not
 /// an object, missing `type`, or a reserved field of the wrong type or size.
 pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'a>, EventError> {
-    parse(input, limits, None)
+    parse(input, limits, None, &mut Shape::default())
 }
 
 /// As [`parse_event`], reusing the [`StreamName`]s held by `names`: an
@@ -135,13 +135,80 @@ pub fn parse_event_with<'a>(
     limits: &Limits,
     names: &mut StreamNames,
 ) -> Result<ParsedEvent<'a>, EventError> {
-    parse(input, limits, Some(names))
+    parse(input, limits, Some(names), &mut Shape::default())
+}
+
+/// What one line of the socket protocol holds: an event, an op (a
+/// top-level `op` member and no `type` member: every event has a `type`,
+/// so an event whose payload carries an `op` stays an event), or neither.
+/// Decided in the one pass that parses an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineKind<'a> {
+    /// An event, parsed.
+    Event(ParsedEvent<'a>),
+    /// An op line: its `op` member's text when it is a string (the op
+    /// itself is for the caller to decode).
+    Op(Option<Cow<'a, str>>),
+    /// Not an event and not an op: why it is not an event.
+    Invalid(EventError),
+}
+
+/// Parses one line of the socket protocol (see [`LineKind`]), reusing the
+/// stream names of `names` like [`parse_event_with`].
+///
+/// ```
+/// use busbar_event::{parse_line_with, Limits, LineKind, StreamNames};
+///
+/// let mut names = StreamNames::new(8);
+/// let limits = Limits::default();
+/// let op = parse_line_with(br#"{"op":"read","group":"g"}"#, &limits, &mut names);
+/// assert!(matches!(op, LineKind::Op(Some(name)) if name == "read"));
+/// let event = parse_line_with(br#"{"type":"t","op":"read"}"#, &limits, &mut names);
+/// assert!(matches!(event, LineKind::Event(_)));
+/// assert!(matches!(parse_line_with(b"{", &limits, &mut names), LineKind::Invalid(_)));
+/// ```
+pub fn parse_line_with<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+    names: &mut StreamNames,
+) -> LineKind<'a> {
+    let mut shape = Shape::default();
+    match parse(input, limits, Some(names), &mut shape) {
+        Ok(event) => LineKind::Event(event),
+        Err(e)
+            if shape.is_op()
+                && !matches!(
+                    e,
+                    EventError::MalformedJson { .. } | EventError::TooLarge { .. }
+                ) =>
+        {
+            LineKind::Op(shape.op.map(|span| decode_key(&input[span])))
+        }
+        Err(e) => LineKind::Invalid(e),
+    }
+}
+
+/// Which top-level members decide what a line is.
+#[derive(Debug, Default)]
+struct Shape {
+    /// An `op` member: the span of its value when it is a string.
+    has_op: bool,
+    op: Option<Range<usize>>,
+    /// A `type` member, valid or not.
+    has_type: bool,
+}
+
+impl Shape {
+    fn is_op(&self) -> bool {
+        self.has_op && !self.has_type
+    }
 }
 
 fn parse<'a>(
     input: &'a [u8],
     limits: &Limits,
     mut names: Option<&mut StreamNames>,
+    shape: &mut Shape,
 ) -> Result<ParsedEvent<'a>, EventError> {
     if input.len() > limits.max_event_bytes {
         return Err(EventError::TooLarge {
@@ -151,7 +218,13 @@ fn parse<'a>(
     }
     // One pass validates the JSON and walks its members.
     let mut event = ParsedEvent::empty();
-    if let Ok(done) = fields(input, Checked::new(input), names.as_deref_mut(), &mut event) {
+    if let Ok(done) = fields(
+        input,
+        Checked::new(input),
+        names.as_deref_mut(),
+        &mut event,
+        shape,
+    ) {
         return done.map(|()| event);
     }
     // That pass gave up: serde_json says what is wrong, or (nesting deeper
@@ -164,7 +237,8 @@ fn parse<'a>(
     }
     let members = Members::new(input).ok_or(EventError::NotAnObject)?;
     let mut event = ParsedEvent::empty();
-    match fields(input, members.map(Ok), names, &mut event) {
+    *shape = Shape::default();
+    match fields(input, members.map(Ok), names, &mut event, shape) {
         Ok(done) => done.map(|()| event),
         Err(Rejected) => Err(EventError::NotAnObject),
     }
@@ -179,6 +253,7 @@ fn fields<'a>(
     members: impl Iterator<Item = Result<Member, Rejected>>,
     mut names: Option<&mut StreamNames>,
     event: &mut ParsedEvent<'a>,
+    shape: &mut Shape,
 ) -> Result<Result<(), EventError>, Rejected> {
     let mut seen_type = false;
     let mut seen = 0u8;
@@ -191,10 +266,20 @@ fn fields<'a>(
 
     for m in members {
         let m = m?;
+        let bit = reserved(&input[m.key.clone()]);
+        // What the line is, whatever else is wrong with it.
+        match bit {
+            Some(0) => shape.has_type = true,
+            None if is_op_key(&input[m.key.clone()]) => {
+                shape.has_op = true;
+                shape.op = (input.get(m.value.start) == Some(&b'"')).then(|| m.value.clone());
+            }
+            _ => {}
+        }
         if wrong.is_some() {
             continue; // Only validating the rest.
         }
-        let Some(bit) = reserved(&input[m.key.clone()]) else {
+        let Some(bit) = bit else {
             let span = m.key.start..m.value.end;
             run = Some(match run {
                 None => span,
@@ -289,6 +374,15 @@ fn reserved(quoted: &[u8]) -> Option<u8> {
         return reserved_name(decode_key(quoted).as_bytes());
     }
     reserved_name(inner)
+}
+
+/// Whether a quoted key is `"op"` (however it is spelled).
+fn is_op_key(quoted: &[u8]) -> bool {
+    let inner = &quoted[1..quoted.len() - 1];
+    if inner.contains(&b'\\') {
+        return decode_key(quoted) == "op";
+    }
+    inner == b"op"
 }
 
 fn reserved_name(name: &[u8]) -> Option<u8> {
@@ -400,6 +494,43 @@ mod tests {
             String::from_utf8(e.payload_json()).unwrap(),
             r#"{"a" : [1, {"b":"}"}],"z":"\u0041"}"#
         );
+    }
+
+    #[test]
+    fn lines_are_events_ops_or_neither_in_one_pass() {
+        let mut names = StreamNames::new(4);
+        let kind = |s: &str, names: &mut StreamNames| match parse_line_with(
+            s.as_bytes(),
+            &Limits::default(),
+            names,
+        ) {
+            LineKind::Event(e) => format!("event {}", e.event_type),
+            LineKind::Op(name) => format!("op {name:?}"),
+            LineKind::Invalid(e) => format!("invalid {e}"),
+        };
+        assert_eq!(
+            kind(r#"{"op":"read","group":"g"}"#, &mut names),
+            r#"op Some("read")"#
+        );
+        assert_eq!(
+            kind(r#"{"group":"g","op":"ack"}"#, &mut names),
+            r#"op Some("ack")"#
+        );
+        assert_eq!(
+            kind(r#"{"\u006fp":"ack"}"#, &mut names),
+            r#"op Some("ack")"#
+        );
+        assert_eq!(kind(r#"{"op":5}"#, &mut names), "op None");
+        // A wrong reserved member before `op` does not hide it.
+        assert_eq!(
+            kind(r#"{"stream":"no spaces","op":"read"}"#, &mut names),
+            r#"op Some("read")"#
+        );
+        assert_eq!(kind(r#"{"type":"t","op":"read"}"#, &mut names), "event t");
+        assert!(kind(r#"{"op":"read","type":5}"#, &mut names).starts_with("invalid"));
+        assert!(kind(r#"{"a":1}"#, &mut names).starts_with("invalid"));
+        assert!(kind(r#"{"op":"read""#, &mut names).starts_with("invalid malformed"));
+        assert!(kind(r#"[{"op":"read"}]"#, &mut names).starts_with("invalid"));
     }
 
     #[test]
@@ -522,8 +653,20 @@ mod tests {
     fn both_paths(input: &str) -> (String, String) {
         let (mut a, mut b) = (ParsedEvent::empty(), ParsedEvent::empty());
         let bytes = input.as_bytes();
-        let fast = fields(bytes, Checked::new(bytes), None, &mut a);
-        let slow = fields(bytes, Members::new(bytes).unwrap().map(Ok), None, &mut b);
+        let fast = fields(
+            bytes,
+            Checked::new(bytes),
+            None,
+            &mut a,
+            &mut Shape::default(),
+        );
+        let slow = fields(
+            bytes,
+            Members::new(bytes).unwrap().map(Ok),
+            None,
+            &mut b,
+            &mut Shape::default(),
+        );
         (format!("{fast:?} {a:?}"), format!("{slow:?} {b:?}"))
     }
 

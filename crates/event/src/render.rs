@@ -1,4 +1,4 @@
-use crate::{Event, StreamName};
+use crate::{Event, EventId, StreamName};
 
 /// Writes `event` as a JSON object:
 /// `{"id","stream","type","received_at",["ts","tenant","key","session","idempotency_key","meta"],"data"}`,
@@ -17,11 +17,8 @@ use crate::{Event, StreamName};
 /// ```
 pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
     let mut num = itoa::Buffer::new();
-    let id = event.id();
     out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(num.format(id.ms).as_bytes());
-    out.push(b'-');
-    out.extend_from_slice(num.format(id.seq).as_bytes());
+    write_id(out, event.id());
     out.extend_from_slice(b"\",\"stream\":");
     json_string(out, stream.as_str());
     out.extend_from_slice(b",\"type\":");
@@ -50,6 +47,26 @@ pub fn render_event(out: &mut Vec<u8>, stream: &StreamName, event: &Event) {
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(event.payload());
     out.push(b'}');
+}
+
+/// Writes `id` as `<ms>-<seq>` (its display form), without `fmt`.
+///
+/// ```
+/// use busbar_event::{write_id, EventId};
+/// let mut out = Vec::new();
+/// write_id(&mut out, EventId::new(1700000000000, 7));
+/// assert_eq!(out, b"1700000000000-7");
+/// ```
+pub fn write_id(out: &mut Vec<u8>, id: EventId) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(id.ms).as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(num.format(id.seq).as_bytes());
+}
+
+/// Writes `n` in decimal, without `fmt`.
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The exact number of bytes [`render_event`] writes for `event`, so a
