@@ -164,6 +164,13 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"busbar\""),
             );
         }
+        if let Some(after) = self.engine_error().and_then(EngineError::retry_after) {
+            // Whole seconds, rounded up: a client never retries too early.
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }

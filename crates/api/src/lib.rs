@@ -41,8 +41,9 @@
 //! status the engine assigns (400 bad input, 401 no or unknown token, 403
 //! missing scope or another tenant's stream, 404 no such stream, 409 an
 //! explicit id not greater than the last, 413 a body or batch over its
-//! limit). A batch refused because of one event adds `"index"`, its
-//! zero-based position; nothing of that batch is appended.
+//! limit, 503 overloaded or paused, with `Retry-After`). A batch refused
+//! because of one event adds `"index"`, its zero-based position; nothing of
+//! that batch is appended.
 //!
 //! ## Authentication
 //! Once any token is configured, every `/api/*` route needs
@@ -85,16 +86,10 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness};
+//! use busbar_engine::Engine;
 //! use busbar_store::memory::MemoryStore;
 //!
-//! let engine = Engine::new(
-//!     Arc::new(MemoryStore::new()),
-//!     Auth::default(),
-//!     EngineConfig::default(),
-//!     Arc::new(Metrics::default()),
-//!     Readiness::new(None, 0),
-//! );
+//! let engine = Engine::builder(Arc::new(MemoryStore::new())).build();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let server = tokio::spawn(busbar_api::serve(
@@ -118,6 +113,7 @@ mod error;
 mod events;
 mod groups;
 mod health;
+mod listener;
 mod ops;
 mod params;
 mod publish;
@@ -312,9 +308,11 @@ pub async fn serve(
     serve_with(listener, engine, cfg, axum::Router::new(), shutdown).await
 }
 
-/// [`serve`], with `extra` routes merged in (the live hub's `/ws` and ops
-/// routes). Handlers can extract the peer address with
-/// `ConnectInfo<SocketAddr>`.
+/// [`serve`], with `extra` routes merged in (the live hub's `/ws`, the ops
+/// routes of `busbar-ops`). Handlers can extract the peer address with
+/// `ConnectInfo<SocketAddr>`. Every accepted connection is put to the
+/// engine's admission hooks first: a refused one is answered `503` with
+/// the reason and `Retry-After`, and closed.
 ///
 /// # Errors
 /// As [`serve`].
@@ -329,10 +327,13 @@ pub async fn serve_with(
         tracing::info!(%addr, "HTTP API listening");
     }
     let draining = Arc::new(watch::Sender::new(false));
+    // Tapped (for TCP_NODELAY) also so the peer address is the
+    // connection's `ConnectInfo<SocketAddr>`.
+    let listener = axum::serve::ListenerExt::tap_io(
+        listener::AdmittedListener::new(listener, engine.clone()),
+        listener::Counted::set_nodelay,
+    );
     let app = build(engine, cfg, draining.clone()).merge(extra);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use busbar_config::{Backend, Config, OnCorruption};
 use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Metrics, Readiness};
-use busbar_ingest::{bind_tcp, bind_unix, commands, Ingest, IngestOptions};
+use busbar_ingest::{Ingest, IngestOptions};
+use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
 use busbar_store::memory::MemoryStore;
 use busbar_store::{Durability, Retention, Store};
@@ -127,13 +128,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (config.storage.backend == Backend::Embedded).then(|| data_dir.clone()),
         config.readiness.min_free_disk.bytes(),
     );
-    let engine = Engine::new(
-        store,
-        Auth::new(config.auth.tokens.clone()),
-        engine_config(&config),
-        metrics,
-        readiness,
-    );
+    let engine = Engine::builder(store)
+        .auth(Auth::new(config.auth.tokens.clone()))
+        .config(engine_config(&config))
+        .metrics(metrics)
+        .readiness(readiness)
+        .build();
+    // Operator surfaces: the command socket's commands and `/api/ops/*`;
+    // side services register theirs with it.
+    let ops = busbar_ops::Ops::new(engine.clone());
 
     let events_path = config.events_socket();
     let commands_path = config.commands_socket();
@@ -146,7 +149,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on HTTP {}", config.http.addr))?;
     let http_addr = http.local_addr().context("cannot read the HTTP address")?;
 
-    let live = busbar_live::Live::new(engine.clone(), live_config(&config));
+    let live = busbar_fanout::Fanout::new(engine.clone(), live_config(&config));
+    busbar_live::register_ops(&live, &ops);
 
     // Moves exhausted pending entries to the dead-letter streams even when
     // no consumer reads; it stops by itself once shutdown begins.
@@ -164,16 +168,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     // A socket connection that sends a live op (`subscribe`, `join`...) is
     // served by the hub from then on.
-    .with_live(live.clone());
+    .with_live(Arc::new(busbar_live::SocketUpgrade(live.clone())));
     let mut tasks = tokio::task::JoinSet::new();
     {
         let ingest = ingest.clone();
         tasks.spawn(async move { ingest.serve_unix(events_socket).await });
     }
     tasks.spawn(async move { ingest.serve_tcp(tcp).await });
-    tasks.spawn(commands::serve_commands(
+    tasks.spawn(busbar_ops::serve_commands(
         commands_socket,
-        engine.clone(),
+        ops.clone(),
         stopping.clone(),
     ));
     {
@@ -192,7 +196,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             closing.shutdown();
         };
         let engine = engine.clone();
-        let live_routes = busbar_live::router(live.clone());
+        let live_routes = busbar_live::router(live.clone()).merge(ops.router());
         tasks.spawn(async move {
             let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
             if let Err(e) = served.await {
@@ -205,7 +209,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &addresses_path,
         &Addresses {
             pid: std::process::id(),
-            backend: engine.store().kind(),
+            backend: engine.backend(),
             tcp: tcp_addr.to_string(),
             http: http_addr.to_string(),
             events_socket: events_path.clone(),
@@ -295,9 +299,9 @@ fn engine_config(config: &Config) -> EngineConfig {
 }
 
 /// The live hub's limits from `[live]`.
-fn live_config(config: &Config) -> busbar_live::LiveConfig {
+fn live_config(config: &Config) -> busbar_fanout::FanoutConfig {
     let l = &config.live;
-    busbar_live::LiveConfig {
+    busbar_fanout::FanoutConfig {
         feed_capacity: l.feed_capacity,
         send_queue: l.send_queue,
         write_deadline: l.write_deadline.0,
@@ -307,11 +311,11 @@ fn live_config(config: &Config) -> busbar_live::LiveConfig {
         max_connections: l.max_connections,
         max_subscriptions: l.max_subscriptions,
         max_delay: l.max_delay.0,
-        sessions: busbar_live::sessions::SessionConfig {
+        sessions: busbar_fanout::sessions::SessionConfig {
             drift_warn: l.drift_warn.0,
-            ..busbar_live::sessions::SessionConfig::default()
+            ..busbar_fanout::sessions::SessionConfig::default()
         },
-        ..busbar_live::LiveConfig::default()
+        ..busbar_fanout::FanoutConfig::default()
     }
 }
 

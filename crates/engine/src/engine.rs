@@ -1,13 +1,45 @@
-use std::collections::BTreeMap;
+//! The [`Engine`]: what every transport calls, and the extension points
+//! the side services plug into.
+//!
+//! # Extension points
+//!
+//! busbar grows by adding side services (the live hub, relays, the ops API,
+//! overload control, an audit log) around an engine that does not know
+//! them. Each kind of extension has exactly one seam:
+//!
+//! | seam | trait | what it is for |
+//! |---|---|---|
+//! | engine hooks | [`Hook`](crate::Hook) ([`crate::hooks`]) | an ordered list registered at start-up with [`Engine::add_hook`]: [`Hook::admit`](crate::Hook::admit) may refuse a publish, a read or a connection (`Overloaded { reason, retry_after }` or `Paused { reason }`); [`Hook::publishing`](crate::Hook::publishing) and [`Hook::published`](crate::Hook::published) observe every client batch before and after its append |
+//! | metrics | `busbar_metrics::Collector` | a side service keeps its instruments in a struct of its own and registers it with the [`Registry`](busbar_metrics::Registry) ([`Engine::registry`]); it never needs the engine to record |
+//! | operator surfaces | commands and `/api/ops/*` routes | registered with the ops crate (`busbar-ops`), which owns the command socket and the ops routes |
+//! | connection hand-over | `busbar_ingest::LiveUpgrade` | an ingest connection that switches to the live protocol is handed to the live hub, so ingest does not depend on it |
+//! | the embeddable bus | `busbar_bus::BusObserver` | the standalone bus library's own counters (it is usable without busbar) |
+//!
+//! These replace the five one-off hooks there were: the single publish
+//! observer (a second one was silently refused) and the extra metrics
+//! source became [`Hook`](crate::Hook) and `Collector`; the store's commit
+//! observer became metrics the store records itself.
+//!
+//! # Reads go through the engine
+//!
+//! Everything outside the engine reads streams through it ([`Engine::read`],
+//! [`Engine::position`], ...), never through the store: that is where the
+//! caller's scope and tenant are checked, reads are capped at
+//! [`EngineConfig::max_read_count`], admission is asked, and a store error
+//! comes back as an error instead of an empty answer.
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
+use busbar_metrics::{ProcessMetrics, Registry};
 use busbar_store::{AppendOptions, ReadQuery, Rotated, Store, StreamInfo, Trim};
 use tokio::sync::watch;
 
-use crate::metrics::{header, names};
-use crate::{Auth, EngineError, Metrics, Principal, Readiness, Scope};
+use crate::gauges::ScrapeGauges;
+use crate::hooks::{Admit, Hook};
+use crate::{Auth, EngineError, Metrics, Principal, ReadOp, Readiness, Scope, Transport};
 
 /// Engine limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,85 +71,15 @@ impl Default for EngineConfig {
     }
 }
 
-/// The transport a request came in on (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// The events Unix socket.
-    Unix,
-    /// TCP NDJSON.
-    Tcp,
-    /// HTTP API.
-    Http,
-    /// WebSocket.
-    WebSocket,
-    /// Command socket.
-    Command,
-    /// In-process callers (library use, benchmarks).
-    Local,
-}
-
-impl Transport {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Unix => "unix",
-            Transport::Tcp => "tcp",
-            Transport::Http => "http",
-            Transport::WebSocket => "ws",
-            Transport::Command => "command",
-            Transport::Local => "local",
-        }
-    }
-}
-
-/// A read capped by [`EngineConfig::max_read_count`] (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReadOp {
-    /// A range read of a stream.
-    Range,
-    /// A consumer-group read.
-    GroupRead,
-    /// A claim of idle pending entries.
-    Claim,
-    /// A listing of a group's pending entries.
-    Pending,
-    /// A listing of a dead-letter stream.
-    DlqList,
-}
-
-impl ReadOp {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadOp::Range => "range",
-            ReadOp::GroupRead => "group_read",
-            ReadOp::Claim => "claim",
-            ReadOp::Pending => "pending",
-            ReadOp::DlqList => "dlq_list",
-        }
-    }
-}
-
-/// Sees every batch just before it is appended (live session statistics,
-/// for one). Called on the publishing task: keep it cheap.
-pub trait PublishObserver: Send + Sync {
-    /// `batch` is about to be appended to `stream`.
-    fn publishing(&self, stream: &StreamName, batch: &EventBatch);
-}
-
-/// Adds gauges to `/metrics` that live outside the engine (the live hub's
-/// connections and sessions, for one).
-pub trait MetricsSource: Send + Sync {
-    /// Appends metrics in the Prometheus text format.
-    fn render(&self, out: &mut String);
-}
-
 /// The core engine. Cheap to share (`Arc<Engine>`).
 pub struct Engine {
     store: Arc<dyn Store>,
     auth: Auth,
     config: EngineConfig,
     metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    process: Arc<ProcessMetrics>,
+    gauges: Arc<ScrapeGauges>,
     readiness: Readiness,
     appended: watch::Sender<u64>,
     pub(crate) paused_all: std::sync::atomic::AtomicBool,
@@ -125,58 +87,185 @@ pub struct Engine {
     /// Serialises moves out of dead-letter streams, so two requests never
     /// move the same entry twice.
     pub(crate) dlq_moves: tokio::sync::Mutex<()>,
-    observer: std::sync::OnceLock<Arc<dyn PublishObserver>>,
-    metric_sources: parking_lot::Mutex<Vec<Arc<dyn MetricsSource>>>,
+    /// Registration order; swapped whole when a hook is added, so the hot
+    /// path reads it without a lock.
+    hooks: ArcSwap<Vec<Arc<dyn Hook>>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("store", &self.store.kind())
+            .field(
+                "hooks",
+                &self
+                    .hooks
+                    .load()
+                    .iter()
+                    .map(|h| h.name())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
-impl Engine {
-    /// An engine over `store`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        auth: Auth,
-        config: EngineConfig,
-        metrics: Arc<Metrics>,
-        readiness: Readiness,
-    ) -> Arc<Engine> {
+/// Builds an [`Engine`]: everything but the store has a default.
+#[must_use]
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    auth: Auth,
+    config: EngineConfig,
+    metrics: Option<Arc<Metrics>>,
+    registry: Option<Arc<Registry>>,
+    readiness: Option<Readiness>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Tokens (default: none, every caller is open).
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Limits (default: [`EngineConfig::default`]).
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The engine's metrics, when the caller made them first (the embedded
+    /// store records its commits in them).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The registry `/metrics` renders (default: a new one). The engine
+    /// registers its own collectors with it.
+    pub fn registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Readiness (default: a memory daemon's, with no data directory).
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Arc<Engine> {
+        let metrics = self.metrics.unwrap_or_default();
+        let registry = self.registry.unwrap_or_default();
+        let process = Arc::new(ProcessMetrics::default());
+        let gauges = Arc::new(ScrapeGauges::new(self.config.health));
+        registry.register(metrics.clone());
+        registry.register(gauges.clone());
+        registry.register(process.clone());
         let (appended, _) = watch::channel(0);
-        let jobs = crate::jobs::Jobs::new(config.jobs.clone(), metrics.clone());
+        let jobs = crate::jobs::Jobs::new(self.config.jobs.clone(), metrics.clone());
         Arc::new(Engine {
-            store,
-            auth,
-            config,
+            store: self.store,
+            auth: self.auth,
+            config: self.config,
             metrics,
-            readiness,
+            registry,
+            process,
+            gauges,
+            readiness: self.readiness.unwrap_or_else(|| Readiness::new(None, 0)),
             appended,
             paused_all: std::sync::atomic::AtomicBool::new(false),
             jobs,
             dlq_moves: tokio::sync::Mutex::new(()),
-            observer: std::sync::OnceLock::new(),
-            metric_sources: parking_lot::Mutex::new(Vec::new()),
+            hooks: ArcSwap::from_pointee(Vec::new()),
         })
     }
+}
 
-    /// Installs the publish observer (once; later calls are ignored and
-    /// return false).
-    pub fn set_publish_observer(&self, observer: Arc<dyn PublishObserver>) -> bool {
-        self.observer.set(observer).is_ok()
+impl Engine {
+    /// A builder over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            auth: Auth::default(),
+            config: EngineConfig::default(),
+            metrics: None,
+            registry: None,
+            readiness: None,
+        }
     }
 
-    /// Adds a source of extra metrics to `/metrics`.
-    pub fn add_metrics_source(&self, source: Arc<dyn MetricsSource>) {
-        self.metric_sources.lock().push(source);
+    /// Adds `hook` after the hooks registered before it (see
+    /// [`crate::hooks`]). Meant for start-up; a hook added later sees only
+    /// what comes after.
+    pub fn add_hook(&self, hook: Arc<dyn Hook>) {
+        self.hooks.rcu(|hooks| {
+            let mut next = Vec::clone(hooks);
+            next.push(hook.clone());
+            next
+        });
     }
 
-    /// The store (for side services that need it directly, like benches).
+    /// Asks every hook whether `request` may go ahead; the first refusal
+    /// wins, is counted in `busbar_admission_refused_total` and comes back
+    /// as [`EngineError::Overloaded`] or [`EngineError::Paused`].
+    ///
+    /// # Errors
+    /// The refusal.
+    pub fn admit(&self, request: &Admit<'_>) -> Result<(), EngineError> {
+        for hook in self.hooks.load().iter() {
+            if let Err(refusal) = hook.admit(request) {
+                let reason = match &refusal {
+                    crate::Refusal::Overloaded { .. } => "overloaded",
+                    crate::Refusal::Paused { .. } => "paused",
+                };
+                self.metrics
+                    .admission_refused
+                    .get([request.kind(), reason])
+                    .inc();
+                return Err(refusal.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a connection just accepted on `transport` from `peer` may be
+    /// served (see [`Engine::admit`]); every listener asks before serving.
+    ///
+    /// # Errors
+    /// The refusal.
+    pub fn admit_connection(&self, transport: Transport, peer: &str) -> Result<(), EngineError> {
+        self.admit(&Admit::Connect { transport, peer })
+    }
+
+    /// The store, for the daemon's wiring and for tests. Side services
+    /// read through the engine instead (see the module docs).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The storage backend's name (`embedded`, `memory`, ...).
+    pub fn backend(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// The registry `/metrics` renders; side services register their
+    /// collectors with it.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Time since the engine started (the daemon's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.process.uptime()
     }
 
     /// The metrics registry.
@@ -249,7 +338,9 @@ impl Engine {
         opts: AppendOptions,
         transport: Transport,
     ) -> Result<Vec<EventId>, EngineError> {
-        let result = self.publish_inner(principal, stream, batch, opts).await;
+        let result = self
+            .publish_inner(principal, stream, batch, opts, transport)
+            .await;
         match &result {
             Ok(ids) => {
                 self.metrics
@@ -268,6 +359,7 @@ impl Engine {
         stream: &StreamName,
         batch: EventBatch,
         opts: AppendOptions,
+        transport: Transport,
     ) -> Result<Vec<EventId>, EngineError> {
         principal.require(Scope::Publish)?;
         principal.check_stream(stream)?;
@@ -280,13 +372,25 @@ impl Engine {
                 limit: self.config.max_batch_events,
             });
         }
-        if let Some(observer) = self.observer.get() {
-            observer.publishing(stream, &batch);
+        let hooks = self.hooks.load();
+        if !hooks.is_empty() {
+            self.admit(&Admit::Publish {
+                principal,
+                stream,
+                events: batch.len(),
+                transport,
+            })?;
+            for hook in hooks.iter() {
+                hook.publishing(stream, &batch);
+            }
         }
         let started = Instant::now();
         let ids = self.store.append(stream, batch, opts).await?;
         self.metrics.append_seconds.observe(started.elapsed());
         self.appended.send_modify(|n| *n += 1);
+        for hook in hooks.iter() {
+            hook.published(stream, &ids, transport);
+        }
         Ok(ids)
     }
 
@@ -330,18 +434,93 @@ impl Engine {
     /// Reads a range of at most [`EngineConfig::max_read_count`] events.
     ///
     /// # Errors
-    /// [`EngineError::Forbidden`], [`EngineError::WrongTenant`], store
-    /// errors (unknown stream, inverted range).
+    /// [`EngineError::Forbidden`], [`EngineError::WrongTenant`], a refusal
+    /// by admission, store errors (unknown stream, inverted range, I/O).
     pub async fn read(
         &self,
         principal: &Principal,
         stream: &StreamName,
+        query: ReadQuery,
+    ) -> Result<Vec<Event>, EngineError> {
+        self.read_as(principal, stream, query, ReadOp::Range).await
+    }
+
+    /// [`Engine::read`] for a live feed or subscription following a
+    /// stream (admission sees it as [`ReadOp::Live`]).
+    ///
+    /// # Errors
+    /// As [`Engine::read`].
+    pub async fn read_live(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+        query: ReadQuery,
+    ) -> Result<Vec<Event>, EngineError> {
+        self.read_as(principal, stream, query, ReadOp::Live).await
+    }
+
+    async fn read_as(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
         mut query: ReadQuery,
+        op: ReadOp,
     ) -> Result<Vec<Event>, EngineError> {
         principal.require(Scope::Consume)?;
         principal.check_stream(stream)?;
-        query.count = self.clamp_read_count(ReadOp::Range, query.count);
+        self.admit_read(principal, stream, op)?;
+        query.count = self.clamp_read_count(op, query.count);
         Ok(self.store.read(stream, &query).await?)
+    }
+
+    /// Asks the hooks whether a read may go ahead (skipped when there is
+    /// none).
+    pub(crate) fn admit_read(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+        op: ReadOp,
+    ) -> Result<(), EngineError> {
+        if self.hooks.load().is_empty() {
+            return Ok(());
+        }
+        self.admit(&Admit::Read {
+            principal,
+            stream,
+            op,
+        })
+    }
+
+    /// Where a stream ends now: its last id and how many events it was
+    /// ever given ([`StreamInfo::added`]), for followers that must tell
+    /// events the stream's retention removed from events they have not
+    /// read yet.
+    ///
+    /// # Errors
+    /// As [`Engine::read`].
+    pub async fn position(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+    ) -> Result<(EventId, u64), EngineError> {
+        principal.require(Scope::Consume)?;
+        principal.check_stream(stream)?;
+        let info = self.store.info(stream).await?;
+        Ok((info.last_id, info.added))
+    }
+
+    /// [`StreamInfo::added`] of a stream alone (cheaper than its info).
+    ///
+    /// # Errors
+    /// As [`Engine::read`].
+    pub async fn added(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+    ) -> Result<u64, EngineError> {
+        principal.require(Scope::Consume)?;
+        principal.check_stream(stream)?;
+        Ok(self.store.added(stream).await?)
     }
 
     /// Waits until an append completes after this call or `timeout` passes
@@ -469,137 +648,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Renders every metric in the Prometheus text format.
+    /// Renders every metric in the Prometheus text format: reads the
+    /// streams' figures from the store in one call, then renders the
+    /// registry.
     pub async fn render_metrics(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(8192);
-        self.metrics.render(&mut out);
-        let mut lines: [String; 6] = Default::default();
-        // By stream label: (exists, dead letters, largest group lag), for
-        // the health verdict.
-        let mut health: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
-        if let Ok(streams) = self.store.streams().await {
-            for name in streams {
-                let label = name.as_str().replace('\\', "\\\\").replace('"', "\\\"");
-                if let Ok(groups) = self.store.groups(&name).await {
-                    let lag = groups.iter().map(|g| g.lag).max().unwrap_or(0);
-                    health.entry(label.clone()).or_default().2 = lag;
-                    for g in groups {
-                        let group = g.name.replace('\\', "\\\\").replace('"', "\\\"");
-                        let l = format!("stream=\"{label}\",group=\"{group}\"");
-                        let _ = writeln!(lines[3], "{}{{{l}}} {}", names::GROUP_LAG, g.lag);
-                        let _ = writeln!(lines[4], "{}{{{l}}} {}", names::GROUP_PENDING, g.pending);
-                    }
-                }
-                if let Ok(info) = self.store.info(&name).await {
-                    if let Some(main) = label.strip_suffix(busbar_store::group::DLQ_SUFFIX) {
-                        health.entry(main.to_owned()).or_default().1 = info.length;
-                        let _ = writeln!(
-                            lines[5],
-                            "{}{{stream=\"{main}\"}} {}",
-                            names::DLQ_LENGTH,
-                            info.length
-                        );
-                    }
-                    health.entry(label.clone()).or_default().0 = true;
-                    let _ = writeln!(
-                        lines[0],
-                        "{}{{stream=\"{label}\"}} {}",
-                        names::STREAM_LENGTH,
-                        info.length
-                    );
-                    let _ = writeln!(
-                        lines[1],
-                        "{}{{stream=\"{label}\"}} {}",
-                        names::STREAM_BYTES,
-                        info.bytes
-                    );
-                    let _ = writeln!(
-                        lines[2],
-                        "{}{{stream=\"{label}\"}} {}",
-                        names::STREAM_SEGMENTS,
-                        info.segments
-                    );
-                }
-            }
-        }
-        header(
-            &mut out,
-            names::STREAM_LENGTH,
-            "gauge",
-            "Events in each stream.",
-        );
-        out.push_str(&lines[0]);
-        header(
-            &mut out,
-            names::STREAM_BYTES,
-            "gauge",
-            "Bytes of each stream's events.",
-        );
-        out.push_str(&lines[1]);
-        header(
-            &mut out,
-            names::STREAM_SEGMENTS,
-            "gauge",
-            "Segment files of each stream.",
-        );
-        out.push_str(&lines[2]);
-        for (i, name, help) in [
-            (
-                3,
-                names::GROUP_LAG,
-                "Events after a group's cursor not yet delivered.",
-            ),
-            (
-                4,
-                names::GROUP_PENDING,
-                "Delivered, unacknowledged events of a group.",
-            ),
-            (
-                5,
-                names::DLQ_LENGTH,
-                "Events in a stream's dead-letter stream (<stream>:dlq).",
-            ),
-        ] {
-            header(&mut out, name, "gauge", help);
-            out.push_str(&lines[i]);
-        }
-        header(
-            &mut out,
-            names::STREAM_DEGRADED,
-            "gauge",
-            "1 when a stream's /events/health is degraded (over [health] max_dlq or max_lag).",
-        );
-        let limits = self.config.health;
-        for (label, (exists, dlq, lag)) in &health {
-            if *exists && !label.ends_with(busbar_store::group::DLQ_SUFFIX) {
-                let degraded = u8::from(limits.is_degraded(*dlq, *lag));
-                let _ = writeln!(
-                    out,
-                    "{}{{stream=\"{label}\"}} {degraded}",
-                    names::STREAM_DEGRADED
-                );
-            }
-        }
-        header(
-            &mut out,
-            names::JOBS_RUNNING,
-            "gauge",
-            "Background jobs running, by kind (at most jobs.max_running in all).",
-        );
-        for kind in crate::JobKind::ALL {
-            let _ = writeln!(
-                out,
-                "{}{{kind=\"{}\"}} {}",
-                names::JOBS_RUNNING,
-                kind.as_str(),
-                self.running_jobs(kind)
-            );
-        }
-        let sources: Vec<Arc<dyn MetricsSource>> = self.metric_sources.lock().clone();
-        for source in sources {
-            source.render(&mut out);
-        }
-        out
+        let streams = self.store.stats().await.unwrap_or_default();
+        let jobs = crate::JobKind::ALL
+            .iter()
+            .map(|&kind| (kind, self.running_jobs(kind)))
+            .collect();
+        self.gauges.update(streams, jobs);
+        self.registry.render()
     }
 }

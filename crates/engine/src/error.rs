@@ -106,6 +106,20 @@ pub enum EngineError {
         /// The job.
         job: String,
     },
+    /// An admission hook found the daemon overloaded.
+    #[error("overloaded: {reason}; retry in {} ms", retry_after.as_millis())]
+    Overloaded {
+        /// Why.
+        reason: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
+    /// An operator paused this kind of work.
+    #[error("paused: {reason}")]
+    Paused {
+        /// Why.
+        reason: String,
+    },
     /// As many jobs as allowed (`jobs.max_running`) are running.
     #[error("the limit of {limit} running jobs is reached: wait for one to finish or cancel one")]
     TooManyJobs {
@@ -174,6 +188,8 @@ impl EngineError {
             EngineError::NoSuchJob { .. } => "no_such_job",
             EngineError::JobNotRunning { .. } => "job_not_running",
             EngineError::TooManyJobs { .. } => "too_many_jobs",
+            EngineError::Overloaded { .. } => "overloaded",
+            EngineError::Paused { .. } => "paused",
         }
     }
 
@@ -203,6 +219,17 @@ impl EngineError {
             | EngineError::WrongConsumer { .. }
             | EngineError::JobNotRunning { .. } => 409,
             EngineError::TooManyJobs { .. } => 429,
+            EngineError::Overloaded { .. } | EngineError::Paused { .. } => 503,
+        }
+    }
+
+    /// How long the caller should wait before trying again, for errors
+    /// that pass (an HTTP `Retry-After`, a socket's `retry_after_ms`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            EngineError::Overloaded { retry_after, .. } => Some(*retry_after),
+            EngineError::Paused { .. } => Some(std::time::Duration::from_secs(1)),
+            _ => None,
         }
     }
 }

@@ -136,6 +136,7 @@ impl Engine {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<ReadOutcome> {
         self.group_access(p, stream, Scope::Consume)?;
+        self.admit_read(p, stream, ReadOp::GroupRead)?;
         tokio::pin!(stop);
         let mut stopped = false;
         let count = self.clamp_read_count(ReadOp::GroupRead, count).max(1);

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use busbar_engine::{
     Auth, DlqQuery, Engine, EngineConfig, EngineError, HealthStatus, HealthThresholds, JobState,
-    JobStatus, JobsConfig, Metrics, Principal, Readiness, ReplaySpec, ReplayTarget, Scope,
-    TokenSpec, Transport,
+    JobStatus, JobsConfig, Principal, ReplaySpec, ReplayTarget, Scope, TokenSpec, Transport,
 };
 use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
 use busbar_store::group::{DlqOrigin, GroupConfig, GroupStart, NackOptions};
@@ -15,13 +14,10 @@ use busbar_store::memory::MemoryStore;
 use busbar_store::{ReadQuery, StoreError, TypeFilter};
 
 fn engine_with(config: EngineConfig) -> Arc<Engine> {
-    Engine::new(
-        Arc::new(MemoryStore::new()),
-        Auth::default(),
-        config,
-        Arc::new(Metrics::default()),
-        Readiness::new(None, 0),
-    )
+    Engine::builder(Arc::new(MemoryStore::new()))
+        .auth(Auth::default())
+        .config(config)
+        .build()
 }
 
 fn engine() -> Arc<Engine> {

@@ -1,14 +1,18 @@
-//! One live connection, over WebSocket or over lines on a socket
-//! ([`crate::wire`]): a reader loop handling client ops, a writer task
-//! draining the bounded send queue with a write deadline, heartbeats
-//! (WebSocket only), and the connection's subscriptions (aborted when it
-//! ends).
+//! One live connection, whatever carries it: a reader loop handling client
+//! ops, a writer task draining the bounded send queue with a write
+//! deadline, heartbeats (where the transport has them), and the
+//! connection's subscriptions (aborted when it ends).
+//!
+//! A transport gives [`serve`] its two halves: an [`Inbound`] that yields
+//! what the client sent, and an [`Outbound`] that writes batches of
+//! [`Outgoing`] messages (one write and one flush per batch).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Message;
 use busbar_engine::{EngineError, Principal, Scope, Transport};
 use busbar_event::{parse_event, EventBatch, EventId, StreamName};
 use busbar_store::{AppendOptions, TypeFilter};
@@ -21,8 +25,68 @@ use crate::queue::SendQueue;
 use crate::rooms::Room;
 use crate::sockets::SocketGuard;
 use crate::subscribe::{self, Filter, Outbox};
-use crate::wire::{Flow, Incoming, Sink, Source};
-use crate::{Live, LiveError};
+
+use crate::{Fanout, FanoutError, Outgoing, Text};
+
+/// What a client sent.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text message: one op.
+    Text(Text),
+    /// Something that is not an op; answered with this error, and the
+    /// connection goes on.
+    Refused {
+        /// A stable reason (`too_large`, `bad_message`, `unsupported`).
+        reason: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// A sign of life without content (a WebSocket ping or pong).
+    Heard,
+    /// The client sent a close frame: it is answered with one.
+    CloseFrame,
+    /// The connection failed.
+    Closed,
+    /// The client's input ended (a socket's end of file): answers already
+    /// due are written before the connection closes.
+    End,
+}
+
+/// The receiving half of a connection.
+pub trait Inbound: Send + 'static {
+    /// The next thing the client sent.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: nothing may be lost when it is cancelled.
+    fn next(&mut self) -> impl Future<Output = Incoming> + Send;
+
+    /// Whether the transport has heartbeats the client answers without
+    /// knowing (WebSocket pings). Without them a quiet client is not taken
+    /// for a dead one: the transport relies on the kernel and the write
+    /// deadline instead.
+    fn has_heartbeats(&self) -> bool;
+}
+
+/// Whether a writer goes on after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Write the next batch.
+    More,
+    /// An [`Outgoing::Close`] was written: stop.
+    Done,
+}
+
+/// The sending half of a connection.
+pub trait Outbound: Send + 'static {
+    /// Writes `batch` (draining it) and flushes once; stops after an
+    /// [`Outgoing::Close`].
+    fn write(&mut self, batch: &mut Vec<Outgoing>)
+        -> impl Future<Output = io::Result<Flow>> + Send;
+
+    /// Ends the connection's output (a close frame, or the socket's end of
+    /// file).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
 
 /// How long a client that sent a close frame waits for the answering one.
 const GOODBYE: Duration = Duration::from_secs(1);
@@ -40,7 +104,7 @@ impl Drop for Task {
 }
 
 struct Conn {
-    live: Arc<Live>,
+    live: Arc<Fanout>,
     principal: Principal,
     /// What publishes are counted under.
     transport: Transport,
@@ -51,7 +115,9 @@ struct Conn {
 }
 
 /// A connection's caller and where it came from.
-pub(crate) struct Caller {
+#[derive(Debug)]
+pub struct Caller {
+    /// Who is calling (checked by the transport: a token, or trusted).
     pub principal: Principal,
     /// `WebSocket`, or the ingest socket it was handed over from.
     pub transport: Transport,
@@ -60,11 +126,13 @@ pub(crate) struct Caller {
     pub shutdown: Option<watch::Receiver<bool>>,
 }
 
-/// Runs a connection until the client leaves, stops answering heartbeats,
-/// or is closed for being too slow.
-pub(crate) async fn run(
-    live: Arc<Live>,
-    (mut source, mut sink): (Source, Sink),
+/// Serves a connection until the client leaves, stops answering
+/// heartbeats, or is closed for being too slow. `guard` is its entry in
+/// the hub's socket registry ([`crate::sockets::Sockets::register`]).
+pub async fn serve<I: Inbound, O: Outbound>(
+    live: Arc<Fanout>,
+    mut source: I,
+    mut sink: O,
     caller: Caller,
     guard: SocketGuard,
 ) {
@@ -147,7 +215,7 @@ pub(crate) async fn run(
                     tracing::info!(socket = guard.id(), "closing a client that stopped answering heartbeats");
                     break;
                 }
-                if conn.out.queue.try_push(Message::Ping(Vec::new().into())).is_err() {
+                if conn.out.queue.try_push(Outgoing::Ping).is_err() {
                     break;
                 }
             }
@@ -165,7 +233,7 @@ pub(crate) async fn run(
         // answers to everything it sent: the writer stops at the `Close`,
         // after the messages queued before it.
         let _ = tokio::time::timeout(config.write_deadline, async {
-            if queue.push(Message::Close(None)).await.is_ok() {
+            if queue.push(Outgoing::Close(None)).await.is_ok() {
                 let _ = (&mut writer).await;
             }
         })
@@ -207,12 +275,17 @@ impl Conn {
         let _ = self.out.send(text, SlowPolicy::Drop).await;
     }
 
-    async fn fail(&self, e: &LiveError, reference: Option<u64>) {
-        self.reply(error_frame(e.reason(), &e.to_string(), reference))
-            .await;
+    async fn fail(&self, e: &FanoutError, reference: Option<u64>) {
+        let mut frame = error_frame(e.reason(), &e.to_string(), reference);
+        if let Some(after) = e.retry_after() {
+            // `..}` → `..,"retry_after_ms":n}`
+            frame.pop();
+            frame.push_str(&format!(",\"retry_after_ms\":{}}}", after.as_millis()));
+        }
+        self.reply(frame).await;
     }
 
-    fn stream_name(&self, name: Option<&str>) -> Result<StreamName, LiveError> {
+    fn stream_name(&self, name: Option<&str>) -> Result<StreamName, FanoutError> {
         match name {
             Some(n) => Ok(StreamName::new(n).map_err(EngineError::from)?),
             None => Ok(self.live.engine.default_stream(&self.principal)),
@@ -222,7 +295,7 @@ impl Conn {
     async fn handle(&mut self, text: &str) {
         let op = match ClientOp::parse(text) {
             Ok(op) => op,
-            Err(reason) => return self.fail(&LiveError::BadMessage { reason }, None).await,
+            Err(reason) => return self.fail(&FanoutError::BadMessage { reason }, None).await,
         };
         let result = match op {
             ClientOp::Hello { role, session } => {
@@ -301,16 +374,16 @@ impl Conn {
         key: Option<String>,
         from: Option<&serde_json::value::RawValue>,
         slow: SlowPolicy,
-    ) -> Result<(), LiveError> {
+    ) -> Result<(), FanoutError> {
         let stream = self.stream_name(stream)?;
         self.principal.require(Scope::Consume)?;
         self.principal.check_stream(&stream)?;
         if self.subs.len() >= self.live.config.max_subscriptions {
-            return Err(LiveError::TooManySubscriptions {
+            return Err(FanoutError::TooManySubscriptions {
                 limit: self.live.config.max_subscriptions,
             });
         }
-        let from = parse_from(from).map_err(|reason| LiveError::BadMessage {
+        let from = parse_from(from).map_err(|reason| FanoutError::BadMessage {
             reason: reason.to_owned(),
         })?;
         let filter = Filter {
@@ -359,14 +432,14 @@ impl Conn {
         }
     }
 
-    async fn join(&mut self, name: &str, stream: Option<&str>) -> Result<(), LiveError> {
+    async fn join(&mut self, name: &str, stream: Option<&str>) -> Result<(), FanoutError> {
         let room: Room = name.parse()?;
         let stream = self.stream_name(stream)?;
         self.principal.require(Scope::Consume)?;
         self.principal.check_stream(&stream)?;
         if !self.rooms.contains_key(name) && self.rooms.len() >= self.live.config.max_subscriptions
         {
-            return Err(LiveError::TooManySubscriptions {
+            return Err(FanoutError::TooManySubscriptions {
                 limit: self.live.config.max_subscriptions,
             });
         }
@@ -398,7 +471,7 @@ impl Conn {
     async fn publish(
         &self,
         raw: &[&serde_json::value::RawValue],
-    ) -> Result<Vec<EventId>, LiveError> {
+    ) -> Result<Vec<EventId>, FanoutError> {
         let engine = &self.live.engine;
         let limits = busbar_event::Limits {
             max_event_bytes: self.live.config.max_message_bytes,
@@ -409,7 +482,7 @@ impl Conn {
         let mut hello_frames = Vec::new();
         for (index, r) in raw.iter().enumerate() {
             let mut parsed =
-                parse_event(r.get().as_bytes(), &limits).map_err(|e| LiveError::BadEvent {
+                parse_event(r.get().as_bytes(), &limits).map_err(|e| FanoutError::BadEvent {
                     index,
                     source: EngineError::from(e),
                 })?;
@@ -426,7 +499,7 @@ impl Conn {
             let stream = parsed.stream.clone().unwrap_or_else(|| default.clone());
             engine
                 .check_publish(&self.principal, &stream, parsed.tenant.as_deref())
-                .map_err(|source| LiveError::BadEvent { index, source })?;
+                .map_err(|source| FanoutError::BadEvent { index, source })?;
             let at = match batches.iter().position(|(s, _)| *s == stream) {
                 Some(at) => at,
                 None => {
@@ -437,7 +510,7 @@ impl Conn {
             batches[at]
                 .1
                 .push_parsed(&parsed)
-                .map_err(|e| LiveError::BadEvent {
+                .map_err(|e| FanoutError::BadEvent {
                     index,
                     source: EngineError::from(e),
                 })?;
@@ -468,7 +541,7 @@ impl Conn {
             .collect())
     }
 
-    async fn set_delay(&self, session: &str, delay_ms: u64) -> Result<(), LiveError> {
+    async fn set_delay(&self, session: &str, delay_ms: u64) -> Result<(), FanoutError> {
         self.principal.require(Scope::Director)?;
         let room: Room = format!("broadcast:session:{session}").parse()?;
         self.live

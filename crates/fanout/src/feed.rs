@@ -13,20 +13,29 @@
 //! store's [`busbar_store::StreamInfo::added`] against the events it read)
 //! and marks the next event it carries with how many went by
 //! ([`LiveEvent::skipped`]), so live subscribers are told of those too.
+//!
+//! The tailer reads through the engine ([`Engine::read`] as the trusted
+//! daemon, each subscriber having been checked when it subscribed), so
+//! read limits and admission apply. A stream that does not exist yet has
+//! nothing to tail; any other read error is not taken for "no events": it
+//! is logged (once per kind of error until a read succeeds again),
+//! counted in `busbar_live_feed_errors_total{reason}`, told to every
+//! subscriber of the feed ([`Received::Failed`]), and the read is tried
+//! again after a pause.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use busbar_bus::{Bus, RecvError, Subscriber};
-use busbar_engine::Engine;
+use busbar_engine::{Engine, EngineError, Principal};
 use busbar_event::{Event, EventId, StreamName};
-use busbar_store::ReadQuery;
+use busbar_store::{ReadQuery, StoreError};
 use parking_lot::Mutex;
 
 use crate::protocol::event_frame;
+use crate::Text;
 
 /// Distinct subscription ids whose `event` message an event keeps, built
 /// once and shared by every subscriber using that id.
@@ -51,7 +60,7 @@ pub struct LiveEvent {
     frames: Option<Box<FrameSlots>>,
 }
 
-type FrameSlots = [OnceLock<(Box<str>, Utf8Bytes)>; FRAME_SLOTS];
+type FrameSlots = [OnceLock<(Box<str>, Text)>; FRAME_SLOTS];
 
 impl LiveEvent {
     /// An event of the feed whose message is built once per subscription
@@ -75,7 +84,7 @@ impl LiveEvent {
 
     /// The `{"type":"event","sub":<sub>,"event":...}` message for
     /// subscription `sub` of `stream` (the feed's stream).
-    pub fn frame(&self, stream: &StreamName, sub: &str) -> Utf8Bytes {
+    pub fn frame(&self, stream: &StreamName, sub: &str) -> Text {
         let Some(slots) = &self.frames else {
             return event_frame(stream, sub, &self.event).into();
         };
@@ -96,14 +105,38 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Events a tailer reads from the log, and publishes, between two yields.
 const TAIL_BATCH: usize = 256;
 
+/// Why a feed could not read its stream (the store failed, or admission
+/// refused the read): told to every subscriber, once per episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedFailure {
+    /// A stable reason (`storage_error`, `overloaded`...).
+    pub reason: &'static str,
+    /// What happened (never a payload).
+    pub message: String,
+}
+
+/// What a feed carries.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// The next event.
+    Event(Arc<LiveEvent>),
+    /// The feed cannot read its stream for now; it keeps trying, and the
+    /// events come once it can (nothing is skipped because of it).
+    Failed(Arc<FeedFailure>),
+}
+
 struct Feed {
-    bus: Bus<Arc<LiveEvent>>,
+    bus: Bus<FeedItem>,
     subscribers: AtomicUsize,
+    /// The failure of the episode going on, for subscribers that join
+    /// after it was announced.
+    failure: Mutex<Option<Arc<FeedFailure>>>,
 }
 
 /// The live feeds of every stream.
 pub struct Feeds {
     engine: Arc<Engine>,
+    metrics: Arc<crate::metrics::FanoutMetrics>,
     capacity: usize,
     feeds: Mutex<HashMap<StreamName, Arc<Feed>>>,
 }
@@ -119,7 +152,7 @@ impl std::fmt::Debug for Feeds {
 /// A live subscription to one stream's feed. Dropping it unsubscribes; the
 /// tailer stops when its last subscriber leaves.
 pub struct FeedReceiver {
-    rx: Subscriber<Arc<LiveEvent>>,
+    rx: Subscriber<FeedItem>,
     feed: Arc<Feed>,
 }
 
@@ -128,6 +161,8 @@ pub struct FeedReceiver {
 pub enum Received {
     /// The next event.
     Event(Arc<LiveEvent>),
+    /// The feed cannot read its stream for now (see [`FeedItem::Failed`]).
+    Failed(Arc<FeedFailure>),
     /// This many events went by unseen; the next receive continues after
     /// them.
     Lagged(u64),
@@ -138,8 +173,8 @@ pub enum Received {
 /// What a batched live receive gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batch {
-    /// This many events were added.
-    Events(usize),
+    /// This many items were added.
+    Items(usize),
     /// This many events went by unseen (none were added); the next receive
     /// continues after them.
     Lagged(u64),
@@ -148,27 +183,35 @@ pub enum Batch {
 }
 
 impl FeedReceiver {
+    /// Why the feed cannot read its stream, if it cannot now (a subscriber
+    /// that joins during a failure learns of it here; later failures come
+    /// as [`Received::Failed`]).
+    pub fn failure(&self) -> Option<Arc<FeedFailure>> {
+        self.feed.failure.lock().clone()
+    }
+
     /// The next event, or how many were missed.
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled receive loses nothing.
     pub async fn recv(&mut self) -> Received {
         match self.rx.recv().await {
-            Ok(e) => Received::Event(e),
+            Ok(FeedItem::Event(e)) => Received::Event(e),
+            Ok(FeedItem::Failed(f)) => Received::Failed(f),
             Err(RecvError::Lagged(n)) => Received::Lagged(n),
             Err(RecvError::Closed) => Received::Closed,
         }
     }
 
-    /// Waits for at least one event and moves up to `limit` ready ones into
+    /// Waits for at least one item and moves up to `limit` ready ones into
     /// `out`: a busy feed is drained in batches, with one wake-up for many
     /// events.
     ///
     /// # Cancel safety
     /// Cancel safe: `out` is only extended when the future completes.
-    pub async fn recv_many(&mut self, out: &mut Vec<Arc<LiveEvent>>, limit: usize) -> Batch {
+    pub async fn recv_many(&mut self, out: &mut Vec<FeedItem>, limit: usize) -> Batch {
         match self.rx.recv_many(out, limit.max(1)).await {
-            Ok(n) => Batch::Events(n),
+            Ok(n) => Batch::Items(n),
             Err(RecvError::Lagged(n)) => Batch::Lagged(n),
             Err(RecvError::Closed) => Batch::Closed,
         }
@@ -184,9 +227,14 @@ impl Drop for FeedReceiver {
 impl Feeds {
     /// Feeds over `engine`'s streams, each buffering `capacity` events for
     /// its slowest live subscriber.
-    pub fn new(engine: Arc<Engine>, capacity: usize) -> Arc<Feeds> {
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<crate::metrics::FanoutMetrics>,
+        capacity: usize,
+    ) -> Arc<Feeds> {
         Arc::new(Feeds {
             engine,
+            metrics,
             capacity: capacity.max(1),
             feeds: Mutex::new(HashMap::new()),
         })
@@ -198,16 +246,13 @@ impl Feeds {
         if let Some(rx) = self.join(stream) {
             return rx;
         }
-        // The stream may not exist yet: its feed then starts at the beginning.
+        // The stream may not exist yet: its feed then starts at the
+        // beginning. Any other failure is the tailer's to report.
         let start = self
             .engine
-            .store()
-            .info(stream)
+            .position(&Principal::Trusted, stream)
             .await
-            .map(|i| Position {
-                last: i.last_id,
-                added: i.added,
-            })
+            .map(|(last, added)| Position { last, added })
             .unwrap_or_default();
         let mut feeds = self.feeds.lock();
         if let Some(feed) = feeds
@@ -228,6 +273,7 @@ impl Feeds {
         let feed = Arc::new(Feed {
             bus,
             subscribers: AtomicUsize::new(1),
+            failure: Mutex::new(None),
         });
         feeds.insert(stream.clone(), feed.clone());
         tokio::spawn(tail(self.clone(), stream.clone(), feed.clone(), start));
@@ -293,8 +339,59 @@ impl Skips {
     }
 }
 
+/// The first pause after a failed read; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether a read failed only because the stream does not exist (yet):
+/// nothing to tail, not a failure.
+fn no_stream(e: &EngineError) -> bool {
+    matches!(e, EngineError::Store(StoreError::NoSuchStream { .. }))
+}
+
+/// A tailer's read failures: reported once per episode, retried with a
+/// growing pause.
+struct Failing {
+    since: Option<&'static str>,
+    pause: Duration,
+}
+
+impl Failing {
+    /// Reports `e` (to the log and subscribers, once per reason) and waits
+    /// before the next try.
+    async fn failed(&mut self, feeds: &Feeds, feed: &Feed, stream: &StreamName, e: &EngineError) {
+        let reason = e.reason();
+        feeds.metrics.feed_errors.get([reason]).inc();
+        if self.since != Some(reason) {
+            tracing::warn!(stream = %stream, error = %e, "live feed cannot read its stream; retrying");
+            let failure = Arc::new(FeedFailure {
+                reason,
+                message: format!("the live feed of `{stream}` cannot read it: {e}"),
+            });
+            *feed.failure.lock() = Some(failure.clone());
+            let _ = feed.bus.publish(FeedItem::Failed(failure));
+            self.since = Some(reason);
+            self.pause = FIRST_RETRY;
+        }
+        let pause = e.retry_after().unwrap_or(self.pause).min(MAX_RETRY);
+        tokio::time::sleep(pause).await;
+        self.pause = (self.pause * 2).min(MAX_RETRY);
+    }
+
+    fn recovered(&mut self, feed: &Feed, stream: &StreamName) {
+        if self.since.take().is_some() {
+            *feed.failure.lock() = None;
+            tracing::info!(stream = %stream, "live feed reads its stream again");
+        }
+    }
+}
+
 async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Position) {
     let engine = &feeds.engine;
+    let trusted = Principal::Trusted;
+    // No more than the engine grants, so a short answer is the end of the
+    // stream.
+    let batch = TAIL_BATCH.min(engine.config().max_read_count.max(1));
     let mut last = start.last;
     let mut skips = Skips {
         base: start.added,
@@ -302,7 +399,11 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
         skipped: 0,
         pending: 0,
     };
-    loop {
+    let mut failing = Failing {
+        since: None,
+        pause: FIRST_RETRY,
+    };
+    'feed: loop {
         if feed.subscribers.load(Ordering::Acquire) == 0 {
             let mut map = feeds.feeds.lock();
             if feed.subscribers.load(Ordering::Acquire) == 0 {
@@ -316,16 +417,30 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
         appended.mark_unchanged();
         loop {
             let Some(from) = last.successor() else { return };
-            let q = ReadQuery::range(from, EventId::MAX, TAIL_BATCH);
+            let q = ReadQuery::range(from, EventId::MAX, batch);
             // Taken before the read, so every event it counts was appended
             // before the read began.
-            let added = engine.store().added(&stream).await.ok();
-            // A stream that does not exist (yet) has nothing to tail.
-            let events = engine.store().read(&stream, &q).await.unwrap_or_default();
+            let added = match engine.added(&trusted, &stream).await {
+                Ok(added) => Some(added),
+                Err(e) if no_stream(&e) => None,
+                Err(e) => {
+                    failing.failed(&feeds, &feed, &stream, &e).await;
+                    continue 'feed;
+                }
+            };
+            let events = match engine.read_live(&trusted, &stream, q).await {
+                Ok(events) => events,
+                Err(e) if no_stream(&e) => Vec::new(),
+                Err(e) => {
+                    failing.failed(&feeds, &feed, &stream, &e).await;
+                    continue 'feed;
+                }
+            };
+            failing.recovered(&feed, &stream);
             let n = events.len();
             skips.read += n as u64;
             let skipped = match added {
-                Some(added) if n < TAIL_BATCH => skips.newly_skipped(added),
+                Some(added) if n < batch => skips.newly_skipped(added),
                 _ => 0,
             };
             if skipped > 0 {
@@ -344,9 +459,9 @@ async fn tail(feeds: Arc<Feeds>, stream: StreamName, feed: Arc<Feed>, start: Pos
                 };
                 // With nothing read, the count waits for the next event.
                 live.skipped = std::mem::take(&mut skips.pending);
-                let _ = feed.bus.publish(Arc::new(live));
+                let _ = feed.bus.publish(FeedItem::Event(Arc::new(live)));
             }
-            if n < TAIL_BATCH {
+            if n < batch {
                 break;
             }
             // Let the subscribers this batch woke run before reading more.

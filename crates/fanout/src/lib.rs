@@ -1,16 +1,26 @@
-//! busbar's live fan-out over WebSocket and the ingest sockets.
+//! busbar's live fan-out, without a transport: feeds, subscriptions,
+//! rooms and delayed rooms, producer sessions and clock drift, and the live
+//! protocol's connection logic.
 //!
-//! - `/ws`: subscribe to streams (lossy live, or resumable from an id or a
-//!   time), join rooms (`session:<id>` live, `broadcast:session:<id>`
-//!   delayed), publish, and set broadcast delays (director capability).
-//!   The protocol is in [`protocol`].
-//! - The same protocol, one message per line, on a Unix or TCP ingest
-//!   connection that sends a live op: `busbar-ingest` hands it over
-//!   through the [`busbar_ingest::LiveUpgrade`] this hub implements
-//!   (install it with `Ingest::with_live`).
-//! - `/api/ops/sessions`: producer sessions with frame counts, rates and
-//!   clock drift; `/api/ops/sockets`: connections with role and rooms;
-//!   `/api/ops/rooms`: room sizes and delays.
+//! This crate knows no HTTP or WebSocket type. A transport (`busbar-live`
+//! serves `/ws` and the ingest sockets) hands each connection to
+//! [`connection::serve`] as an [`connection::Inbound`] that yields client
+//! messages and an [`connection::Outbound`] that writes [`Outgoing`]
+//! messages; the messages are [`Text`] (UTF-8 [`bytes::Bytes`], shared,
+//! never copied per subscriber).
+//!
+//! - Subscribe to streams (lossy live, or resumable from an id or a time),
+//!   join rooms (`session:<id>` live, `broadcast:session:<id>` delayed),
+//!   publish, and set broadcast delays (director capability). The protocol
+//!   is in [`protocol`].
+//! - Producer sessions with frame counts, rates and clock drift
+//!   ([`sessions`]); connections with role and rooms ([`sockets`]); room
+//!   sizes and delays ([`rooms`]). The ops routes that show them are
+//!   `busbar-live`'s.
+//!
+//! Streams are read through the engine (`Engine::read_live`), never the
+//! store: scopes, tenants, read limits and admission apply, and a failed
+//! read is reported, not taken for an empty stream ([`feed`]).
 //!
 //! Each stream with live subscribers has one feed ([`feed`]) that follows
 //! its log and broadcasts new events through a bounded, lossy channel.
@@ -20,30 +30,29 @@
 
 #![warn(missing_docs)]
 
-mod connection;
+pub mod connection;
 pub mod feed;
-mod http;
+mod message;
+pub mod metrics;
 pub mod protocol;
 mod queue;
 pub mod rooms;
 pub mod sessions;
-mod socket;
 pub mod sockets;
 mod subscribe;
-mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_engine::{Engine, EngineError, MetricsSource, PublishObserver};
+use busbar_engine::{Engine, EngineError, Hook};
 use busbar_event::{EventBatch, StreamName};
 use thiserror::Error;
 
-pub use http::router;
+pub use message::{CloseReason, Outgoing, Text};
 
 /// Live fan-out limits.
 #[derive(Debug, Clone)]
-pub struct LiveConfig {
+pub struct FanoutConfig {
     /// Events a stream's feed holds for its slowest live subscriber.
     pub feed_capacity: usize,
     /// Messages a connection's send queue holds.
@@ -71,9 +80,9 @@ pub struct LiveConfig {
     pub sessions: sessions::SessionConfig,
 }
 
-impl Default for LiveConfig {
+impl Default for FanoutConfig {
     fn default() -> Self {
-        LiveConfig {
+        FanoutConfig {
             feed_capacity: 4096,
             send_queue: 1024,
             write_deadline: Duration::from_secs(10),
@@ -92,7 +101,7 @@ impl Default for LiveConfig {
 /// Why a live request was refused.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum LiveError {
+pub enum FanoutError {
     /// The message is not a valid client op.
     #[error("bad message: {reason}")]
     BadMessage {
@@ -130,24 +139,36 @@ pub enum LiveError {
     Engine(#[from] EngineError),
 }
 
-impl LiveError {
+impl FanoutError {
+    /// When the client should try again, for refusals that pass
+    /// (`overloaded`, `paused`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FanoutError::BadEvent { source, .. } | FanoutError::Engine(source) => {
+                source.retry_after()
+            }
+            _ => None,
+        }
+    }
+
     /// A short, stable reason for error messages.
     pub fn reason(&self) -> &'static str {
         match self {
-            LiveError::BadMessage { .. } => "bad_message",
-            LiveError::BadEvent { source, .. } => source.reason(),
-            LiveError::BadRoom { .. } => "bad_room",
-            LiveError::TooManySubscriptions { .. } => "too_many_subscriptions",
-            LiveError::DelayTooLong { .. } => "delay_too_long",
-            LiveError::Engine(e) => e.reason(),
+            FanoutError::BadMessage { .. } => "bad_message",
+            FanoutError::BadEvent { source, .. } => source.reason(),
+            FanoutError::BadRoom { .. } => "bad_room",
+            FanoutError::TooManySubscriptions { .. } => "too_many_subscriptions",
+            FanoutError::DelayTooLong { .. } => "delay_too_long",
+            FanoutError::Engine(e) => e.reason(),
         }
     }
 }
 
 /// The live hub: feeds, connections, sessions and delays.
-pub struct Live {
+pub struct Fanout {
     engine: Arc<Engine>,
-    config: LiveConfig,
+    config: FanoutConfig,
+    metrics: Arc<metrics::FanoutMetrics>,
     feeds: Arc<feed::Feeds>,
     sessions: Arc<sessions::Sessions>,
     sockets: Arc<sockets::Sockets>,
@@ -155,17 +176,22 @@ pub struct Live {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
-impl std::fmt::Debug for Live {
+impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live")
+        f.debug_struct("Fanout")
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-struct SessionObserver(Arc<sessions::Sessions>);
+/// Counts producer sessions and clock drift from every published batch.
+struct SessionHook(Arc<sessions::Sessions>);
 
-impl PublishObserver for SessionObserver {
+impl Hook for SessionHook {
+    fn name(&self) -> &'static str {
+        "live-sessions"
+    }
+
     fn publishing(&self, _stream: &StreamName, batch: &EventBatch) {
         let now = busbar_event::now_ms();
         for (session, ts) in batch.sessions() {
@@ -174,29 +200,54 @@ impl PublishObserver for SessionObserver {
     }
 }
 
-impl Live {
-    /// The hub over `engine`. Installs itself as the engine's publish
-    /// observer, so every published event with a `session` is counted.
-    pub fn new(engine: Arc<Engine>, config: LiveConfig) -> Arc<Live> {
+impl Fanout {
+    /// The hub over `engine`. Registers a hook with the engine, so every
+    /// published event with a `session` is counted, and its metrics with
+    /// the engine's registry.
+    pub fn new(engine: Arc<Engine>, config: FanoutConfig) -> Arc<Fanout> {
         let sessions = Arc::new(sessions::Sessions::new(config.sessions));
-        engine.set_publish_observer(Arc::new(SessionObserver(sessions.clone())));
-        let live = Arc::new(Live {
-            feeds: feed::Feeds::new(engine.clone(), config.feed_capacity),
+        engine.add_hook(Arc::new(SessionHook(sessions.clone())));
+        let metrics = Arc::new(metrics::FanoutMetrics::default());
+        let hub = Arc::new(Fanout {
+            feeds: feed::Feeds::new(engine.clone(), metrics.clone(), config.feed_capacity),
             delays: Arc::new(rooms::Delays::new(config.default_delay, config.max_delay)),
             sockets: Arc::new(sockets::Sockets::default()),
             sessions,
+            metrics,
             engine: engine.clone(),
             config,
             closing: tokio::sync::watch::Sender::new(false),
         });
-        engine.add_metrics_source(Arc::new(LiveMetrics(Arc::downgrade(&live))));
-        live
+        // Weak: the registry must not keep the hub alive.
+        let weak: std::sync::Weak<dyn busbar_metrics::Collector> = Arc::downgrade(&hub) as _;
+        engine.registry().register_weak(weak);
+        hub
     }
 
-    /// Closes every live connection (shutdown). New upgrades and socket
-    /// hand-overs are refused from then on.
+    /// Closes every live connection (shutdown). New connections are
+    /// refused from then on ([`Fanout::is_closing`]).
     pub fn shutdown(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Whether the hub is shutting down.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &FanoutConfig {
+        &self.config
+    }
+
+    /// The hub's counters.
+    pub fn metrics(&self) -> &metrics::FanoutMetrics {
+        &self.metrics
     }
 
     /// Producer sessions.
@@ -205,7 +256,7 @@ impl Live {
     }
 
     /// Connected sockets.
-    pub fn sockets(&self) -> &sockets::Sockets {
+    pub fn sockets(&self) -> &Arc<sockets::Sockets> {
         &self.sockets
     }
 
@@ -214,87 +265,26 @@ impl Live {
         &self.delays
     }
 
-    /// Renders the live gauges in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use busbar_engine::metrics::{header, names};
-        use std::fmt::Write;
-        header(
-            out,
-            names::WS_CLIENTS,
-            "gauge",
-            "Connected live clients, by transport (ws, or a unix/tcp ingest connection that switched) and role.",
-        );
-        for ((transport, role), n) in self.sockets.count_by_transport_and_role() {
-            let _ = writeln!(
-                out,
-                "{}{{transport=\"{transport}\",role=\"{}\"}} {n}",
-                names::WS_CLIENTS,
-                role.as_str()
-            );
-        }
-        header(
-            out,
-            names::WS_SUBSCRIPTIONS,
-            "gauge",
-            "Open stream subscriptions and joined rooms.",
-        );
-        let rooms = self.sockets.rooms();
-        let joined: u64 = rooms.values().sum();
-        let _ = writeln!(
-            out,
-            "{}{{kind=\"stream\"}} {}",
-            names::WS_SUBSCRIPTIONS,
-            self.sockets.subscriptions()
-        );
-        let _ = writeln!(out, "{}{{kind=\"room\"}} {joined}", names::WS_SUBSCRIPTIONS);
-        header(
-            out,
-            names::WS_ROOMS,
-            "gauge",
-            "Rooms with at least one member.",
-        );
-        let _ = writeln!(out, "{} {}", names::WS_ROOMS, rooms.len());
-        header(
-            out,
-            names::LIVE_FEEDS,
-            "gauge",
-            "Streams with a running live feed.",
-        );
-        let _ = writeln!(out, "{} {}", names::LIVE_FEEDS, self.feeds.active());
-        let stats = self.sessions.stats();
-        header(out, names::SESSIONS, "gauge", "Producer sessions tracked.");
-        let _ = writeln!(out, "{} {}", names::SESSIONS, stats.len());
-        header(
-            out,
-            names::SESSIONS_DRIFT_WARN,
-            "gauge",
-            "Producer sessions whose drift p95 is over the threshold.",
-        );
-        let _ = writeln!(
-            out,
-            "{} {}",
-            names::SESSIONS_DRIFT_WARN,
-            stats.iter().filter(|s| s.drift_warn).count()
-        );
-        header(
-            out,
-            names::DRIFT_P95_MAX,
-            "gauge",
-            "Largest drift p95 over all producer sessions, in seconds.",
-        );
-        let worst = stats.iter().map(|s| s.drift_p95).max().unwrap_or(0);
-        let _ = writeln!(out, "{} {}", names::DRIFT_P95_MAX, worst as f64 / 1000.0);
+    /// Counts a refused connection (an upgrade or hand-over) by reason.
+    pub fn count_rejected(&self, reason: &'static str) {
+        self.metrics.rejected.get([reason]).inc();
     }
-}
 
-/// The hub's gauges for `/metrics`; weak, so the engine does not keep the
-/// hub alive.
-struct LiveMetrics(std::sync::Weak<Live>);
-
-impl MetricsSource for LiveMetrics {
-    fn render(&self, out: &mut String) {
-        if let Some(live) = self.0.upgrade() {
-            live.render_metrics(out);
+    /// Why a new connection would be refused now, if it would: the hub is
+    /// shutting down, or `[live] max_connections` is reached.
+    pub fn refusal(&self) -> Option<(&'static str, String)> {
+        if self.is_closing() {
+            return Some(("shutting_down", "busbar is shutting down".to_owned()));
         }
+        if self.sockets.len() >= self.config.max_connections {
+            return Some((
+                "too_many_connections",
+                format!(
+                    "at most {} live connections (WebSocket and socket)",
+                    self.config.max_connections
+                ),
+            ));
+        }
+        None
     }
 }

@@ -266,7 +266,7 @@ pub(crate) fn event_frame(stream: &StreamName, sub: &str, event: &Event) -> Stri
 }
 
 /// An error message, with the request's `ref` when it had one.
-pub(crate) fn error_frame(reason: &str, message: &str, reference: Option<u64>) -> String {
+pub fn error_frame(reason: &str, message: &str, reference: Option<u64>) -> String {
     serde_json::json!({"type": "error", "error": reason, "message": message, "ref": reference})
         .to_string()
 }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use axum::extract::ws::Message;
+use crate::message::Outgoing as Message;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     fn text(s: &'static str) -> Message {
-        Message::Text(s.into())
+        Message::Text(crate::Text::from_static(s))
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::LiveError;
+use crate::FanoutError;
 
 /// A room a connection can join.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +33,7 @@ fn valid_session(id: &str) -> bool {
 }
 
 impl FromStr for Room {
-    type Err = LiveError;
+    type Err = FanoutError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (room, id) = if let Some(id) = s.strip_prefix("broadcast:session:") {
@@ -41,14 +41,14 @@ impl FromStr for Room {
         } else if let Some(id) = s.strip_prefix("session:") {
             (Room::Session(id.to_owned()), id)
         } else {
-            return Err(LiveError::BadRoom {
+            return Err(FanoutError::BadRoom {
                 reason: "rooms are session:<id> or broadcast:session:<id>",
             });
         };
         if valid_session(id) {
             Ok(room)
         } else {
-            Err(LiveError::BadRoom {
+            Err(FanoutError::BadRoom {
                 reason: "a session id is 1 to 128 ASCII letters, digits or _ - . :",
             })
         }
@@ -111,10 +111,10 @@ impl Delays {
     /// Sets the delay of `session`.
     ///
     /// # Errors
-    /// [`LiveError::DelayTooLong`] past the configured maximum.
-    pub fn set(&self, session: &str, delay: Duration) -> Result<(), LiveError> {
+    /// [`FanoutError::DelayTooLong`] past the configured maximum.
+    pub fn set(&self, session: &str, delay: Duration) -> Result<(), FanoutError> {
         if delay > self.max {
-            return Err(LiveError::DelayTooLong {
+            return Err(FanoutError::DelayTooLong {
                 max_ms: self.max.as_millis() as u64,
             });
         }

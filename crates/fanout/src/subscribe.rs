@@ -4,22 +4,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
-use busbar_engine::Principal;
+use busbar_engine::{EngineError, Principal};
 use busbar_event::{Event, EventId, StreamName};
-use busbar_store::{ReadQuery, TypeFilter};
+use busbar_store::{ReadQuery, StoreError, TypeFilter};
 use tokio::sync::watch;
 
-use crate::feed::{Batch, FeedReceiver, Received};
+use crate::feed::{Batch, FeedFailure, FeedItem, FeedReceiver, Received};
 use crate::protocol::{event_frame, push_str, SlowPolicy};
 use crate::queue::{Closed, SendQueue};
 use crate::sockets::SocketGuard;
-use crate::Live;
+use crate::{Fanout, Outgoing as Message, Text};
 
 /// Events read from the log at a time when catching up or delaying.
 const LOG_BATCH: usize = 512;
 /// Events a live subscription takes from its feed at a time.
 const LIVE_BATCH: usize = 128;
+/// The first pause after a failed catch-up read; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often a delayed room looks for events that became due.
 const DELAY_TICK: Duration = Duration::from_millis(50);
 
@@ -63,11 +66,7 @@ impl Outbox {
     /// Queues a message, waiting for room. Under the disconnect policy a
     /// message that cannot be queued within the write deadline closes the
     /// connection.
-    pub(crate) async fn send(
-        &self,
-        text: impl Into<Utf8Bytes>,
-        policy: SlowPolicy,
-    ) -> Result<(), Gone> {
+    pub(crate) async fn send(&self, text: impl Into<Text>, policy: SlowPolicy) -> Result<(), Gone> {
         let msg = Message::Text(text.into());
         let sent = match policy {
             SlowPolicy::Disconnect => {
@@ -94,7 +93,7 @@ impl Outbox {
     }
 
     /// Queues a message if there is room now; `Ok(false)` when full.
-    pub(crate) fn try_send(&self, text: impl Into<Utf8Bytes>) -> Result<bool, Gone> {
+    pub(crate) fn try_send(&self, text: impl Into<Text>) -> Result<bool, Gone> {
         let queued = self
             .queue
             .try_push(Message::Text(text.into()))
@@ -147,15 +146,22 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
         out,
         ..
     } = r;
-    let metrics = live.engine.metrics();
-    let delivered_total = metrics.ws_delivered.get(["live"]);
-    let dropped_total = metrics.ws_dropped.get(["live"]);
+    let metrics = live.metrics();
+    let delivered_total = metrics.delivered.get(["live"]);
+    let dropped_total = metrics.dropped.get(["live"]);
     let mut missed = 0u64;
     let mut batch = Vec::with_capacity(LIVE_BATCH);
     let mut frames = Vec::with_capacity(LIVE_BATCH + 1);
+    // A feed failing since before this subscription joined says so now.
+    let mut failures: Vec<Arc<FeedFailure>> = rx.failure().into_iter().collect();
+    for failure in failures.drain(..) {
+        if out.try_send(failure_frame(&sub, &failure)).is_err() {
+            return;
+        }
+    }
     loop {
         match rx.recv_many(&mut batch, LIVE_BATCH).await {
-            Batch::Events(_) => {}
+            Batch::Items(_) => {}
             Batch::Lagged(n) => {
                 missed += n;
                 out.guard.dropped(n);
@@ -166,13 +172,25 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
         }
         // Events the log lost before the feed read them (retention ahead
         // of a busy feed) count as missed, like events the feed dropped.
-        let skipped: u64 = batch.iter().map(|e| e.skipped).sum();
+        let skipped: u64 = batch
+            .iter()
+            .map(|item| match item {
+                FeedItem::Event(e) => e.skipped,
+                FeedItem::Failed(_) => 0,
+            })
+            .sum();
         if skipped > 0 {
             missed += skipped;
             out.guard.dropped(skipped);
             dropped_total.add(skipped);
         }
-        let matching = batch.drain(..).filter(|e| filter.matches(&e.event));
+        let matching = batch.drain(..).filter_map(|item| match item {
+            FeedItem::Event(e) => filter.matches(&e.event).then_some(e),
+            FeedItem::Failed(f) => {
+                failures.push(f);
+                None
+            }
+        });
         let (delivered, dropped) = match policy {
             SlowPolicy::Drop => {
                 // The notice of what was missed goes first, then the
@@ -217,12 +235,29 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
             out.guard.dropped(dropped);
             dropped_total.add(dropped);
         }
+        for failure in failures.drain(..) {
+            if out.try_send(failure_frame(&sub, &failure)).is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// `{"type":"error","error":<reason>,"message":..,"sub":<sub>}`: the feed
+/// of a subscription cannot read its stream for now (it keeps trying).
+fn failure_frame(sub: &str, failure: &FeedFailure) -> String {
+    serde_json::json!({
+        "type": "error",
+        "error": failure.reason,
+        "message": failure.message,
+        "sub": sub,
+    })
+    .to_string()
 }
 
 /// What a log-reading subscription needs.
 pub(crate) struct Reader {
-    pub live: Arc<Live>,
+    pub live: Arc<Fanout>,
     pub principal: Principal,
     pub stream: StreamName,
     pub sub: String,
@@ -234,7 +269,13 @@ pub(crate) struct Reader {
 impl Reader {
     /// Sends every matching event after `last` up to `until` from the log;
     /// returns the new position, or `None` when the connection is gone.
+    ///
+    /// A failed read (the store, or admission) is not the end of what
+    /// there is: the client is told once, and the read is tried again
+    /// until it succeeds, so a resumable subscription never skips events.
     async fn catch_up(&self, mut last: EventId, until: EventId) -> Option<EventId> {
+        let mut retry = RETRY_FIRST;
+        let mut told = false;
         loop {
             let Some(from) = last.successor() else {
                 return Some(last);
@@ -249,12 +290,29 @@ impl Reader {
             let events = match self
                 .live
                 .engine
-                .read(&self.principal, &self.stream, q)
+                .read_live(&self.principal, &self.stream, q)
                 .await
             {
                 Ok(events) => events,
                 // A stream that does not exist yet has nothing to catch up on.
-                Err(_) => return Some(last),
+                Err(EngineError::Store(StoreError::NoSuchStream { .. })) => return Some(last),
+                Err(e) => {
+                    if !told {
+                        tracing::warn!(stream = %self.stream, error = %e, "live catch-up cannot read its stream; retrying");
+                        let failure = FeedFailure {
+                            reason: e.reason(),
+                            message: format!("cannot read `{}`: {e}", self.stream),
+                        };
+                        self.out.try_send(failure_frame(&self.sub, &failure)).ok()?;
+                        told = true;
+                    }
+                    if self.out.queue.is_closed() {
+                        return None;
+                    }
+                    tokio::time::sleep(e.retry_after().unwrap_or(retry).min(RETRY_MAX)).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    continue;
+                }
             };
             let n = events.len();
             for e in events {
@@ -262,12 +320,7 @@ impl Reader {
                 if self.filter.matches(&e) {
                     let frame = event_frame(&self.stream, &self.sub, &e);
                     self.out.send(frame, self.policy).await.ok()?;
-                    self.live
-                        .engine
-                        .metrics()
-                        .ws_delivered
-                        .get(["resumable"])
-                        .inc();
+                    self.live.metrics().delivered.get(["resumable"]).inc();
                 }
             }
             if n < want {
@@ -306,12 +359,12 @@ pub(crate) async fn resumable(r: Reader, start: EventId, mut rx: FeedReceiver) {
                     {
                         return;
                     }
-                    r.live
-                        .engine
-                        .metrics()
-                        .ws_delivered
-                        .get(["resumable"])
-                        .inc();
+                    r.live.metrics().delivered.get(["resumable"]).inc();
+                }
+            }
+            Received::Failed(failure) => {
+                if r.out.try_send(failure_frame(&r.sub, &failure)).is_err() {
+                    return;
                 }
             }
             Received::Lagged(_) => {

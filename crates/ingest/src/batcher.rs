@@ -5,8 +5,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
-use busbar_event::{parse_event_with, EventBatch, EventError, Limits, StreamName, StreamNames};
+use busbar_event::{
+    parse_line_with, EventBatch, EventError, Limits, LineKind, ParsedEvent, StreamName, StreamNames,
+};
 
+use crate::answer::ErrorLine;
 use crate::ops::{self, Op};
 
 /// Where one line's answer comes from.
@@ -19,26 +22,6 @@ pub(crate) enum Slot {
     /// A group op, run once batches `..before` are published (events sent
     /// before it are appended before it runs).
     Op { op: Box<Op>, before: u32 },
-}
-
-/// An error answer.
-#[derive(Debug, Clone)]
-pub(crate) struct ErrorLine {
-    pub(crate) reason: &'static str,
-    pub(crate) message: String,
-}
-
-impl ErrorLine {
-    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        ErrorLine {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn from_engine(e: &EngineError) -> Self {
-        ErrorLine::new(e.reason(), e.to_string())
-    }
 }
 
 /// Events read from a connection and not yet handed to the publisher.
@@ -164,43 +147,46 @@ impl Batcher {
         }));
     }
 
-    /// Parses a line: a group op joins the answer order (and closes the
-    /// open batches, so later events are appended after it runs); an event
-    /// joins its stream's batch.
+    /// What `line` is: an event, an op or neither, decided in the one pass
+    /// that parses it as an event ([`parse_line_with`]).
+    pub(crate) fn classify<'l>(&mut self, line: &'l [u8]) -> LineKind<'l> {
+        parse_line_with(line, &self.limits, &mut self.names)
+    }
+
+    /// Parses a line and takes it: see [`Batcher::push_classified`].
+    #[cfg(test)]
+    pub(crate) fn push_line(&mut self, line: &[u8]) -> bool {
+        let kind = self.classify(line);
+        self.push_classified(line, kind)
+    }
+
+    /// Takes a line already classified: a group op joins the answer order
+    /// (and closes the open batches, so later events are appended after it
+    /// runs); an event joins its stream's batch.
     ///
     /// Returns `false`, taking nothing, for a live op when live ops hand
     /// the connection over ([`Batcher::with_live`]) and the connection
     /// answers or sent nothing else yet: the caller switches protocols
     /// there.
-    pub(crate) fn push_line(&mut self, line: &[u8]) -> bool {
+    pub(crate) fn push_classified(&mut self, line: &[u8], kind: LineKind<'_>) -> bool {
         let fresh = std::mem::replace(&mut self.fresh, false);
-        // A line is an op when it has an `op` member and no `type`. Clients
-        // write `op` first, so those lines are decoded as ops straight away;
-        // any other line is tried as an event first (every event has a
-        // `type`, so no event is an op) and looked at as an op only when it
-        // is not an event: most lines cost one pass.
-        let op = if line.starts_with(b"{\"op\":") {
-            ops::parse(line, &self.default_stream)
-        } else {
-            None
-        };
-        let op = match op {
-            Some(op) => op,
-            None => match self.try_push(line) {
-                Ok(batch) => {
-                    if self.acks {
-                        self.slots.push(Slot::Event(batch));
+        let op = match kind {
+            LineKind::Event(event) => {
+                match self.try_push(event) {
+                    Ok(batch) => {
+                        if self.acks {
+                            self.slots.push(Slot::Event(batch));
+                        }
                     }
-                    return true;
+                    Err(e) => self.refuse(&e),
                 }
-                Err(e) => match ops::parse(line, &self.default_stream) {
-                    Some(op) => op,
-                    None => {
-                        self.refuse(&e);
-                        return true;
-                    }
-                },
-            },
+                return true;
+            }
+            LineKind::Invalid(e) => {
+                self.refuse(&EngineError::Event(e));
+                return true;
+            }
+            LineKind::Op(name) => ops::decode(line, name.as_deref(), &self.default_stream),
         };
         if self.live && (self.acks || fresh) && matches!(op, Ok(Op::Live { .. })) {
             return false;
@@ -239,8 +225,9 @@ impl Batcher {
         }
     }
 
-    fn try_push(&mut self, line: &[u8]) -> Result<u32, EngineError> {
-        let mut event = parse_event_with(line, &self.limits, &mut self.names)?;
+    fn try_push(&mut self, event: ParsedEvent<'_>) -> Result<u32, EngineError> {
+        // A shorter lifetime, so the event may borrow the principal's tenant.
+        let mut event: ParsedEvent<'_> = event;
         // Events of a tenant-bound producer carry its tenant.
         if event.tenant.is_none() {
             if let Some(t) = self.principal.tenant() {
@@ -283,20 +270,17 @@ fn open_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use busbar_engine::{Auth, EngineConfig, Metrics, Readiness};
+    use busbar_engine::{Auth, EngineConfig};
     use busbar_store::memory::MemoryStore;
 
     fn engine(max_batch_events: usize) -> Arc<Engine> {
-        Engine::new(
-            Arc::new(MemoryStore::new()),
-            Auth::default(),
-            EngineConfig {
+        Engine::builder(Arc::new(MemoryStore::new()))
+            .auth(Auth::default())
+            .config(EngineConfig {
                 max_batch_events,
                 ..EngineConfig::default()
-            },
-            Arc::new(Metrics::default()),
-            Readiness::new(None, 0),
-        )
+            })
+            .build()
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
-use busbar_event::{EventBatch, EventId, StreamName};
+use busbar_event::{EventBatch, EventId, LineKind, StreamName, StreamNames};
 use busbar_store::AppendOptions;
 use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::batcher::{Batcher, Chunk, ErrorLine, Slot};
+use crate::answer::{error_line, id_line, ErrorLine};
+use crate::batcher::{Batcher, Chunk, Slot};
 use crate::lines::{is_blank, Line, LineSplitter};
 use crate::live::{LiveConnection, LiveUpgrade};
 use crate::ops::{self, Op};
@@ -92,15 +93,17 @@ struct Hello {
 }
 
 /// The first line: a hello, or the first event or op.
-enum First {
+enum First<'a> {
     Hello {
         acks: bool,
         principal: Principal,
     },
-    /// Not a hello: answered when it is an op.
+    /// Not a hello: answered when it is an op (`kind` says what it is,
+    /// so the line is not parsed again).
     Line {
         acks: bool,
         principal: Principal,
+        kind: Option<LineKind<'a>>,
     },
     Refuse(ErrorLine),
 }
@@ -145,7 +148,7 @@ impl ConnectionContext {
         let _ = tokio::time::timeout(DISCARD_BEFORE_CLOSE, discard(&mut reader)).await;
     }
 
-    fn first_line(&self, line: &[u8]) -> First {
+    fn first_line<'l>(&self, line: &'l [u8]) -> First<'l> {
         let auth = self.engine.auth();
         let principal_for = |token: Option<&str>| -> Result<Principal, EngineError> {
             match self.transport {
@@ -177,17 +180,27 @@ impl ConnectionContext {
             };
         }
         // A connection that opens with a group op wants answers.
-        self.no_hello(crate::ops::is_op(line))
+        let limits = busbar_event::Limits {
+            max_event_bytes: self.max_line,
+        };
+        let kind = busbar_event::parse_line_with(line, &limits, &mut StreamNames::new(1));
+        self.no_hello(Some(kind))
     }
 
-    /// A connection whose first line is not a hello.
-    fn no_hello(&self, acks: bool) -> First {
+    /// A connection whose first line is not a hello (`kind`: what it is,
+    /// when it fit in a line).
+    fn no_hello<'l>(&self, kind: Option<LineKind<'l>>) -> First<'l> {
         let principal = match self.transport {
             Transport::Unix => Ok(Principal::Trusted),
             _ => self.engine.auth().authenticate(None),
         };
+        let acks = matches!(kind, Some(LineKind::Op(_)));
         match principal {
-            Ok(principal) => First::Line { acks, principal },
+            Ok(principal) => First::Line {
+                acks,
+                principal,
+                kind,
+            },
             Err(e) => {
                 self.engine.count_error(self.transport, &e);
                 First::Refuse(ErrorLine::new(
@@ -226,7 +239,7 @@ impl ConnectionContext {
                     }
                     continue;
                 }
-                _ = crate::listener::stopped(&mut shutdown) => break,
+                _ = busbar_listen::stopped(&mut shutdown) => break,
                 read = read_more(reader, &mut buf), if !full => match read {
                     Ok(0) => eof = true,
                     Ok(_) => {}
@@ -240,6 +253,7 @@ impl ConnectionContext {
                 if refused.is_some() {
                     return true;
                 }
+                let mut classified = None;
                 let b = match &mut batcher {
                     Some(b) => b,
                     None => {
@@ -247,14 +261,19 @@ impl ConnectionContext {
                             Line::Text(text) if is_blank(text) => return true,
                             Line::Text(text) => self.first_line(text),
                             // Too long to be a hello: the first event.
-                            Line::TooLong { .. } => self.no_hello(false),
+                            Line::TooLong { .. } => self.no_hello(None),
                         };
                         match first {
                             First::Hello { acks, principal } => {
                                 batcher = Some(self.batcher(principal, acks));
                                 return true;
                             }
-                            First::Line { acks, principal } => {
+                            First::Line {
+                                acks,
+                                principal,
+                                kind,
+                            } => {
+                                classified = kind;
                                 batcher.insert(self.batcher(principal, acks))
                             }
                             First::Refuse(e) => {
@@ -267,7 +286,8 @@ impl ConnectionContext {
                 match line {
                     Line::Text(text) if is_blank(text) => true,
                     Line::Text(text) => {
-                        if b.push_line(text) {
+                        let kind = classified.take().unwrap_or_else(|| b.classify(text));
+                        if b.push_classified(text, kind) {
                             return true;
                         }
                         // A live op: the rest of the input is the live hub's.
@@ -576,45 +596,6 @@ fn parse_hello(line: &[u8]) -> Option<Result<Hello, String>> {
     }))
 }
 
-/// `{"id":"<ms>-<seq>"}\n`, written without `fmt` (one per event on the
-/// hot path).
-fn id_line(out: &mut Vec<u8>, id: EventId) {
-    out.extend_from_slice(b"{\"id\":\"");
-    push_decimal(out, id.ms);
-    out.push(b'-');
-    push_decimal(out, id.seq);
-    out.extend_from_slice(b"\"}\n");
-}
-
-/// `<ms>-<seq>` without `fmt`.
-pub(crate) fn push_id(out: &mut Vec<u8>, id: EventId) {
-    push_decimal(out, id.ms);
-    out.push(b'-');
-    push_decimal(out, id.seq);
-}
-
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-pub(crate) fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
-    out.extend_from_slice(b"{\"error\":\"");
-    out.extend_from_slice(e.reason.as_bytes());
-    out.extend_from_slice(b"\",\"message\":");
-    let _ = serde_json::to_writer(&mut *out, &e.message);
-    out.extend_from_slice(b"}\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,30 +612,5 @@ mod tests {
         assert_eq!(h.token.as_deref(), Some("x"));
         assert!(!parse_hello(br#"{"hello":{}}"#).unwrap().unwrap().acks);
         assert!(parse_hello(br#"{"hello":{"ack":true}}"#).unwrap().is_err());
-    }
-
-    #[test]
-    fn id_lines_match_the_display_form() {
-        for id in [
-            EventId::new(0, 0),
-            EventId::new(1_700_000_000_000, 42),
-            EventId::new(u64::MAX, u64::MAX),
-        ] {
-            let mut out = Vec::new();
-            id_line(&mut out, id);
-            assert_eq!(out, format!("{{\"id\":\"{id}\"}}\n").into_bytes());
-        }
-    }
-
-    #[test]
-    fn error_lines_are_json() {
-        let mut out = Vec::new();
-        error_line(
-            &mut out,
-            &ErrorLine::new("too_large", "a \"quoted\" message"),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["error"], "too_large");
-        assert_eq!(v["message"], "a \"quoted\" message");
     }
 }

@@ -155,25 +155,20 @@
 //! durable, new lines join the next batch. One batch is one store append, so
 //! a fast producer gets group commit without per-line appends.
 //!
-//! # The command socket
+//! # Listeners
 //!
-//! See [`commands`].
+//! Binding the sockets and the accept loop (connection limits, admission,
+//! draining) are `busbar-listen`'s; the command socket is `busbar-ops`'.
 
 #![warn(missing_docs)]
 
+mod answer;
 mod batcher;
-pub mod commands;
 mod connection;
-mod error;
 pub mod lines;
 mod listener;
 pub mod live;
 mod ops;
-mod tcp;
-mod unix;
 
-pub use error::IngestError;
 pub use listener::{Ingest, IngestOptions};
 pub use live::{LiveConnection, LiveUpgrade};
-pub use tcp::bind_tcp;
-pub use unix::{bind_unix, UnixSocket};

@@ -7,8 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Principal, Readiness, Scope, TokenSpec};
-use busbar_ingest::{bind_tcp, bind_unix, Ingest, IngestOptions, LiveConnection, LiveUpgrade};
+use busbar_engine::{Auth, Engine, EngineConfig, Principal, Scope, TokenSpec};
+use busbar_ingest::{Ingest, IngestOptions, LiveConnection, LiveUpgrade};
+use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::memory::MemoryStore;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,13 +54,10 @@ struct Server {
 }
 
 async fn start(tokens: Vec<TokenSpec>, hub: bool) -> Server {
-    let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
-        Auth::new(tokens),
-        EngineConfig::default(),
-        Arc::new(Metrics::default()),
-        Readiness::new(None, 0),
-    );
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .auth(Auth::new(tokens))
+        .config(EngineConfig::default())
+        .build();
     let dir = tempfile::tempdir().unwrap();
     let unix = dir.path().join("events.sock");
     let socket = bind_unix(&unix, 0o600).unwrap();

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Principal, Readiness, Scope, TokenSpec};
+use busbar_engine::{Auth, Engine, EngineConfig, Principal, Scope, TokenSpec};
 use busbar_event::StreamName;
-use busbar_ingest::{bind_tcp, bind_unix, Ingest, IngestOptions};
+use busbar_ingest::{Ingest, IngestOptions};
+use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::memory::MemoryStore;
 use busbar_store::ReadQuery;
 use serde_json::Value;
@@ -23,13 +24,10 @@ struct Server {
 }
 
 async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
-    let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
-        Auth::new(tokens),
-        EngineConfig::default(),
-        Arc::new(Metrics::default()),
-        Readiness::new(None, 0),
-    );
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .auth(Auth::new(tokens))
+        .config(EngineConfig::default())
+        .build();
     let dir = tempfile::tempdir().unwrap();
     let unix = dir.path().join("sock").join("events.sock");
     let socket = bind_unix(&unix, 0o600).unwrap();
@@ -248,4 +246,83 @@ async fn refusal_reaches_a_producer_that_keeps_writing() {
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0]["error"], "bad_token");
     drop(writer.await.unwrap());
+}
+
+/// Refuses publishes or connections while switched on.
+struct Refuser {
+    kind: &'static str,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl busbar_engine::Hook for Refuser {
+    fn name(&self) -> &'static str {
+        "refuser"
+    }
+
+    fn admit(&self, request: &busbar_engine::Admit<'_>) -> Result<(), busbar_engine::Refusal> {
+        if request.kind() == self.kind && self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(busbar_engine::Refusal::Overloaded {
+                reason: "memory is critical".into(),
+                retry_after: Duration::from_millis(1500),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn refused_publishes_are_error_lines_and_the_connection_goes_on() {
+    let s = start(vec![], 16).await;
+    let hook = Arc::new(Refuser {
+        kind: "publish",
+        on: true.into(),
+    });
+    s.engine.add_hook(hook.clone());
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let mut lines = BufReader::new(r).lines();
+    w.write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"a\"}\n")
+        .await
+        .unwrap();
+    let refused: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(refused["error"], "overloaded");
+    assert_eq!(refused["retry_after_ms"], 1500);
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("memory is critical"));
+    // The same connection publishes once admission lets it.
+    hook.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    w.write_all(b"{\"type\":\"b\"}\n").await.unwrap();
+    let ok: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert!(ok["id"].is_string(), "{ok}");
+    assert_eq!(
+        stream_len(&s.engine, "events").await,
+        1,
+        "only `b` was stored"
+    );
+}
+
+#[tokio::test]
+async fn refused_connections_get_one_error_line_on_both_sockets() {
+    let s = start(vec![], 16).await;
+    s.engine.add_hook(Arc::new(Refuser {
+        kind: "connect",
+        on: true.into(),
+    }));
+    let unix = read_lines(UnixStream::connect(&s.unix).await.unwrap()).await;
+    let tcp = read_lines(TcpStream::connect(s.tcp).await.unwrap()).await;
+    for answer in [unix, tcp] {
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert_eq!(answer[0]["error"], "overloaded");
+        assert_eq!(answer[0]["retry_after_ms"], 1500);
+    }
+    assert_eq!(
+        s.engine
+            .metrics()
+            .admission_refused
+            .get(["connect", "overloaded"])
+            .get(),
+        2
+    );
 }

@@ -1,194 +1,114 @@
-//! Accept loops shared by every socket transport: the connection limit, the
-//! connection gauges and draining at shutdown.
+//! The accept loop every socket transport shares: admission, the
+//! connection limit, the connection gauges and draining at shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_engine::{Engine, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use busbar_engine::{Engine, EngineError, Transport};
 use tokio::sync::{watch, Semaphore};
 
-use crate::connection::{ConnectionContext, Peer};
-use crate::live::LiveUpgrade;
-use crate::UnixSocket;
-
-/// TCP keepalive on ingest connections: a peer whose host vanished (no
-/// FIN, no reset) is found after about a minute of silence instead of
-/// never. It matters for connections that mostly wait: a blocking group
-/// `read`, a live subscription on a quiet stream.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_PROBES: u32 = 3;
-
-/// Limits of the ingest transports.
-#[derive(Debug, Clone)]
-pub struct IngestOptions {
-    /// Longest accepted line, in bytes.
-    pub max_line_bytes: usize,
-    /// Open connections per transport; past it a connection gets one
-    /// `too_many_connections` error line and is closed.
-    pub max_connections: usize,
-    /// How long shutdown waits for open connections to publish and answer
-    /// what they have read.
-    pub drain_timeout: Duration,
+/// How a listener names its peers to admission hooks and logs.
+pub trait PeerName {
+    /// `ip:port`, or `unix` for a Unix socket peer.
+    fn peer_name(&self) -> String;
 }
 
-impl Default for IngestOptions {
-    fn default() -> Self {
-        IngestOptions {
-            max_line_bytes: 1024 * 1024,
-            max_connections: 1024,
-            drain_timeout: Duration::from_secs(10),
-        }
+impl PeerName for std::net::SocketAddr {
+    fn peer_name(&self) -> String {
+        self.to_string()
     }
 }
 
-/// The NDJSON ingest transports of one engine.
-///
-/// Each `serve_*` call runs until `shutdown` turns true: it then stops
-/// accepting, lets every open connection publish and acknowledge what it has
-/// already read (up to [`IngestOptions::drain_timeout`]) and returns.
-#[derive(Clone)]
-pub struct Ingest {
-    engine: Arc<Engine>,
-    options: IngestOptions,
-    shutdown: watch::Receiver<bool>,
-    live: Option<Arc<dyn LiveUpgrade>>,
-}
-
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("options", &self.options)
-            .field("live", &self.live.is_some())
-            .finish_non_exhaustive()
+impl PeerName for tokio::net::unix::SocketAddr {
+    fn peer_name(&self) -> String {
+        "unix".to_owned()
     }
 }
 
-impl Ingest {
-    /// Ingest into `engine`, stopping when `shutdown` becomes true.
-    pub fn new(
-        engine: Arc<Engine>,
-        options: IngestOptions,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Ingest {
-            engine,
-            options,
-            shutdown,
-            live: None,
+/// Why a connection was turned away before it was served.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Rejected {
+    /// The transport's connection limit is reached.
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
+    /// An admission hook refused it ([`EngineError::Overloaded`] or
+    /// [`EngineError::Paused`]).
+    Refused(EngineError),
+}
+
+impl Rejected {
+    /// A stable reason (`too_many_connections`, `overloaded`, `paused`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::TooManyConnections { .. } => "too_many_connections",
+            Rejected::Refused(e) => e.reason(),
         }
     }
 
-    /// Hands connections that send a live op (`subscribe`, `join`...) to
-    /// `live`. Without it, such ops are answered with `unsupported`.
-    pub fn with_live(mut self, live: Arc<dyn LiveUpgrade>) -> Self {
-        self.live = Some(live);
-        self
-    }
-
-    fn context(&self, transport: Transport) -> ConnectionContext {
-        ConnectionContext {
-            engine: self.engine.clone(),
-            transport,
-            max_line: self.options.max_line_bytes,
-            live: self.live.clone(),
+    /// What the client is told.
+    pub fn message(&self) -> String {
+        match self {
+            Rejected::TooManyConnections { .. } => {
+                "the connection limit of this transport is reached; retry later".to_owned()
+            }
+            Rejected::Refused(e) => e.to_string(),
         }
     }
 
-    /// Serves the events Unix socket (callers are trusted).
-    pub async fn serve_unix(&self, socket: UnixSocket) {
-        let ctx = self.context(Transport::Unix);
-        let shutdown = self.shutdown.clone();
-        let accept = Accept::new(
-            &self.engine,
-            Transport::Unix,
-            &self.options,
-            self.shutdown.clone(),
+    /// The answer line of the socket transports:
+    /// `{"error":"<reason>","message":"..."[,"retry_after_ms":n]}` and `\n`.
+    pub fn json_line(&self) -> String {
+        let mut line = format!(
+            "{{\"error\":\"{}\",\"message\":{}",
+            self.reason(),
+            json_string(&self.message())
         );
-        accept
-            .run(
-                || socket.listener().accept(),
-                move |stream: UnixStream, _| {
-                    let ctx = ctx.clone();
-                    let shutdown = shutdown.clone();
-                    let pid = stream.peer_cred().ok().and_then(|c| c.pid());
-                    async move {
-                        let (r, w) = stream.into_split();
-                        ctx.serve(r, w, Peer::Unix { pid }, shutdown).await;
-                    }
-                },
-                reject_unix,
-            )
-            .await;
-    }
-
-    /// Serves TCP ingest (callers authenticate in their hello when tokens
-    /// are configured).
-    pub async fn serve_tcp(&self, listener: TcpListener) {
-        let ctx = self.context(Transport::Tcp);
-        let shutdown = self.shutdown.clone();
-        let accept = Accept::new(
-            &self.engine,
-            Transport::Tcp,
-            &self.options,
-            self.shutdown.clone(),
-        );
-        accept
-            .run(
-                || listener.accept(),
-                move |stream: TcpStream, addr| {
-                    let ctx = ctx.clone();
-                    let shutdown = shutdown.clone();
-                    async move {
-                        // Acks are small and latency-bound.
-                        let _ = stream.set_nodelay(true);
-                        let keepalive = socket2::TcpKeepalive::new()
-                            .with_time(KEEPALIVE_IDLE)
-                            .with_interval(KEEPALIVE_INTERVAL)
-                            .with_retries(KEEPALIVE_PROBES);
-                        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-                        let (r, w) = stream.into_split();
-                        ctx.serve(r, w, Peer::Tcp(addr), shutdown).await;
-                    }
-                },
-                reject_tcp,
-            )
-            .await;
+        if let Rejected::Refused(e) = self {
+            if let Some(after) = e.retry_after() {
+                line.push_str(&format!(",\"retry_after_ms\":{}", after.as_millis()));
+            }
+        }
+        line.push_str("}\n");
+        line
     }
 }
 
-const TOO_MANY: &[u8] = b"{\"error\":\"too_many_connections\",\"message\":\"the connection limit of this transport is reached; retry later\"}\n";
-
-async fn reject_unix(mut s: UnixStream) {
-    let _ = s.write_all(TOO_MANY).await;
-    let _ = s.shutdown().await;
-}
-
-async fn reject_tcp(mut s: TcpStream) {
-    let _ = s.write_all(TOO_MANY).await;
-    let _ = s.shutdown().await;
-    // Unread input would turn the close into a reset that can destroy the
-    // error line; the caller bounds this wait.
-    let mut sink = [0u8; 4096];
-    while let Ok(n) = s.read(&mut sink).await {
-        if n == 0 {
-            break;
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
     }
+    out.push('"');
+    out
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone, which also
 /// means stop).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`; drop it here.
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// One transport's accept loop.
-pub(crate) struct Accept {
+///
+/// Every accepted connection is first put to the engine's admission hooks
+/// ([`Engine::admit_connection`]), then takes one of `max_connections`
+/// slots; either refusal hands the connection to the transport's `reject`
+/// with the [`Rejected`] reason (bounded to one second), and counts it in
+/// `busbar_connections_rejected_total{transport}` (the limit) or
+/// `busbar_admission_refused_total{kind="connect"}` (a hook). Served
+/// connections are counted in `busbar_connections{transport}`.
+pub struct Accept {
     engine: Arc<Engine>,
     transport: Transport,
     max: u32,
@@ -197,33 +117,47 @@ pub(crate) struct Accept {
     shutdown: watch::Receiver<bool>,
 }
 
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept")
+            .field("transport", &self.transport)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Accept {
-    pub(crate) fn new(
+    /// An accept loop for `transport` holding at most `max_connections`
+    /// connections, that stops when `shutdown` turns true and then waits
+    /// up to `drain_timeout` for open connections to finish.
+    pub fn new(
         engine: &Arc<Engine>,
         transport: Transport,
-        options: &IngestOptions,
+        max_connections: usize,
+        drain_timeout: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let max = u32::try_from(options.max_connections.clamp(1, Semaphore::MAX_PERMITS))
-            .unwrap_or(u32::MAX);
+        let max =
+            u32::try_from(max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Accept {
             engine: engine.clone(),
             transport,
             max,
             slots: Arc::new(Semaphore::new(max as usize)),
-            drain_timeout: options.drain_timeout,
+            drain_timeout,
             shutdown,
         }
     }
 
     /// Accepts until shutdown, then waits for open connections to finish.
-    pub(crate) async fn run<S, Addr, A, AF, H, HF, R, RF>(mut self, accept: A, handle: H, reject: R)
+    pub async fn run<S, Addr, A, AF, H, HF, R, RF>(mut self, accept: A, handle: H, reject: R)
     where
+        Addr: PeerName,
         A: Fn() -> AF,
         AF: Future<Output = std::io::Result<(S, Addr)>>,
         H: Fn(S, Addr) -> HF,
         HF: Future<Output = ()> + Send + 'static,
-        R: Fn(S) -> RF,
+        R: Fn(S, Rejected) -> RF,
         RF: Future<Output = ()> + Send + 'static,
     {
         let gauge = self
@@ -239,7 +173,7 @@ impl Accept {
         let transport = self.transport.as_str();
         loop {
             let (stream, addr) = tokio::select! {
-                _ = crate::listener::stopped(&mut self.shutdown) => break,
+                _ = stopped(&mut self.shutdown) => break,
                 accepted = accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -251,6 +185,21 @@ impl Accept {
                     }
                 },
             };
+            if let Err(e) = self
+                .engine
+                .admit_connection(self.transport, &addr.peer_name())
+            {
+                tracing::debug!(
+                    transport,
+                    reason = e.reason(),
+                    "connection refused by admission"
+                );
+                let refused = reject(stream, Rejected::Refused(e));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), refused).await;
+                });
+                continue;
+            }
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     gauge.add(1);
@@ -269,7 +218,12 @@ impl Accept {
                         limit = self.max,
                         "connection refused: connection limit reached"
                     );
-                    let refused = reject(stream);
+                    let refused = reject(
+                        stream,
+                        Rejected::TooManyConnections {
+                            limit: self.max as usize,
+                        },
+                    );
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(Duration::from_secs(1), refused).await;
                     });
@@ -287,5 +241,27 @@ impl Accept {
                 "connections still open after the drain timeout"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_lines_are_json_with_the_reason() {
+        let line = Rejected::TooManyConnections { limit: 3 }.json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["error"], "too_many_connections");
+        let line = Rejected::Refused(EngineError::Overloaded {
+            reason: "memory \"critical\"".into(),
+            retry_after: Duration::from_millis(1500),
+        })
+        .json_line();
+        assert!(line.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["error"], "overloaded");
+        assert_eq!(v["retry_after_ms"], 1500);
+        assert!(v["message"].as_str().unwrap().contains("critical"));
     }
 }

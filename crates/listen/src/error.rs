@@ -6,7 +6,7 @@ use thiserror::Error;
 /// Why a listener could not be set up.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum IngestError {
+pub enum ListenError {
     /// Binding a TCP address failed.
     #[error("cannot listen on TCP {addr}: {source}")]
     BindTcp {

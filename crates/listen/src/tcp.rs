@@ -4,15 +4,15 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::IngestError;
+use crate::ListenError;
 
 /// Binds a TCP listener (port 0 picks a free port; read it back with
 /// `local_addr`).
 ///
 /// # Errors
-/// [`IngestError::BindTcp`].
-pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, IngestError> {
+/// [`ListenError::BindTcp`].
+pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| IngestError::BindTcp { addr, source })
+        .map_err(|source| ListenError::BindTcp { addr, source })
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 
-use crate::IngestError;
+use crate::ListenError;
 
 /// A bound Unix socket. Dropping it removes the socket file.
 #[derive(Debug)]
@@ -42,16 +42,16 @@ impl Drop for UnixSocket {
 /// Must be called inside a Tokio runtime.
 ///
 /// # Errors
-/// [`IngestError::SocketInUse`] when another process listens there,
-/// [`IngestError::NotASocket`] when a regular file is in the way,
-/// [`IngestError::BindUnix`] or [`IngestError::Io`] otherwise.
-pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, IngestError> {
+/// [`ListenError::SocketInUse`] when another process listens there,
+/// [`ListenError::NotASocket`] when a regular file is in the way,
+/// [`ListenError::BindUnix`] or [`ListenError::Io`] otherwise.
+pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, ListenError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(parent)
-            .map_err(|source| IngestError::Io {
+            .map_err(|source| ListenError::Io {
                 op: "create the socket directory",
                 path: parent.to_owned(),
                 source,
@@ -61,20 +61,20 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, IngestError> {
         Ok(meta) if meta.file_type().is_socket() => {
             match std::os::unix::net::UnixStream::connect(path) {
                 Ok(_) => {
-                    return Err(IngestError::SocketInUse {
+                    return Err(ListenError::SocketInUse {
                         path: path.to_owned(),
                     })
                 }
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     tracing::info!(path = %path.display(), "removing stale socket file");
-                    std::fs::remove_file(path).map_err(|source| IngestError::Io {
+                    std::fs::remove_file(path).map_err(|source| ListenError::Io {
                         op: "remove the stale socket",
                         path: path.to_owned(),
                         source,
                     })?;
                 }
                 Err(source) => {
-                    return Err(IngestError::Io {
+                    return Err(ListenError::Io {
                         op: "probe the existing socket",
                         path: path.to_owned(),
                         source,
@@ -83,20 +83,20 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, IngestError> {
             }
         }
         Ok(_) => {
-            return Err(IngestError::NotASocket {
+            return Err(ListenError::NotASocket {
                 path: path.to_owned(),
             })
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(source) => {
-            return Err(IngestError::Io {
+            return Err(ListenError::Io {
                 op: "inspect",
                 path: path.to_owned(),
                 source,
             })
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| IngestError::BindUnix {
+    let listener = UnixListener::bind(path).map_err(|source| ListenError::BindUnix {
         path: path.to_owned(),
         source,
     })?;
@@ -105,7 +105,7 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixSocket, IngestError> {
         path: path.to_owned(),
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        IngestError::Io {
+        ListenError::Io {
             op: "set the permissions of",
             path: path.to_owned(),
             source,
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         assert!(matches!(
             bind_unix(&path, 0o600),
-            Err(IngestError::SocketInUse { .. })
+            Err(ListenError::SocketInUse { .. })
         ));
         // A socket file nobody listens on is stale.
         let listener = std::mem::ManuallyDrop::new(socket);
@@ -147,7 +147,7 @@ mod tests {
         std::fs::write(&path, b"data").unwrap();
         assert!(matches!(
             bind_unix(&path, 0o600),
-            Err(IngestError::NotASocket { .. })
+            Err(ListenError::NotASocket { .. })
         ));
     }
 }

@@ -1,32 +1,70 @@
-//! HTTP side of the live hub: the `/ws` upgrade (origin, token and
-//! connection checks) and the ops endpoints.
+//! HTTP side of the live hub: the `/ws` upgrade (daemon state, origin,
+//! token, admission and connection checks) and the hub's ops routes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Extension;
 use axum::{Json, Router};
-use busbar_engine::{EngineError, Principal, Scope, Transport};
+use busbar_engine::{EngineError, Transport};
+use busbar_fanout::connection::{serve, Caller, Outbound};
+use busbar_fanout::{CloseReason, Fanout, Outgoing};
+use busbar_ops::{Ops, OpsCaller};
 use serde::Deserialize;
 
-use crate::connection::Caller;
-use crate::wire::{Sink, Source};
-use crate::Live;
+use crate::ws::{split, Handshake};
 
-/// The live routes: `/ws`, `/api/ops/sessions`, `/api/ops/sockets`,
-/// `/api/ops/rooms`. Merge them into the daemon's router.
-pub fn router(live: Arc<Live>) -> Router {
-    Router::new()
-        .route("/ws", get(upgrade))
-        .route("/api/ops/sessions", get(sessions))
-        .route("/api/ops/sockets", get(sockets))
-        .route("/api/ops/rooms", get(rooms))
-        .with_state(live)
+/// The `/ws` route. Merge it into the daemon's router.
+pub fn router(hub: Arc<Fanout>) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(hub)
+}
+
+/// Registers the hub's ops routes with `ops`: `/api/ops/sessions`,
+/// `/api/ops/sockets`, `/api/ops/rooms` (the `admin` scope).
+pub fn register_ops(hub: &Arc<Fanout>, ops: &Ops) {
+    let h = hub.clone();
+    ops.route(
+        "/api/ops/sessions",
+        get(move |_caller: OpsCaller| {
+            let hub = h.clone();
+            async move {
+                Json(serde_json::json!({
+                    "sessions": hub.sessions().stats(),
+                    "events": hub.sessions().ops_events(),
+                }))
+            }
+        }),
+    );
+    let h = hub.clone();
+    ops.route(
+        "/api/ops/sockets",
+        get(move |_caller: OpsCaller| {
+            let hub = h.clone();
+            async move {
+                Json(serde_json::json!({
+                    "sockets": hub.sockets().list(),
+                    "events": hub.sockets().events(),
+                }))
+            }
+        }),
+    );
+    let h = hub.clone();
+    ops.route(
+        "/api/ops/rooms",
+        get(move |_caller: OpsCaller| {
+            let hub = h.clone();
+            async move {
+                Json(serde_json::json!({
+                    "rooms": hub.sockets().rooms(),
+                    "delays": hub.delays().list(),
+                }))
+            }
+        }),
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,8 +72,21 @@ struct WsQuery {
     token: Option<String>,
 }
 
-fn refuse(live: &Live, status: StatusCode, reason: &'static str, message: String) -> Response {
-    live.engine.metrics().ws_rejected.get([reason]).inc();
+/// `{"type":"error","error":<reason>,"message":..,"retry_after_ms":n}`.
+fn refusal_frame(e: &EngineError) -> String {
+    let mut frame = serde_json::json!({
+        "type": "error",
+        "error": e.reason(),
+        "message": e.to_string(),
+    });
+    if let Some(after) = e.retry_after() {
+        frame["retry_after_ms"] = serde_json::json!(after.as_millis() as u64);
+    }
+    frame.to_string()
+}
+
+fn refuse(hub: &Fanout, status: StatusCode, reason: &'static str, message: String) -> Response {
+    hub.count_rejected(reason);
     (
         status,
         Json(serde_json::json!({"error": reason, "message": message})),
@@ -45,13 +96,14 @@ fn refuse(live: &Live, status: StatusCode, reason: &'static str, message: String
 
 /// Whether a browser `Origin` may connect: one of the configured origins,
 /// or, when none are configured, the daemon's own host.
-fn origin_allowed(live: &Live, headers: &HeaderMap) -> bool {
+fn origin_allowed(hub: &Fanout, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         // Not a browser: tokens protect it.
         return true;
     };
-    if !live.config.allowed_origins.is_empty() {
-        return live.config.allowed_origins.iter().any(|o| o == origin);
+    let allowed = &hub.config().allowed_origins;
+    if !allowed.is_empty() {
+        return allowed.iter().any(|o| o == origin);
     }
     let host = headers
         .get(header::HOST)
@@ -71,23 +123,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn upgrade(
-    State(live): State<Arc<Live>>,
-    ws: WebSocketUpgrade,
-    headers: HeaderMap,
+    State(hub): State<Arc<Fanout>>,
     Query(q): Query<WsQuery>,
-    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    mut request: Request<Body>,
 ) -> Response {
-    if *live.closing.borrow() {
+    let headers = request.headers().clone();
+    if let Some(("shutting_down", message)) = hub.refusal() {
         return refuse(
-            &live,
+            &hub,
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
-            "busbar is shutting down".into(),
+            message,
         );
     }
-    if !origin_allowed(&live, &headers) {
+    if !origin_allowed(&hub, &headers) {
         return refuse(
-            &live,
+            &hub,
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
             "this Origin may not connect (see [live] allowed_origins)".into(),
@@ -95,89 +146,64 @@ async fn upgrade(
     }
     // Browsers cannot set headers on a WebSocket: `?token=` is accepted too.
     let presented = bearer(&headers).or(q.token.as_deref());
-    let principal = match live.engine.auth().authenticate(presented) {
+    let principal = match hub.engine().auth().authenticate(presented) {
         Ok(p) => p,
         Err(e) => {
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            return refuse(&live, status, e.reason(), e.to_string());
+            return refuse(&hub, status, e.reason(), e.to_string());
         }
     };
-    if live.sockets.len() >= live.config.max_connections {
-        return refuse(
-            &live,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            format!(
-                "at most {} WebSocket connections",
-                live.config.max_connections
-            ),
-        );
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(a)| a.to_string());
+    let refused = hub
+        .engine()
+        .admit_connection(Transport::WebSocket, &remote)
+        .err();
+    if let Some((reason, message)) = hub.refusal() {
+        return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, reason, message);
     }
-    let remote = addr.map_or_else(
-        || "unknown".to_owned(),
-        |Extension(ConnectInfo(a))| a.to_string(),
-    );
-    let limit = live.config.max_message_bytes;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            let guard = live
-                .sockets
-                .register(Transport::WebSocket, remote, busbar_event::now_ms());
-            let (sink, stream) = futures_util::StreamExt::split(socket);
-            let caller = Caller {
-                principal,
-                transport: Transport::WebSocket,
-                shutdown: None,
-            };
-            let wire = (Source::WebSocket(stream), Sink::WebSocket(sink));
-            crate::connection::run(live, wire, caller, guard).await;
-        })
-}
-
-/// The ops endpoints need the `admin` scope (open when no token is set).
-fn ops_principal(live: &Live, headers: &HeaderMap) -> Result<Principal, EngineError> {
-    live.engine
-        .auth()
-        .authenticate(bearer(headers))
-        .and_then(|p| p.require(Scope::Admin).map(|()| p))
-}
-
-fn deny(e: EngineError) -> Response {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-    let body = serde_json::json!({"error": e.reason(), "message": e.to_string()});
-    (status, Json(body)).into_response()
-}
-
-async fn sessions(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
-    if let Err(e) = ops_principal(&live, &headers) {
-        return deny(e);
+    let handshake = match Handshake::from_request(&mut request) {
+        Ok(h) => h,
+        Err(not) => {
+            return refuse(
+                &hub,
+                StatusCode::BAD_REQUEST,
+                "not_a_websocket",
+                not.0.to_owned(),
+            )
+        }
+    };
+    let limit = hub.config().max_message_bytes;
+    if let Some(e) = refused {
+        // Refused by admission: a browser cannot read an HTTP status from
+        // a failed handshake, so the refusal is a WebSocket close with code
+        // 1013 (try again later), after an error message with the reason.
+        hub.count_rejected(e.reason());
+        return handshake.accept(limit, move |socket| async move {
+            let (_, mut outbound) = split(socket);
+            let mut answer = vec![
+                Outgoing::from(refusal_frame(&e)),
+                Outgoing::Close(Some(CloseReason {
+                    code: 1013,
+                    reason: "try again later",
+                })),
+            ];
+            let deadline = hub.config().write_deadline;
+            let _ = tokio::time::timeout(deadline, outbound.write(&mut answer)).await;
+        });
     }
-    Json(serde_json::json!({
-        "sessions": live.sessions.stats(),
-        "events": live.sessions.ops_events(),
-    }))
-    .into_response()
-}
-
-async fn sockets(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
-    if let Err(e) = ops_principal(&live, &headers) {
-        return deny(e);
-    }
-    Json(serde_json::json!({
-        "sockets": live.sockets.list(),
-        "events": live.sockets.events(),
-    }))
-    .into_response()
-}
-
-async fn rooms(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
-    if let Err(e) = ops_principal(&live, &headers) {
-        return deny(e);
-    }
-    Json(serde_json::json!({
-        "rooms": live.sockets.rooms(),
-        "delays": live.delays.list(),
-    }))
-    .into_response()
+    handshake.accept(limit, move |socket| async move {
+        let guard = hub
+            .sockets()
+            .register(Transport::WebSocket, remote, busbar_event::now_ms());
+        let (inbound, outbound) = split(socket);
+        let caller = Caller {
+            principal,
+            transport: Transport::WebSocket,
+            shutdown: None,
+        };
+        serve(hub, inbound, outbound, caller, guard).await;
+    })
 }

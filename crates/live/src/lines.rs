@@ -10,18 +10,17 @@
 //! them): the line writer turns those into spaces, which leaves the JSON
 //! value unchanged.
 //!
-//! The send queue holds WebSocket [`Message`]s on both transports: a line
-//! is a text message's bytes; pings are WebSocket-only; a `Close` message
-//! ends a line connection once everything queued before it is written.
+//! A line is a text message's bytes; pings are WebSocket-only; a `Close`
+//! message ends a line connection once everything queued before it is
+//! written.
 
 use std::io;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use busbar_fanout::connection::{Flow, Inbound, Incoming, Outbound};
+use busbar_fanout::{Outgoing, Text};
 use busbar_ingest::lines::{self, is_blank, LineSplitter};
 use busbar_ingest::live::{LiveReader, LiveWriter};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 /// Bytes asked of a socket per read.
@@ -30,157 +29,87 @@ const READ_SIZE: usize = 8 * 1024;
 /// for a batch of small messages, large ones go straight through.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// What a client sent.
-pub(crate) enum Incoming {
-    /// A text message: one op.
-    Text(Utf8Bytes),
-    /// Something that is not an op; answered with this error, and the
-    /// connection goes on.
-    Refused {
-        reason: &'static str,
-        message: String,
-    },
-    /// A sign of life without content (WebSocket ping or pong).
-    Heard,
-    /// The client sent a WebSocket close frame: it is answered with one.
-    CloseFrame,
-    /// The connection failed.
-    Closed,
-    /// The client's input ended (a socket's end of file): answers already
-    /// due are written before the connection closes.
-    End,
-}
+/// A line connection's receiving half: one op per line.
+pub struct LineInbound(LineReader);
 
-/// The receiving side of a connection.
-pub(crate) enum Source {
-    WebSocket(SplitStream<WebSocket>),
-    Lines(LineReader),
-}
-
-impl Source {
-    /// The next thing the client sent.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: nothing is lost when cancelled.
-    pub(crate) async fn next(&mut self) -> Incoming {
-        match self {
-            Source::WebSocket(stream) => match stream.next().await {
-                Some(Ok(Message::Text(text))) => Incoming::Text(text),
-                Some(Ok(Message::Binary(_))) => Incoming::Refused {
-                    reason: "unsupported",
-                    message: "send JSON text messages".to_owned(),
-                },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Heard,
-                Some(Ok(Message::Close(_))) => Incoming::CloseFrame,
-                Some(Err(_)) | None => Incoming::Closed,
-            },
-            Source::Lines(lines) => loop {
-                match lines.next().await {
-                    Ok(Some(Line::Text(line))) if is_blank(&line) => {}
-                    Ok(Some(Line::Text(line))) => {
-                        return match Utf8Bytes::try_from(line) {
-                            Ok(text) => Incoming::Text(text),
-                            Err(_) => Incoming::Refused {
-                                reason: "bad_message",
-                                message: "a line must be UTF-8 JSON text".to_owned(),
-                            },
-                        }
-                    }
-                    Ok(Some(Line::TooLong { len, limit })) => {
-                        return Incoming::Refused {
-                            reason: "too_large",
-                            message: format!(
-                                "a message of {len} bytes is over the limit of {limit} bytes"
-                            ),
-                        }
-                    }
-                    Ok(None) => return Incoming::End,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "live socket read failed");
-                        return Incoming::Closed;
-                    }
-                }
-            },
-        }
-    }
-
-    /// Whether the transport has heartbeats (WebSocket pings, which clients
-    /// answer without knowing). A line client answers nothing by itself,
-    /// so a quiet subscriber would look dead: sockets rely on the kernel
-    /// (a closed peer ends the input; TCP keepalive finds a vanished host)
-    /// and on the write deadline instead.
-    pub(crate) fn has_heartbeats(&self) -> bool {
-        matches!(self, Source::WebSocket(_))
+impl LineInbound {
+    /// Lines from `buffered` (read already), then from `reader`, each at
+    /// most `limit` bytes.
+    pub fn new(reader: LiveReader, buffered: BytesMut, limit: usize) -> Self {
+        LineInbound(LineReader::new(reader, buffered, limit))
     }
 }
 
-/// The sending side of a connection.
-pub(crate) enum Sink {
-    WebSocket(SplitSink<WebSocket, Message>),
-    Lines(BufWriter<LiveWriter>),
-}
-
-/// Whether the writer goes on after a batch.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
-    More,
-    /// A `Close` message was written: stop.
-    Done,
-}
-
-impl Sink {
-    /// A line sink over a socket's writing half.
-    pub(crate) fn lines(writer: LiveWriter) -> Sink {
-        Sink::Lines(BufWriter::with_capacity(WRITE_BUFFER, writer))
-    }
-
-    /// Writes `batch` (draining it) and flushes once.
-    pub(crate) async fn write(&mut self, batch: &mut Vec<Message>) -> io::Result<Flow> {
-        match self {
-            Sink::WebSocket(sink) => {
-                let mut flow = Flow::More;
-                for msg in batch.drain(..) {
-                    if matches!(msg, Message::Close(_)) {
-                        flow = Flow::Done;
-                    }
-                    sink.feed(msg).await.map_err(io::Error::other)?;
-                    if flow == Flow::Done {
-                        break;
+impl Inbound for LineInbound {
+    async fn next(&mut self) -> Incoming {
+        loop {
+            match self.0.next().await {
+                Ok(Some(Line::Text(line))) if is_blank(&line) => {}
+                Ok(Some(Line::Text(line))) => {
+                    return match Text::from_utf8(line) {
+                        Ok(text) => Incoming::Text(text),
+                        Err(_) => Incoming::Refused {
+                            reason: "bad_message",
+                            message: "a line must be UTF-8 JSON text".to_owned(),
+                        },
                     }
                 }
-                sink.flush().await.map_err(io::Error::other)?;
-                Ok(flow)
-            }
-            Sink::Lines(writer) => {
-                let mut flow = Flow::More;
-                for msg in batch.drain(..) {
-                    match msg {
-                        Message::Text(text) => write_line(writer, text.as_bytes()).await?,
-                        Message::Close(_) => {
-                            flow = Flow::Done;
-                            break;
-                        }
-                        // Heartbeats are WebSocket-only.
-                        Message::Ping(_) | Message::Pong(_) | Message::Binary(_) => {}
+                Ok(Some(Line::TooLong { len, limit })) => {
+                    return Incoming::Refused {
+                        reason: "too_large",
+                        message: format!(
+                            "a message of {len} bytes is over the limit of {limit} bytes"
+                        ),
                     }
                 }
-                writer.flush().await?;
-                Ok(flow)
+                Ok(None) => return Incoming::End,
+                Err(e) => {
+                    tracing::debug!(error = %e, "live socket read failed");
+                    return Incoming::Closed;
+                }
             }
         }
     }
 
-    /// Ends the connection's output (a close frame, or the socket's end of
-    /// file).
-    pub(crate) async fn close(&mut self) {
-        match self {
-            Sink::WebSocket(sink) => {
-                let _ = sink.close().await;
-            }
-            Sink::Lines(writer) => {
-                let _ = writer.shutdown().await;
+    /// A line client answers nothing by itself, so a quiet subscriber
+    /// would look dead: sockets rely on the kernel (a closed peer ends the
+    /// input; TCP keepalive finds a vanished host) and on the write
+    /// deadline instead.
+    fn has_heartbeats(&self) -> bool {
+        false
+    }
+}
+
+/// A line connection's sending half: one message per line.
+pub struct LineOutbound(BufWriter<LiveWriter>);
+
+impl LineOutbound {
+    /// Lines written to `writer`.
+    pub fn new(writer: LiveWriter) -> Self {
+        LineOutbound(BufWriter::with_capacity(WRITE_BUFFER, writer))
+    }
+}
+
+impl Outbound for LineOutbound {
+    async fn write(&mut self, batch: &mut Vec<Outgoing>) -> io::Result<Flow> {
+        let mut flow = Flow::More;
+        for msg in batch.drain(..) {
+            match msg {
+                Outgoing::Text(text) => write_line(&mut self.0, text.as_bytes()).await?,
+                Outgoing::Close(_) => {
+                    flow = Flow::Done;
+                    break;
+                }
+                // Heartbeats are WebSocket-only.
+                Outgoing::Ping => {}
             }
         }
+        self.0.flush().await?;
+        Ok(flow)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.shutdown().await;
     }
 }
 
@@ -299,13 +228,13 @@ mod tests {
     #[tokio::test]
     async fn newlines_inside_a_message_become_spaces() {
         let (client, server) = tokio::io::duplex(1024);
-        let mut sink = Sink::lines(Box::new(server));
+        let mut sink = LineOutbound::new(Box::new(server));
         let mut batch = vec![
-            Message::Text("{\"data\":{\n\"n\": 1\r\n}}".into()),
-            Message::Ping(Bytes::new()),
-            Message::Text("{}".into()),
-            Message::Close(None),
-            Message::Text("never".into()),
+            Outgoing::Text(Text::from_static("{\"data\":{\n\"n\": 1\r\n}}")),
+            Outgoing::Ping,
+            Outgoing::Text(Text::from_static("{}")),
+            Outgoing::Close(None),
+            Outgoing::Text(Text::from_static("never")),
         ];
         assert_eq!(sink.write(&mut batch).await.unwrap(), Flow::Done);
         sink.close().await;

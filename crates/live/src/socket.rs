@@ -1,7 +1,7 @@
 //! The live protocol over the ingest sockets: a Unix or TCP connection that
 //! sends a live op is handed over here by `busbar-ingest`
 //! ([`busbar_ingest::LiveUpgrade`]) and served like a `/ws` client, one
-//! message per line (see [`crate::wire`]).
+//! message per line (see [`crate::lines`]).
 //!
 //! Everything else is the WebSocket connection's: the principal from the
 //! connection's hello gates subscriptions and publishes, and the send
@@ -15,26 +15,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
+use busbar_fanout::connection::{serve as serve_connection, Caller, Outbound};
+use busbar_fanout::protocol::error_frame;
+use busbar_fanout::{Fanout, Outgoing};
 use busbar_ingest::{LiveConnection, LiveUpgrade};
 use tokio::io::AsyncReadExt;
 
-use crate::connection::Caller;
-use crate::protocol::error_frame;
-use crate::wire::{LineReader, Sink, Source};
-use crate::Live;
+use crate::lines::{LineInbound, LineOutbound};
 
 /// How long a refused connection's input is read and dropped, so closing
 /// it does not reset the connection before the error line arrives.
 const DISCARD_BEFORE_CLOSE: Duration = Duration::from_millis(500);
 
-impl LiveUpgrade for Live {
+/// Serves ingest connections that switched to the live protocol (install
+/// it with `Ingest::with_live`).
+#[derive(Debug, Clone)]
+pub struct SocketUpgrade(pub Arc<Fanout>);
+
+impl LiveUpgrade for SocketUpgrade {
     fn upgrade(self: Arc<Self>, conn: LiveConnection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(serve(self, conn))
+        Box::pin(serve(self.0.clone(), conn))
     }
 }
 
-async fn serve(live: Arc<Live>, conn: LiveConnection) {
+async fn serve(hub: Arc<Fanout>, conn: LiveConnection) {
     let LiveConnection {
         transport,
         principal,
@@ -45,31 +49,19 @@ async fn serve(live: Arc<Live>, conn: LiveConnection) {
         shutdown,
         ..
     } = conn;
-    let mut sink = Sink::lines(writer);
-    let refusal = if *live.closing.borrow() {
-        Some(("shutting_down", "busbar is shutting down".to_owned()))
-    } else if live.sockets.len() >= live.config.max_connections {
-        Some((
-            "too_many_connections",
-            format!(
-                "at most {} live connections (WebSocket and socket)",
-                live.config.max_connections
-            ),
-        ))
-    } else {
-        None
-    };
-    if let Some((reason, message)) = refusal {
-        live.engine.metrics().ws_rejected.get([reason]).inc();
+    let mut sink = LineOutbound::new(writer);
+    if let Some((reason, message)) = hub.refusal() {
+        hub.count_rejected(reason);
         let mut answer = vec![
-            Message::Text(error_frame(reason, &message, None).into()),
-            Message::Close(None),
+            Outgoing::from(error_frame(reason, &message, None)),
+            Outgoing::Close(None),
         ];
-        let _ = tokio::time::timeout(live.config.write_deadline, sink.write(&mut answer)).await;
+        let deadline = hub.config().write_deadline;
+        let _ = tokio::time::timeout(deadline, sink.write(&mut answer)).await;
         sink.close().await;
-        let mut sink = [0u8; 4096];
+        let mut discard = [0u8; 4096];
         let _ = tokio::time::timeout(DISCARD_BEFORE_CLOSE, async {
-            while let Ok(n) = reader.read(&mut sink).await {
+            while let Ok(n) = reader.read(&mut discard).await {
                 if n == 0 {
                     break;
                 }
@@ -78,18 +70,14 @@ async fn serve(live: Arc<Live>, conn: LiveConnection) {
         .await;
         return;
     }
-    let guard = live
-        .sockets
+    let guard = hub
+        .sockets()
         .register(transport, remote, busbar_event::now_ms());
-    let source = Source::Lines(LineReader::new(
-        reader,
-        buffered,
-        live.config.max_message_bytes,
-    ));
+    let source = LineInbound::new(reader, buffered, hub.config().max_message_bytes);
     let caller = Caller {
         principal,
         transport,
         shutdown: Some(shutdown),
     };
-    crate::connection::run(live, (source, sink), caller, guard).await;
+    serve_connection(hub, source, sink, caller, guard).await;
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness, Scope, TokenSpec};
+use busbar_engine::{Auth, Engine, EngineConfig, Scope, TokenSpec};
 use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
-use busbar_ingest::{bind_tcp, bind_unix, Ingest, IngestOptions};
-use busbar_live::{Live, LiveConfig};
+use busbar_fanout::{Fanout as Live, FanoutConfig as LiveConfig};
+use busbar_ingest::{Ingest, IngestOptions};
+use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::{AppendOptions, ReadQuery};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
@@ -25,13 +26,10 @@ struct Server {
 }
 
 async fn server(config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
-    let engine = Engine::new(
-        Arc::new(busbar_store::memory::MemoryStore::new()),
-        Auth::new(tokens),
-        EngineConfig::default(),
-        Arc::new(Metrics::default()),
-        Readiness::new(None, 0),
-    );
+    let engine = Engine::builder(Arc::new(busbar_store::memory::MemoryStore::new()))
+        .auth(Auth::new(tokens))
+        .config(EngineConfig::default())
+        .build();
     let live = Live::new(engine.clone(), config);
     let dir = tempfile::tempdir().unwrap();
     let unix = dir.path().join("events.sock");
@@ -39,8 +37,8 @@ async fn server(config: LiveConfig, tokens: Vec<TokenSpec>) -> Server {
     let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let tcp = listener.local_addr().unwrap();
     let (stop, stopping) = watch::channel(false);
-    let ingest =
-        Ingest::new(engine.clone(), IngestOptions::default(), stopping).with_live(live.clone());
+    let ingest = Ingest::new(engine.clone(), IngestOptions::default(), stopping)
+        .with_live(Arc::new(busbar_live::SocketUpgrade(live.clone())));
     let i2 = ingest.clone();
     tokio::spawn(async move { ingest.serve_unix(socket).await });
     tokio::spawn(async move { i2.serve_tcp(listener).await });
@@ -141,8 +139,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn feeds(live: &Live) -> String {
-    let mut out = String::new();
-    live.render_metrics(&mut out);
+    let out = live.engine().registry().render();
     out.lines()
         .find(|l| l.starts_with("busbar_live_feeds "))
         .unwrap()
@@ -556,8 +553,7 @@ async fn the_hub_connection_limit_counts_socket_clients() {
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["error"], "too_many_connections");
     assert!(second.line().await.is_none(), "closed");
-    let mut metrics = String::new();
-    s.engine.metrics().render(&mut metrics);
+    let metrics = s.engine.registry().render();
     assert!(
         metrics.contains("busbar_ws_rejected_total{reason=\"too_many_connections\"} 1"),
         "{metrics}"

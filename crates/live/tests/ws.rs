@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness, Scope, TokenSpec};
+use busbar_engine::{Auth, Engine, EngineConfig, Scope, TokenSpec};
 use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
-use busbar_live::{Live, LiveConfig};
+use busbar_fanout::{Fanout as Live, FanoutConfig as LiveConfig};
 use busbar_store::memory::MemoryStore;
 use busbar_store::{AppendOptions, ReadQuery};
 use futures_util::{SinkExt, StreamExt};
@@ -37,15 +37,14 @@ async fn server_with(
     config: LiveConfig,
     tokens: Vec<TokenSpec>,
 ) -> Server {
-    let engine = Engine::new(
-        Arc::new(store),
-        Auth::new(tokens),
-        engine_config,
-        Arc::new(Metrics::default()),
-        Readiness::new(None, 0),
-    );
+    let engine = Engine::builder(Arc::new(store))
+        .auth(Auth::new(tokens))
+        .config(engine_config)
+        .build();
     let live = Live::new(engine.clone(), config);
-    let app = busbar_live::router(live.clone());
+    let ops = busbar_ops::Ops::new(engine.clone());
+    busbar_live::register_ops(&live, &ops);
+    let app = busbar_live::router(live.clone()).merge(ops.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -508,7 +507,7 @@ async fn subscriber_churn_at_100_hz_returns_to_baseline() {
     // Feeds stop once their last subscriber is gone.
     publish(&s.engine, "churn", 1, None).await;
     let deadline = Instant::now() + Duration::from_secs(3);
-    while s.engine.metrics().uptime() > Duration::ZERO && Instant::now() < deadline {
+    while s.engine.uptime() > Duration::ZERO && Instant::now() < deadline {
         let text = s.engine.render_metrics().await;
         if text.contains("busbar_live_feeds 0") {
             return;
@@ -632,4 +631,136 @@ async fn catch_up_under_a_small_read_limit_delivers_everything() {
         );
     }
     assert_eq!(got, ids);
+}
+
+/// Refuses one kind of request (`publish`, `read`, `connect`) while on.
+struct Refuser {
+    kind: &'static str,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl busbar_engine::Hook for Refuser {
+    fn name(&self) -> &'static str {
+        "refuser"
+    }
+
+    fn admit(&self, request: &busbar_engine::Admit<'_>) -> Result<(), busbar_engine::Refusal> {
+        if request.kind() == self.kind && self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(busbar_engine::Refusal::Overloaded {
+                reason: format!("{} is shed", self.kind),
+                retry_after: Duration::from_millis(200),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn refuser(s: &Server, kind: &'static str) -> Arc<Refuser> {
+    let hook = Arc::new(Refuser {
+        kind,
+        on: true.into(),
+    });
+    s.engine.add_hook(hook.clone());
+    hook
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_refused_by_admission_is_told_why_and_closed_with_1013() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let hook = refuser(&s, "connect");
+    let mut ws = connect(&s, "").await;
+    let refused = next(&mut ws).await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["error"], "overloaded");
+    assert_eq!(refused["retry_after_ms"], 200);
+    let close = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed within 5s");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1013);
+            assert_eq!(frame.reason.as_str(), "try again later");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert!(s.live.sockets().is_empty(), "never registered");
+    hook.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut ws = connect(&s, "").await;
+    send(&mut ws, serde_json::json!({"op":"ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_is_an_error_message_and_the_connection_goes_on() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let hook = refuser(&s, "publish");
+    let mut ws = connect(&s, "").await;
+    send(
+        &mut ws,
+        serde_json::json!({"op":"publish","ref":4,"event":{"type":"t","stream":"s"}}),
+    )
+    .await;
+    let refused = next(&mut ws).await;
+    assert_eq!(refused["error"], "overloaded");
+    assert_eq!(refused["ref"], 4);
+    assert_eq!(refused["retry_after_ms"], 200);
+    hook.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    send(
+        &mut ws,
+        serde_json::json!({"op":"publish","ref":5,"event":{"type":"t","stream":"s"}}),
+    )
+    .await;
+    let ack = next_of(&mut ws, "ack").await;
+    assert_eq!(ack["ref"], 5);
+    assert_eq!(ack["ids"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_cannot_read_says_so_and_loses_nothing_once_it_can() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let first = publish(&s.engine, "s", 3, None).await;
+    let hook = refuser(&s, "read");
+    let mut resumable = connect(&s, "").await;
+    send(
+        &mut resumable,
+        serde_json::json!({"op":"subscribe","id":"r","stream":"s","from":first[0].to_string()}),
+    )
+    .await;
+    let mut lossy = connect(&s, "").await;
+    send(
+        &mut lossy,
+        serde_json::json!({"op":"subscribe","id":"l","stream":"s"}),
+    )
+    .await;
+    next_of(&mut lossy, "subscribed").await;
+    // The catch-up read is refused: the client is told, never given an
+    // empty answer as if that were all.
+    let told = next_of(&mut resumable, "error").await;
+    assert_eq!(told["error"], "overloaded");
+    assert_eq!(told["sub"], "r");
+    let later = publish(&s.engine, "s", 2, None).await;
+    // The feed's reads are refused too: the live subscriber is told.
+    let told = next_of(&mut lossy, "error").await;
+    assert_eq!(
+        (told["error"].as_str(), told["sub"].as_str()),
+        (Some("overloaded"), Some("l"))
+    );
+    hook.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Then everything arrives, in order, once, on both.
+    let want: Vec<EventId> = first.iter().chain(&later).copied().collect();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        got.push(id(&next_of(&mut resumable, "event").await));
+    }
+    assert_eq!(got, want);
+    let mut live = Vec::new();
+    while live.len() < later.len() {
+        live.push(id(&next_of(&mut lossy, "event").await));
+    }
+    assert_eq!(live, later, "the lossy subscription missed nothing either");
+    let metrics = s.engine.registry().render();
+    assert!(
+        metrics.contains("busbar_live_feed_errors_total{reason=\"overloaded\"}"),
+        "{metrics}"
+    );
 }

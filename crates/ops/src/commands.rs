@@ -13,124 +13,120 @@
 //! | `health` | | `{"ok":true,"status":"ok"\|"degraded","backend","uptime_seconds","not_ready":[..]}` |
 //! | `stats` | | streams, events, bytes, events ingested by transport, errors by reason, connections, memory |
 //! | `rotate` | `reason` (logged), optional `stream` | seals the active segment of every stream (or one) |
-//! | `flush` | | pushes relay backlogs now; answers `flushed: 0` while no relay sink exists |
+//! | `flush` | | pushes every registered backlog (relay sinks) now: `{"ok","flushed":<events>,"backlogs":[{"name","sent","error"?}]}`; with none registered, `flushed: 0` and a message saying there is nothing to flush |
 //! | `streams` | | every stream's info |
 //!
 //! Every answer has `ok`; a failure is `{"ok":false,"error":"<reason>","message":".."}`,
 //! an unknown command's message lists the known ones. Callers are trusted
 //! (the socket's file mode is the access control). Latency is recorded in
-//! `busbar_command_duration_seconds{command}`.
+//! `busbar_command_duration_seconds{command}` (by registered command name;
+//! anything else is `unknown`, so label values stay bounded).
+//!
+//! Other crates add commands with [`Ops::command`](crate::Ops::command) and
+//! backlogs for `flush` with [`Ops::add_flusher`](crate::Ops::add_flusher).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use busbar_engine::{Engine, Principal, Transport};
+use busbar_engine::{Engine, Principal};
 use busbar_event::StreamName;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
-use tokio::sync::watch;
 
-use crate::listener::{Accept, IngestOptions};
-use crate::UnixSocket;
+use crate::{Flushed, Ops};
 
-/// The commands the socket understands.
-pub const COMMANDS: [&str; 5] = ["health", "stats", "rotate", "flush", "streams"];
+/// The commands every daemon has.
+pub const BUILTIN: [&str; 5] = ["health", "stats", "rotate", "flush", "streams"];
 
-/// Longest command line.
-const MAX_COMMAND_LINE: usize = 64 * 1024;
-/// Open command connections at once.
-const MAX_COMMAND_CONNECTIONS: usize = 64;
-
-/// Serves the command socket until `shutdown` becomes true.
-pub async fn serve_commands(
-    socket: UnixSocket,
-    engine: Arc<Engine>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let options = IngestOptions {
-        max_line_bytes: MAX_COMMAND_LINE,
-        max_connections: MAX_COMMAND_CONNECTIONS,
-        drain_timeout: Duration::from_secs(5),
-    };
-    let accept = Accept::new(&engine, Transport::Command, &options, shutdown.clone());
-    accept
-        .run(
-            || socket.listener().accept(),
-            move |stream: UnixStream, _| {
-                let engine = engine.clone();
-                let shutdown = shutdown.clone();
-                async move { serve_connection(stream, &engine, shutdown).await }
-            },
-            |mut stream: UnixStream| async move {
-                let answer = failure(
-                    "too_many_connections",
-                    "too many command connections; retry later",
-                );
-                let _ = stream.write_all(format!("{answer}\n").as_bytes()).await;
-            },
-        )
-        .await;
-}
-
-async fn serve_connection(
-    stream: UnixStream,
-    engine: &Engine,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (r, mut w) = stream.into_split();
-    let mut reader = BufReader::new(r);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_COMMAND_LINE as u64 + 1);
-        let read = tokio::select! {
-            _ = crate::listener::stopped(&mut shutdown) => break,
-            read = limited.read_until(b'\n', &mut line) => read,
-        };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let answer = if line.len() > MAX_COMMAND_LINE {
-            // Too long to be a command; the connection cannot be resynced.
-            let answer = failure("too_large", "command line over 64 KiB");
-            let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
-            break;
-        } else {
-            let text = String::from_utf8_lossy(&line);
-            if text.trim().is_empty() {
-                continue;
+pub(crate) fn register_builtins(ops: &Arc<Ops>) {
+    let engine = ops.engine().clone();
+    ops.command(
+        "health",
+        "readiness of the daemon, as /readyz sees it",
+        move |_| {
+            let engine = engine.clone();
+            async move { health(&engine) }
+        },
+    );
+    let engine = ops.engine().clone();
+    ops.command(
+        "stats",
+        "streams, events, bytes, ingest and error counts, connections, memory",
+        move |_| {
+            let engine = engine.clone();
+            async move { stats(&engine).await }
+        },
+    );
+    let engine = ops.engine().clone();
+    ops.command(
+        "rotate",
+        "seal the active segment of every stream (or {\"stream\"}), logging {\"reason\"}",
+        move |args| {
+            let engine = engine.clone();
+            async move { rotate(&engine, &args).await }
+        },
+    );
+    let weak = Arc::downgrade(ops);
+    ops.command(
+        "flush",
+        "push every relay backlog now, skipping backoff",
+        move |_| {
+            let ops = weak.upgrade();
+            async move {
+                match ops {
+                    Some(ops) => flush(&ops).await,
+                    None => failure("shutting_down", "busbar is shutting down"),
+                }
             }
-            handle_line(engine, text.trim()).await
-        };
-        if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
-            break;
+        },
+    );
+    let engine = ops.engine().clone();
+    ops.command("streams", "every stream's info", move |_| {
+        let engine = engine.clone();
+        async move {
+            match engine.streams(&Principal::Trusted).await {
+                Ok(streams) => json!({"ok": true, "streams": streams}),
+                Err(e) => failure(e.reason(), &e.to_string()),
+            }
         }
-    }
-    let _ = w.shutdown().await;
+    });
 }
 
-/// Parses and runs one command line, timing it.
-pub async fn handle_line(engine: &Engine, line: &str) -> Value {
-    let (name, args) = match parse_line(line) {
-        Ok(parsed) => parsed,
-        Err(message) => return failure("bad_command", &message),
-    };
-    let started = Instant::now();
-    let answer = run_command(engine, &name, &args).await;
-    // Label values stay bounded: anything unknown is one label.
-    let label = COMMANDS
-        .iter()
-        .find(|c| **c == name)
-        .copied()
-        .unwrap_or("unknown");
-    engine
-        .metrics()
-        .command_seconds
-        .get([label])
-        .observe(started.elapsed());
-    answer
+impl Ops {
+    /// Parses and runs one command line, timing it.
+    pub async fn handle_line(&self, line: &str) -> Value {
+        let (name, args) = match parse_line(line) {
+            Ok(parsed) => parsed,
+            Err(message) => return failure("bad_command", &message),
+        };
+        let started = Instant::now();
+        let (label, answer) = match self.find(&name) {
+            Some((label, command)) if args.is_null() || args.is_object() => {
+                (label, command.run(args).await)
+            }
+            Some((label, _)) => (
+                label,
+                failure("bad_command", "arguments must be a JSON object"),
+            ),
+            None => (
+                // Label values stay bounded: anything unknown is one label.
+                "unknown",
+                failure(
+                    "unknown_command",
+                    &format!(
+                        "unknown command `{}`; known commands: {}",
+                        name.chars().take(64).collect::<String>(),
+                        self.command_names().join(", ")
+                    ),
+                ),
+            ),
+        };
+        self.engine
+            .metrics()
+            .command_seconds
+            .get([label])
+            .observe(started.elapsed());
+        answer
+    }
 }
 
 /// `{"cmd":"name","args":{..}}` or `name [json-args]`.
@@ -157,37 +153,28 @@ fn parse_line(line: &str) -> Result<(String, Value), String> {
     Ok((name.to_owned(), args))
 }
 
-fn failure(reason: &str, message: &str) -> Value {
+/// A failed command's answer.
+pub(crate) fn failure(reason: &str, message: &str) -> Value {
     json!({"ok": false, "error": reason, "message": message})
 }
 
-/// Runs one command.
-pub async fn run_command(engine: &Engine, name: &str, args: &Value) -> Value {
-    if !(args.is_null() || args.is_object()) {
-        return failure("bad_command", "arguments must be a JSON object");
-    }
-    match name {
-        "health" => health(engine),
-        "stats" => stats(engine).await,
-        "rotate" => rotate(engine, args).await,
-        "flush" => json!({
+async fn flush(ops: &Ops) -> Value {
+    let flushers = ops.flushers();
+    if flushers.is_empty() {
+        return json!({
             "ok": true,
             "flushed": 0,
+            "backlogs": [],
             "message": "nothing to flush: no relay sink is configured",
-        }),
-        "streams" => match engine.streams(&Principal::Trusted).await {
-            Ok(streams) => json!({"ok": true, "streams": streams}),
-            Err(e) => failure(e.reason(), &e.to_string()),
-        },
-        other => failure(
-            "unknown_command",
-            &format!(
-                "unknown command `{}`; known commands: {}",
-                other.chars().take(64).collect::<String>(),
-                COMMANDS.join(", ")
-            ),
-        ),
+        });
     }
+    let mut backlogs: Vec<Flushed> = Vec::with_capacity(flushers.len());
+    for f in flushers {
+        backlogs.push(f.flush().await);
+    }
+    let flushed: u64 = backlogs.iter().map(|b| b.sent).sum();
+    let ok = backlogs.iter().all(|b| b.error.is_none());
+    json!({"ok": ok, "flushed": flushed, "backlogs": backlogs})
 }
 
 fn health(engine: &Engine) -> Value {
@@ -195,8 +182,8 @@ fn health(engine: &Engine) -> Value {
     json!({
         "ok": true,
         "status": if not_ready.is_empty() { "ok" } else { "degraded" },
-        "backend": engine.store().kind(),
-        "uptime_seconds": engine.metrics().uptime().as_secs(),
+        "backend": engine.backend(),
+        "uptime_seconds": engine.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "not_ready": not_ready,
     })
@@ -228,8 +215,8 @@ async fn stats(engine: &Engine) -> Value {
     }
     json!({
         "ok": true,
-        "backend": engine.store().kind(),
-        "uptime_seconds": metrics.uptime().as_secs(),
+        "backend": engine.backend(),
+        "uptime_seconds": engine.uptime().as_secs(),
         "streams": streams,
         "events": events,
         "bytes": bytes,
@@ -237,7 +224,7 @@ async fn stats(engine: &Engine) -> Value {
         "ingest_errors": errors,
         "connections": connections,
         "group_commits": metrics.commits.get(),
-        "resident_memory_bytes": busbar_engine::metrics::resident_bytes(),
+        "resident_memory_bytes": busbar_metrics::resident_bytes(),
     })
 }
 
@@ -275,36 +262,84 @@ async fn rotate(engine: &Engine, args: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use busbar_engine::{Auth, EngineConfig, Metrics, Readiness};
     use busbar_store::memory::MemoryStore;
 
-    fn engine() -> Arc<Engine> {
-        Engine::new(
-            Arc::new(MemoryStore::new()),
-            Auth::default(),
-            EngineConfig::default(),
-            Arc::new(Metrics::default()),
-            Readiness::new(None, 0),
-        )
+    fn ops() -> Arc<Ops> {
+        Ops::new(Engine::builder(Arc::new(MemoryStore::new())).build())
     }
 
     #[tokio::test]
     async fn both_line_forms_and_unknown_commands() {
-        let e = engine();
-        let a = handle_line(&e, r#"{"cmd":"health"}"#).await;
+        let ops = ops();
+        let a = ops.handle_line(r#"{"cmd":"health"}"#).await;
         assert_eq!(a["ok"], true);
         assert_eq!(a["backend"], "memory");
-        let b = handle_line(&e, r#"rotate {"reason":"manual"}"#).await;
+        let b = ops.handle_line(r#"rotate {"reason":"manual"}"#).await;
         assert_eq!(b["reason"], "manual");
-        let c = handle_line(&e, "nope").await;
+        let c = ops.handle_line("nope").await;
         assert_eq!(c["error"], "unknown_command");
         assert!(c["message"]
             .as_str()
             .unwrap()
-            .contains("health, stats, rotate, flush, streams"));
-        let d = handle_line(&e, "{bad").await;
+            .contains("flush, health, rotate, stats, streams"));
+        let d = ops.handle_line("{bad").await;
         assert_eq!(d["error"], "bad_command");
-        assert_eq!(e.metrics().command_seconds.get(["unknown"]).count(), 1);
-        assert_eq!(e.metrics().command_seconds.get(["health"]).count(), 1);
+        let e = ops.handle_line("health [1]").await;
+        assert_eq!(e["error"], "bad_command");
+        let m = ops.engine().metrics();
+        assert_eq!(m.command_seconds.get(["unknown"]).count(), 1);
+        assert_eq!(m.command_seconds.get(["health"]).count(), 2);
+    }
+
+    struct Backlog(u64);
+
+    impl crate::Flusher for Backlog {
+        fn flush(&self) -> crate::FlushFuture {
+            let sent = self.0;
+            Box::pin(async move {
+                Flushed {
+                    name: format!("sink-{sent}"),
+                    sent,
+                    error: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_is_honest_without_backlogs_and_sums_registered_ones() {
+        let ops = ops();
+        let none = ops.handle_line("flush").await;
+        assert_eq!(none["flushed"], 0);
+        assert!(none["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to flush"));
+        ops.add_flusher(Arc::new(Backlog(3)));
+        ops.add_flusher(Arc::new(Backlog(4)));
+        let two = ops.handle_line("flush").await;
+        assert_eq!(two["ok"], true);
+        assert_eq!(two["flushed"], 7);
+        assert_eq!(two["backlogs"][1]["name"], "sink-4");
+        assert!(two.get("message").is_none());
+    }
+
+    #[tokio::test]
+    async fn registered_commands_run_and_are_listed() {
+        let ops = ops();
+        ops.command("cleanup", "release memory", |args: Value| async move {
+            json!({"ok": true, "asked": args})
+        });
+        let a = ops.handle_line(r#"cleanup {"force":true}"#).await;
+        assert_eq!(a["asked"]["force"], true);
+        assert!(ops.command_names().contains(&"cleanup"));
+        assert_eq!(
+            ops.engine()
+                .metrics()
+                .command_seconds
+                .get(["cleanup"])
+                .count(),
+            1
+        );
     }
 }

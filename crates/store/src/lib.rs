@@ -51,8 +51,8 @@ use group::{
 
 pub use error::{Result, StoreError};
 pub use types::{
-    AppendOptions, Durability, ParseDurabilityError, ReadQuery, Retention, Rotated, StreamInfo,
-    Trim, TypeFilter,
+    AppendOptions, Durability, GroupStats, ParseDurabilityError, ReadQuery, Retention, Rotated,
+    StreamInfo, StreamStats, Trim, TypeFilter,
 };
 
 /// Receives timings from a store's write path (the daemon feeds them into
@@ -125,6 +125,34 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// I/O.
     async fn streams(&self) -> Result<Vec<StreamName>>;
+
+    /// Every stream's info with its groups' lag and pending, in one call:
+    /// what a metrics scrape or a summary shows. Streams deleted while it
+    /// runs are left out.
+    ///
+    /// # Errors
+    /// I/O.
+    async fn stats(&self) -> Result<Vec<StreamStats>> {
+        let mut out = Vec::new();
+        for name in self.streams().await? {
+            let Ok(info) = self.info(&name).await else {
+                continue;
+            };
+            let groups = self
+                .groups(&name)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| GroupStats {
+                    name: g.name,
+                    lag: g.lag,
+                    pending: g.pending,
+                })
+                .collect();
+            out.push(StreamStats { info, groups });
+        }
+        Ok(out)
+    }
 
     /// Removes a stream and all its events; returns whether it existed.
     ///

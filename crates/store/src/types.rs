@@ -217,6 +217,26 @@ pub struct StreamInfo {
     pub added: u64,
 }
 
+/// A stream's figures for metrics and summaries ([`crate::Store::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamStats {
+    /// The stream.
+    pub info: StreamInfo,
+    /// Its consumer groups, by name.
+    pub groups: Vec<GroupStats>,
+}
+
+/// A consumer group's figures for metrics and summaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupStats {
+    /// The group.
+    pub name: String,
+    /// Events after its cursor not yet delivered.
+    pub lag: u64,
+    /// Delivered, unacknowledged events.
+    pub pending: u64,
+}
+
 /// What `rotate` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rotated {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use busbar_api::HttpConfig;
-use busbar_engine::{Auth, Engine, EngineConfig, Metrics, Readiness, Scope, TokenSpec};
+use busbar_engine::{Auth, Engine, EngineConfig, Scope, TokenSpec};
 use busbar_store::memory::MemoryStore;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -56,13 +56,10 @@ impl Server {
     }
 
     pub async fn start(setup: Setup) -> Server {
-        let engine = Engine::new(
-            Arc::new(MemoryStore::new()),
-            Auth::new(setup.tokens),
-            setup.engine,
-            Arc::new(Metrics::default()),
-            Readiness::new(None, 0),
-        );
+        let engine = Engine::builder(Arc::new(MemoryStore::new()))
+            .auth(Auth::new(setup.tokens))
+            .config(setup.engine)
+            .build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

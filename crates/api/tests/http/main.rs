@@ -1,6 +1,7 @@
 //! The HTTP API driven over a real listener.
 
 mod admin;
+mod admission;
 mod alerts;
 mod auth;
 mod common;

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use busbar_event::{EventId, StreamName};
 use busbar_store::group::{Exhausted, GroupConfig, GroupStart, NackOptions};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::batcher::ErrorLine;
+use crate::answer::ErrorLine;
 
 pub(crate) use run::{run, run_now};
 
@@ -101,14 +100,6 @@ impl Op {
     }
 }
 
-/// Just enough of a line to tell an op from an event.
-#[derive(Deserialize)]
-struct Probe {
-    op: Option<IgnoredAny>,
-    #[serde(rename = "type")]
-    event_type: Option<IgnoredAny>,
-}
-
 /// Every member an op line may have.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,47 +147,20 @@ fn live_op(name: &str) -> Option<Op> {
         .map(|name| Op::Live { name })
 }
 
-/// Just the name of an op line, whatever its other members.
-#[derive(Deserialize)]
-struct Name<'a> {
-    #[serde(borrow)]
-    op: std::borrow::Cow<'a, str>,
-}
-
-/// `None` when `line` is not an op (an event, or not JSON at all: the
-/// event parser reports it). `Some(Err)` for an op that cannot be run.
-pub(crate) fn parse(line: &[u8], default_stream: &StreamName) -> Option<Result<Op, ErrorLine>> {
-    // Clients write the `op` member first: then one pass decides. Decoding
-    // succeeds only without a `type` member (it is not a known field).
-    if line.starts_with(b"{\"op\":") {
-        if let Ok(fields) = serde_json::from_slice::<Fields>(line) {
-            return Some(fields.into_op(default_stream));
-        }
+/// Decodes an op line (one [`busbar_event::parse_line_with`] called an op;
+/// `name` is its `op` member when that is a string). A live op is known
+/// by its name alone; a group op is decoded in one pass.
+pub(crate) fn decode(
+    line: &[u8],
+    name: Option<&str>,
+    default_stream: &StreamName,
+) -> Result<Op, ErrorLine> {
+    if let Some(op) = name.and_then(live_op) {
+        return Ok(op);
     }
-    is_op(line).then(|| decode(line, default_stream))
-}
-
-/// Whether `line` is an op line (well-formed or not).
-pub(crate) fn is_op(line: &[u8]) -> bool {
-    // Cheap test first: most lines are events without an `op` member.
-    if memchr::memmem::find(line, b"\"op\"").is_none() {
-        return false;
-    }
-    serde_json::from_slice::<Probe>(line)
-        .is_ok_and(|probe| probe.op.is_some() && probe.event_type.is_none())
-}
-
-fn decode(line: &[u8], default_stream: &StreamName) -> Result<Op, ErrorLine> {
     match serde_json::from_slice::<Fields>(line) {
         Ok(f) => f.into_op(default_stream),
         Err(e) => {
-            // Live ops have members group ops do not, so they land here.
-            if let Some(op) = serde_json::from_slice::<Name>(line)
-                .ok()
-                .and_then(|n| live_op(&n.op))
-            {
-                return Ok(op);
-            }
             let message = e.to_string();
             let reason = if message.starts_with("missing field") {
                 "missing_field"
@@ -211,10 +175,6 @@ fn decode(line: &[u8], default_stream: &StreamName) -> Result<Op, ErrorLine> {
 impl Fields {
     fn into_op(self, default_stream: &StreamName) -> Result<Op, ErrorLine> {
         let f = self;
-        // Before anything else: a live op's members mean something else.
-        if let Some(op) = live_op(&f.op) {
-            return Ok(op);
-        }
         f.check_members()?;
         let stream = match &f.stream {
             Some(s) => {
@@ -405,6 +365,16 @@ mod tests {
 
     fn events() -> StreamName {
         StreamName::new("events").unwrap()
+    }
+
+    /// What a connection does with a line: classify it in one pass, then
+    /// decode it when it is an op (`None`: not an op).
+    fn parse(line: &[u8], default_stream: &StreamName) -> Option<Result<Op, ErrorLine>> {
+        let mut names = busbar_event::StreamNames::new(1);
+        match busbar_event::parse_line_with(line, &busbar_event::Limits::default(), &mut names) {
+            busbar_event::LineKind::Op(name) => Some(decode(line, name.as_deref(), default_stream)),
+            _ => None,
+        }
     }
 
     fn reason(line: &str) -> &'static str {

@@ -1,17 +1,15 @@
 //! Running a decoded [`Op`] through the engine and writing its one answer
 //! line.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use busbar_engine::{Engine, EngineError, Principal, Transport};
-use busbar_event::{render_event, EventId, StreamName};
-use busbar_store::group::{Delivery, ReadOutcome};
-use serde::Serialize;
 
 use super::Op;
-use crate::batcher::ErrorLine;
-use crate::connection::{error_line, push_decimal, push_id};
+use crate::answer::{
+    claim_answer, error_line, ids_member, json_line, problem, read_answer, ErrorLine,
+    PendingAnswer, Wrap,
+};
 
 /// Runs `op` for `principal` and appends exactly one answer line to `out`.
 pub(crate) async fn run(
@@ -83,16 +81,6 @@ pub(crate) async fn run_now(
     }
     run(engine, transport, principal, op, &mut out).await;
     (out, None)
-}
-
-fn read_answer(out: &mut Vec<u8>, stream: &StreamName, got: &ReadOutcome) {
-    out.extend_from_slice(b"{\"deliveries\":");
-    deliveries(out, stream, &got.deliveries);
-    let _ = writeln!(
-        out,
-        ",\"redelivered\":{},\"dead_lettered\":{}}}",
-        got.redelivered, got.dead_lettered
-    );
 }
 
 async fn execute(
@@ -184,16 +172,7 @@ async fn execute(
             let got = engine
                 .claim(p, &stream, &group, &consumer, min_idle, start, count)
                 .await?;
-            out.extend_from_slice(b"{\"deliveries\":");
-            deliveries(out, &stream, &got.deliveries);
-            match got.next {
-                Some(next) => {
-                    let _ = write!(out, ",\"next\":\"{next}\",");
-                }
-                None => out.extend_from_slice(b",\"next\":null,"),
-            }
-            ids_member(out, "deleted", &got.deleted);
-            out.extend_from_slice(b"}\n");
+            claim_answer(out, &stream, &got);
         }
         Op::Pending {
             stream,
@@ -210,76 +189,4 @@ async fn execute(
         }
     }
     Ok(())
-}
-
-#[derive(Serialize)]
-struct Wrap<T: Serialize> {
-    group: T,
-}
-
-#[derive(Serialize)]
-struct PendingAnswer {
-    pending: Vec<busbar_store::group::PendingInfo>,
-}
-
-fn json_line<T: Serialize>(out: &mut Vec<u8>, value: &T) {
-    // Serializing plain data into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
-    out.push(b'\n');
-}
-
-/// `[{"id":..,"delivery_count":..,"event":{..}},..]`
-fn deliveries(out: &mut Vec<u8>, stream: &StreamName, list: &[Delivery]) {
-    out.push(b'[');
-    for (n, d) in list.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"id\":\"");
-        push_id(out, d.event.id());
-        out.extend_from_slice(b"\",\"delivery_count\":");
-        push_decimal(out, u64::from(d.delivery_count));
-        out.extend_from_slice(b",\"event\":");
-        render_event(out, stream, &d.event);
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
-/// `"name":["id",..]`
-fn ids_member(out: &mut Vec<u8>, name: &str, ids: &[EventId]) {
-    let _ = write!(out, "\"{name}\":[");
-    for (n, id) in ids.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        push_id(out, *id);
-        out.push(b'"');
-    }
-    out.push(b']');
-}
-
-/// `"error":..,"message":..,` when some ids were not the caller's to
-/// settle; the lists that follow say which.
-fn problem(out: &mut Vec<u8>, group: &str, unknown: &[EventId], wrong: &[EventId]) {
-    if unknown.is_empty() && wrong.is_empty() {
-        return;
-    }
-    let reason = if wrong.is_empty() {
-        "unknown_id"
-    } else {
-        "wrong_consumer"
-    };
-    let message = format!(
-        "{} id(s) not pending in group `{group}` (never delivered, already acked or \
-         dead-lettered) and {} held by another consumer; the others were settled",
-        unknown.len(),
-        wrong.len()
-    );
-    out.extend_from_slice(b"\"error\":\"");
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\",\"message\":");
-    let _ = serde_json::to_writer(&mut *out, &message);
-    out.push(b',');
 }
