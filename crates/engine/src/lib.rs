@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod builder;
 mod dlq;
 mod engine;
 mod error;
@@ -25,8 +26,9 @@ mod replay;
 mod transport;
 
 pub use auth::{Auth, Principal, Scope, TokenSpec};
+pub use builder::{EngineBuilder, EngineConfig};
 pub use dlq::{DlqEntry, DlqPage, DlqQuery, Reprocessed};
-pub use engine::{Engine, EngineBuilder, EngineConfig};
+pub use engine::Engine;
 pub use error::EngineError;
 pub use groups::MAX_BLOCK;
 pub use health::{HealthStatus, HealthThresholds, StreamHealth};
