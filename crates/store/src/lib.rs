@@ -37,7 +37,9 @@ pub mod conformance;
 pub mod embedded;
 mod error;
 pub mod group;
+mod ids;
 pub mod memory;
+mod trim;
 mod types;
 
 use std::time::Duration;

@@ -25,7 +25,8 @@ use super::format::{Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN};
 use super::segment::{index_path, segment_file_name, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
 use super::EmbeddedConfig;
-use crate::memory::{assign_ids, check_ids, trim_floor};
+use crate::ids::{assign_ids, check_ids};
+use crate::trim::{is_approx, trim_floor};
 use crate::{Durability, Result, Rotated, StoreError, Trim};
 
 /// Most requests taken into one commit.
@@ -638,13 +639,7 @@ impl Writer {
     fn trim(&mut self, name: &StreamName, trim: Trim) -> Result<u64> {
         let handle = self.existing(name)?.handle.clone();
         let before = handle.state.read().length();
-        let exact = match trim {
-            Trim::MaxLen { approx, .. }
-            | Trim::MinId { approx, .. }
-            | Trim::MaxAge { approx, .. } => !approx,
-            Trim::MaxBytes { .. } => false,
-        };
-        if exact {
+        if !is_approx(trim) {
             let new_floor = {
                 let st = handle.state.read();
                 match trim {
@@ -852,15 +847,6 @@ fn roll(ws: &mut WStream) -> Result<PathBuf> {
 impl Active {
     fn builder_interval(&self) -> u64 {
         self.builder.interval()
-    }
-}
-
-fn is_approx(trim: Trim) -> bool {
-    match trim {
-        Trim::MaxLen { approx, .. } | Trim::MinId { approx, .. } | Trim::MaxAge { approx, .. } => {
-            approx
-        }
-        Trim::MaxBytes { .. } => true,
     }
 }
 
