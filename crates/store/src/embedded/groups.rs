@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
 use parking_lot::RwLockWriteGuard;
 
+use super::files::{sync_dir, WStream};
 use super::format::Control;
 use super::stream::StreamState;
-use super::writer::{Finish, GroupRun, WStream, Writer};
+use super::writer::{Finish, GroupRun, Writer};
 use crate::group::host::GroupHost;
 use crate::group::state::apply;
 use crate::group::{dlq_stream, encode_op, DlqOrigin, GroupOp, GroupState};
@@ -115,7 +116,7 @@ impl GroupHost for WriterHost<'_> {
             // and still pending, which the next open reconciles.
             let dirs = std::mem::take(&mut self.writer.dirs_to_sync);
             for dir in &dirs {
-                super::writer::sync_dir(dir)?;
+                sync_dir(dir)?;
             }
             if let Some(ws) = self.writer.streams.get_mut(&dlq) {
                 sync_active(ws)?;

@@ -88,9 +88,11 @@
 //! [`EmbeddedConfig::retention`] applies the same, approximately, whenever a
 //! segment is sealed.
 
+mod files;
 mod format;
 mod groups;
 mod recovery;
+mod retention;
 mod segment;
 mod stream;
 pub(crate) mod writer;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use busbar_event::{EventId, IdClock, StreamName};
 use parking_lot::RwLock;
 
+use super::files::{create_segment, sync_dir, Active, WStream};
 use super::format::{
     scan_frames, Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN, KIND_GROUP_SNAPSHOT,
 };
 use super::segment::{index_path, IndexFile, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
-use super::writer::{create_segment, sync_dir, Active, WStream};
 use super::{CorruptionPolicy, EmbeddedConfig};
 use crate::{Result, StoreError};
 

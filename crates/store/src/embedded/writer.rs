@@ -11,9 +11,7 @@
 //! appends are committed first, then the operation runs alone.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +19,13 @@ use busbar_event::{now_ms, EventBatch, EventId, IdClock, StreamName, FRAME_HEADE
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN};
-use super::segment::{index_path, segment_file_name, Segment, SegmentBuilder};
+use super::files::{create_segment, io, roll, sync_dir, Active, WStream};
+use super::format::{SegmentHeader, HEADER_LEN};
+use super::segment::SegmentBuilder;
 use super::stream::{StreamHandle, StreamState};
 use super::EmbeddedConfig;
 use crate::ids::{assign_ids, check_ids};
-use crate::trim::{is_approx, trim_floor};
+use crate::trim::is_approx;
 use crate::{Durability, Result, Rotated, StoreError, Trim};
 
 /// Most requests taken into one commit.
@@ -107,113 +106,23 @@ pub(crate) struct Shared {
     pub trash_dir: PathBuf,
 }
 
-/// The writer's view of a stream's active segment.
-#[derive(Debug)]
-pub(crate) struct Active {
-    pub no: u64,
-    pub path: PathBuf,
-    pub file: File,
-    pub read_file: Arc<File>,
-    pub len: u64,
-    pub builder: SegmentBuilder,
-    /// Index entries already handed to readers.
-    pub published_entries: usize,
-}
-
-/// A stream as the writer holds it.
-#[derive(Debug)]
-pub(crate) struct WStream {
-    pub handle: Arc<StreamHandle>,
-    pub dir: PathBuf,
-    pub clock: IdClock,
-    pub active: Active,
-    /// Segments sealed since the last publish.
-    pub sealed: Vec<Segment>,
-    /// Written since the last publish.
-    pub dirty: bool,
-    /// Written since the last fsync.
-    pub unsynced: bool,
-    /// Not yet in the shared map.
-    pub new: bool,
-    /// Events ever appended ([`crate::StreamInfo::added`]), published with
-    /// the rest.
-    pub added: u64,
-}
-
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub config: EmbeddedConfig,
     pub streams: BTreeMap<StreamName, WStream>,
     pub rx: mpsc::Receiver<Op>,
-    waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
-    finishers: Vec<Finish>,
+    pub(crate) waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
+    pub(crate) finishers: Vec<Finish>,
     /// Reused buffer for encoding group records.
     pub(crate) scratch: Vec<u8>,
-    pending_events: usize,
+    pub(crate) pending_events: usize,
     pub(crate) dirs_to_sync: Vec<PathBuf>,
     /// Streams that sealed a segment since retention last ran.
-    rolled: Vec<StreamName>,
+    pub(crate) rolled: Vec<StreamName>,
     /// Approximate trims requested with appends, run after the commit.
-    approx_trims: Vec<(StreamName, Trim)>,
-    last_sync: Instant,
+    pub(crate) approx_trims: Vec<(StreamName, Trim)>,
+    pub(crate) last_sync: Instant,
     pub(crate) failed: bool,
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |e| StoreError::io(op, path, e)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync directory", dir))
-}
-
-/// Creates segment `no` of a stream in `dir`; returns the append handle,
-/// a read handle, and the path.
-pub(crate) fn create_segment(
-    dir: &Path,
-    no: u64,
-    header: SegmentHeader,
-    first_records: &[u8],
-) -> Result<(File, Arc<File>, PathBuf)> {
-    let path = dir.join(segment_file_name(no));
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io("create segment", &path))?;
-    let mut head = header.encode().to_vec();
-    head.extend_from_slice(first_records);
-    file.write_all(&head)
-        .map_err(io("write segment header", &path))?;
-    let read = File::open(&path).map_err(io("open segment", &path))?;
-    Ok((file, Arc::new(read), path))
-}
-
-impl Active {
-    fn shared_segment(&self) -> Segment {
-        Segment {
-            no: self.no,
-            path: self.path.clone(),
-            file: self.read_file.clone(),
-            len: self.len,
-            count: self.builder.count,
-            first_id: self.builder.first_id,
-            last_id: self.builder.last_id,
-            event_bytes: self.builder.event_bytes,
-            index: self.builder.entries.clone(),
-            sealed: false,
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(io("write segment", &self.path))?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
 }
 
 impl Writer {
@@ -264,7 +173,7 @@ impl Writer {
     }
 
     /// Handles one request; returns the reply of a `Close`.
-    fn handle(&mut self, op: Op) -> Option<Reply<()>> {
+    pub(crate) fn handle(&mut self, op: Op) -> Option<Reply<()>> {
         if self.failed {
             if let Op::Group { stream, run, .. } = op {
                 let finish = self.run_group(stream, run);
@@ -364,7 +273,7 @@ impl Writer {
         None
     }
 
-    fn close(&mut self) -> Result<()> {
+    pub(crate) fn close(&mut self) -> Result<()> {
         self.commit_checked()?;
         self.sync_all()?;
         self.failed = true;
@@ -421,12 +330,50 @@ impl Writer {
             })
     }
 
-    fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
+    pub(crate) fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
         self.streams
             .get_mut(name)
             .ok_or_else(|| StoreError::NoSuchStream {
                 stream: name.clone(),
             })
+    }
+
+    pub(crate) fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
+        let ws = self.existing(name)?;
+        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
+        if !empty {
+            let dir = roll(ws)?;
+            ws.dirty = true;
+            self.dirs_to_sync.push(dir);
+            self.commit_checked()?;
+        }
+        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
+        Ok(Rotated {
+            sealed: !empty,
+            segments,
+        })
+    }
+
+    pub(crate) fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
+        let Some(ws) = self.streams.remove(name) else {
+            return Ok(false);
+        };
+        // A directory created since the last sync is going away: nothing
+        // in it needs syncing any more.
+        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
+        self.shared.streams.write().remove(name);
+        drop(ws.active);
+        // Renamed first, so a crash mid-removal never leaves half a stream.
+        std::fs::create_dir_all(&self.shared.trash_dir)
+            .map_err(io("create trash directory", &self.shared.trash_dir))?;
+        let trash = self
+            .shared
+            .trash_dir
+            .join(format!("{}-{}", name.as_str(), now_ms()));
+        std::fs::rename(&ws.dir, &trash).map_err(io("move stream to trash", &ws.dir))?;
+        sync_dir(&self.shared.streams_dir)?;
+        std::fs::remove_dir_all(&trash).map_err(io("remove stream", &trash))?;
+        Ok(true)
     }
 
     pub(crate) fn append(
@@ -471,48 +418,15 @@ impl Writer {
         Ok(ids)
     }
 
-    /// Applies [`super::Retention`] to streams that sealed a segment.
-    fn apply_retention(&mut self) {
-        if self.failed {
-            return;
-        }
-        for (name, trim) in std::mem::take(&mut self.approx_trims) {
-            if let Err(e) = self.drop_segments(&name, trim) {
-                tracing::error!(stream = %name, error = %e, "trim failed");
-            }
-        }
-        if self.rolled.is_empty() {
-            return;
-        }
-        let r = self.config.retention;
-        let mut trims = Vec::new();
-        if let Some(max) = r.max_len {
-            trims.push(Trim::MaxLen { max, approx: true });
-        }
-        if let Some(age) = r.max_age {
-            trims.push(Trim::MaxAge { age, approx: true });
-        }
-        if let Some(max) = r.max_bytes {
-            trims.push(Trim::MaxBytes { max });
-        }
-        for name in std::mem::take(&mut self.rolled) {
-            for trim in &trims {
-                if let Err(e) = self.drop_segments(&name, *trim) {
-                    tracing::error!(stream = %name, error = %e, "retention failed");
-                }
-            }
-        }
-    }
-
     /// Makes written data durable as the policy says, publishes it to
     /// readers and answers waiting appenders.
-    fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         if let Err(e) = self.commit_checked() {
             tracing::error!(error = %e, "commit failed; the store stops accepting writes");
         }
     }
 
-    fn commit_checked(&mut self) -> Result<()> {
+    pub(crate) fn commit_checked(&mut self) -> Result<()> {
         if self.failed {
             return Err(StoreError::Closed);
         }
@@ -546,7 +460,7 @@ impl Writer {
         Ok(())
     }
 
-    fn sync_unsynced(&mut self) -> Result<()> {
+    pub(crate) fn sync_unsynced(&mut self) -> Result<()> {
         for ws in self.streams.values_mut().filter(|ws| ws.unsynced) {
             ws.active
                 .file
@@ -561,14 +475,14 @@ impl Writer {
         Ok(())
     }
 
-    fn sync_all(&mut self) -> Result<()> {
+    pub(crate) fn sync_all(&mut self) -> Result<()> {
         for ws in self.streams.values_mut() {
             ws.unsynced = true;
         }
         self.sync_unsynced()
     }
 
-    fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         for ws in self.streams.values_mut().filter(|ws| ws.dirty) {
             let mut st = ws.handle.state.write();
             for sealed in ws.sealed.drain(..) {
@@ -614,239 +528,6 @@ impl Writer {
         for finish in self.finishers.drain(..) {
             finish(Err(StoreError::Closed));
         }
-    }
-
-    /// Logs a control record in the stream's active segment and makes it
-    /// durable (policy permitting) before it takes effect.
-    fn log_control(&mut self, name: &StreamName, control: &Control) -> Result<()> {
-        let always = self.config.durability == Durability::Always;
-        let ws = self.existing(name)?;
-        ws.active.write(&control.encode())?;
-        ws.active.builder.controls.push(control.clone());
-        ws.dirty = true;
-        if always {
-            ws.active
-                .file
-                .sync_data()
-                .map_err(io("sync segment", &ws.active.path))?;
-        } else {
-            ws.unsynced = true;
-        }
-        self.publish();
-        Ok(())
-    }
-
-    fn trim(&mut self, name: &StreamName, trim: Trim) -> Result<u64> {
-        let handle = self.existing(name)?.handle.clone();
-        let before = handle.state.read().length();
-        if !is_approx(trim) {
-            let new_floor = {
-                let st = handle.state.read();
-                match trim {
-                    Trim::MaxLen { max, .. } => st.floor_for_maxlen(max)?,
-                    other => trim_floor(other),
-                }
-                // A floor past the last id would hide events appended later
-                // with smaller ids than the floor; Redis keeps those too.
-                .map(|f| f.min(st.last_id.successor().unwrap_or(EventId::MAX)))
-                .filter(|f| *f > st.floor)
-            };
-            if let Some(floor) = new_floor {
-                let control = Control::Trim(floor);
-                self.log_control(name, &control)?;
-                let mut st = handle.state.write();
-                st.apply(&control);
-                st.recount_hidden()?;
-            }
-        }
-        self.drop_segments(name, trim)?;
-        let after = handle.state.read().length();
-        Ok(before.saturating_sub(after))
-    }
-
-    /// Drops whole sealed segments at the front that `trim` allows to go.
-    fn drop_segments(&mut self, name: &StreamName, trim: Trim) -> Result<()> {
-        let always = self.config.durability == Durability::Always;
-        let ws = self.existing(name)?;
-        let mut st = ws.handle.state.write();
-        let mut length = st.length();
-        let mut bytes: u64 = st.segments.iter().map(|s| s.event_bytes).sum();
-        let id_floor = trim_floor(trim).unwrap_or(EventId::ZERO).max(st.floor);
-        let mut drop_count = 0;
-        for seg in &st.segments {
-            if !seg.sealed || seg.no == ws.active.no {
-                break;
-            }
-            let below_floor = seg.last_id.is_none_or(|l| l < id_floor);
-            let live = seg.count
-                - seg.count_below(st.floor)?
-                - match (seg.first_id, seg.last_id) {
-                    (Some(f), Some(l)) => st.deleted.range(f..=l).count() as u64,
-                    _ => 0,
-                };
-            let allowed = below_floor
-                || match trim {
-                    Trim::MaxLen { max, .. } => length - live >= max,
-                    Trim::MaxBytes { max } => bytes > max,
-                    _ => false,
-                };
-            if !allowed {
-                break;
-            }
-            length -= live;
-            bytes -= seg.event_bytes;
-            drop_count += 1;
-        }
-        if drop_count == 0 {
-            return Ok(());
-        }
-        let dropped: Vec<Segment> = st.segments.drain(..drop_count).collect();
-        if let Some(last) = dropped.last().and_then(|s| s.last_id) {
-            st.deleted = st
-                .deleted
-                .split_off(&last.successor().unwrap_or(EventId::MAX));
-        }
-        st.recount_hidden()?;
-        drop(st);
-        for seg in &dropped {
-            std::fs::remove_file(&seg.path).map_err(io("remove segment", &seg.path))?;
-            let idx = index_path(&seg.path);
-            if let Err(e) = std::fs::remove_file(&idx) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(StoreError::io("remove index", &idx, e));
-                }
-            }
-        }
-        if always {
-            sync_dir(&ws.dir)?;
-        }
-        Ok(())
-    }
-
-    fn delete(&mut self, name: &StreamName, mut ids: Vec<EventId>) -> Result<u64> {
-        let handle = self.existing(name)?.handle.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        let existing: Vec<EventId> = {
-            let st = handle.state.read();
-            let mut found = Vec::new();
-            for id in ids {
-                if id < st.floor || st.deleted.contains(&id) {
-                    continue;
-                }
-                let mut hit = false;
-                st.snapshot(id, id).scan_forward(|e| {
-                    hit = e.id() == id;
-                    false
-                })?;
-                if hit {
-                    found.push(id);
-                }
-            }
-            found
-        };
-        if existing.is_empty() {
-            return Ok(0);
-        }
-        let control = Control::Delete(existing);
-        self.log_control(name, &control)?;
-        handle.state.write().apply(&control);
-        let Control::Delete(ids) = control else {
-            return Ok(0);
-        };
-        Ok(ids.len() as u64)
-    }
-
-    fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
-        let ws = self.existing(name)?;
-        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
-        if !empty {
-            let dir = roll(ws)?;
-            ws.dirty = true;
-            self.dirs_to_sync.push(dir);
-            self.commit_checked()?;
-        }
-        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
-        Ok(Rotated {
-            sealed: !empty,
-            segments,
-        })
-    }
-
-    fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
-        let Some(ws) = self.streams.remove(name) else {
-            return Ok(false);
-        };
-        // A directory created since the last sync is going away: nothing
-        // in it needs syncing any more.
-        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
-        self.shared.streams.write().remove(name);
-        drop(ws.active);
-        // Renamed first, so a crash mid-removal never leaves half a stream.
-        std::fs::create_dir_all(&self.shared.trash_dir)
-            .map_err(io("create trash directory", &self.shared.trash_dir))?;
-        let trash = self
-            .shared
-            .trash_dir
-            .join(format!("{}-{}", name.as_str(), now_ms()));
-        std::fs::rename(&ws.dir, &trash).map_err(io("move stream to trash", &ws.dir))?;
-        sync_dir(&self.shared.streams_dir)?;
-        std::fs::remove_dir_all(&trash).map_err(io("remove stream", &trash))?;
-        Ok(true)
-    }
-}
-
-/// Seals the active segment (fsync, index file) and starts the next one.
-/// Returns the directory whose entries changed.
-fn roll(ws: &mut WStream) -> Result<PathBuf> {
-    let active = &mut ws.active;
-    active
-        .file
-        .sync_data()
-        .map_err(io("sync segment", &active.path))?;
-    active.builder.index_file(active.len).write(&active.path)?;
-    let mut sealed = active.shared_segment();
-    sealed.sealed = true;
-    ws.sealed.push(sealed);
-    // The new segment starts with the consumer groups as they are, so it
-    // alone is enough to recover them once older segments are dropped.
-    let (floor, snapshot) = {
-        let st = ws.handle.state.read();
-        let snapshot = (!st.groups.is_empty())
-            .then(|| serde_json::to_vec(&st.groups).map(|j| Control::GroupSnapshot(j).encode()))
-            .transpose()
-            .map_err(|e| StoreError::io("encode group snapshot", &active.path, e.into()))?;
-        (st.floor, snapshot.unwrap_or_default())
-    };
-    let no = active.no + 1;
-    let header = SegmentHeader {
-        prev_last_id: ws.clock.last(),
-        floor,
-        flags: if snapshot.is_empty() {
-            0
-        } else {
-            FLAG_GROUP_SNAPSHOT
-        },
-    };
-    let (file, read_file, path) = create_segment(&ws.dir, no, header, &snapshot)?;
-    let interval = active.builder_interval();
-    ws.active = Active {
-        no,
-        path,
-        file,
-        read_file,
-        len: HEADER_LEN + snapshot.len() as u64,
-        builder: SegmentBuilder::new(interval),
-        published_entries: 0,
-    };
-    ws.dirty = true;
-    ws.unsynced = true;
-    Ok(ws.dir.clone())
-}
-
-impl Active {
-    fn builder_interval(&self) -> u64 {
-        self.builder.interval()
     }
 }
 
