@@ -92,6 +92,7 @@ mod files;
 mod format;
 mod groups;
 mod recovery;
+mod repair;
 mod retention;
 mod segment;
 mod stream;
@@ -99,7 +100,7 @@ pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,7 @@ use busbar_event::{Event, EventBatch, EventId, StreamName};
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fs::{Fs, RealFs};
 use crate::group::host;
 use crate::group::{
     validate_name, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupStart,
@@ -115,7 +117,7 @@ use crate::group::{
 };
 use crate::{
     AppendOptions, Durability, ReadQuery, Result, Rotated, Store, StoreError, StoreObserver,
-    StreamInfo, Trim,
+    StreamInfo, Trim, WriteHealth,
 };
 use busbar_event::now_ms;
 use stream::StreamHandle;
@@ -152,11 +154,15 @@ pub struct EmbeddedConfig {
     pub retention: Retention,
     /// Receives commit timings.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The file system every file operation goes through (the `LOCK` file
+    /// aside). Tests put a [`crate::fs`] wrapper here to break the disk.
+    pub fs: Arc<dyn Fs>,
 }
 
 impl EmbeddedConfig {
     /// Defaults for a store in `dir`: `always`, 64 MiB segments, an index
-    /// entry every 16 KiB, fail on corruption, a queue of 4096 requests.
+    /// entry every 16 KiB, fail on corruption, a queue of 4096 requests,
+    /// the real file system.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             dir: dir.into(),
@@ -167,6 +173,7 @@ impl EmbeddedConfig {
             queue_depth: 4096,
             retention: Retention::default(),
             observer: None,
+            fs: Arc::new(RealFs),
         }
     }
 }
@@ -195,35 +202,32 @@ impl EmbeddedStore {
     /// [`StoreError::Locked`] when another process holds the directory,
     /// [`StoreError::Corrupt`] for damage (see the module docs), I/O errors.
     pub fn open(config: EmbeddedConfig) -> Result<EmbeddedStore> {
-        use fs2::FileExt;
         let dir = &config.dir;
-        std::fs::create_dir_all(dir)
+        let fs = config.fs.clone();
+        let lock = lock_dir(dir)?;
+        fs.create_dir_all(dir)
             .map_err(|e| StoreError::io("create data directory", dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = File::create(&lock_path)
-            .map_err(|e| StoreError::io("create lock file", &lock_path, e))?;
-        lock.try_lock_exclusive().map_err(|_| StoreError::Locked {
-            path: lock_path.clone(),
-        })?;
 
         let streams_dir = dir.join("streams");
         let trash_dir = dir.join("trash");
-        std::fs::create_dir_all(&streams_dir)
+        fs.create_dir_all(&streams_dir)
             .map_err(|e| StoreError::io("create streams directory", &streams_dir, e))?;
-        if trash_dir.exists() {
+        let trash = fs
+            .exists(&trash_dir)
+            .map_err(|e| StoreError::io("look for trash", &trash_dir, e))?;
+        if trash {
             // Streams whose deletion a crash interrupted.
-            std::fs::remove_dir_all(&trash_dir)
+            fs.remove_dir_all(&trash_dir)
                 .map_err(|e| StoreError::io("empty trash", &trash_dir, e))?;
         }
 
         let mut streams = BTreeMap::new();
         let mut handles = BTreeMap::new();
-        let entries = std::fs::read_dir(&streams_dir)
+        let mut entries = fs
+            .read_dir(&streams_dir)
             .map_err(|e| StoreError::io("list streams", &streams_dir, e))?;
-        for entry in entries {
-            let path = entry
-                .map_err(|e| StoreError::io("list streams", &streams_dir, e))?
-                .path();
+        entries.sort();
+        for path in entries {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
@@ -242,16 +246,18 @@ impl EmbeddedStore {
             streams: RwLock::new(handles),
             streams_dir,
             trash_dir,
+            health: parking_lot::Mutex::new(WriteHealth::Ok),
         });
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         if let Durability::Interval(every) = config.durability {
             spawn_ticker(tx.clone(), every);
         }
+        let config_dir = config.dir.clone();
         let writer = Writer::new(shared.clone(), config, streams, rx);
         let handle = std::thread::Builder::new()
             .name("busbar-store-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::io("start writer thread", &lock_path, e))?;
+            .map_err(|e| StoreError::io("start writer thread", &config_dir, e))?;
         Ok(EmbeddedStore {
             shared,
             tx,
@@ -308,6 +314,20 @@ impl EmbeddedStore {
                 stream: stream.clone(),
             })
     }
+}
+
+/// Takes the directory's exclusive lock. The lock file stays on the real
+/// file system whatever [`EmbeddedConfig::fs`] is: `flock` guards against
+/// another process, which only the operating system can see.
+fn lock_dir(dir: &Path) -> Result<File> {
+    use fs2::FileExt;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create data directory", dir, e))?;
+    let lock_path = dir.join("LOCK");
+    let lock =
+        File::create(&lock_path).map_err(|e| StoreError::io("create lock file", &lock_path, e))?;
+    lock.try_lock_exclusive()
+        .map_err(|_| StoreError::Locked { path: lock_path })?;
+    Ok(lock)
 }
 
 /// Wakes the writer so an `interval` fsync happens even when appends stop.
@@ -416,6 +436,10 @@ impl Store for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn write_health(&self) -> WriteHealth {
+        self.shared.health.lock().clone()
     }
 
     async fn create_group(

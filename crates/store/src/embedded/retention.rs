@@ -1,7 +1,8 @@
 //! Removing events: exact and approximate trims, deletions, dropping whole
-//! sealed segments, and the store-wide retention applied after a roll.
+//! sealed segments, the store-wide retention applied after a roll, and
+//! deleting whole streams.
 
-use busbar_event::{EventId, StreamName};
+use busbar_event::{now_ms, EventId, StreamName};
 
 use super::files::{io, sync_dir};
 use super::format::Control;
@@ -13,7 +14,7 @@ use crate::{Durability, Result, StoreError, Trim};
 impl Writer {
     /// Applies [`super::Retention`] to streams that sealed a segment.
     pub(crate) fn apply_retention(&mut self) {
-        if self.failed {
+        if self.closed {
             return;
         }
         for (name, trim) in std::mem::take(&mut self.approx_trims) {
@@ -49,16 +50,17 @@ impl Writer {
     pub(crate) fn log_control(&mut self, name: &StreamName, control: &Control) -> Result<()> {
         let always = self.config.durability == Durability::Always;
         let ws = self.existing(name)?;
-        ws.active.write(&control.encode())?;
+        let written = ws.active.write(&control.encode());
+        if ws.active.broken {
+            self.broken_in_group.push(name.clone());
+        }
+        self.note(written)?;
+        let ws = self.existing(name)?;
         ws.active.builder.controls.push(control.clone());
         ws.dirty = true;
+        ws.unsynced = true;
         if always {
-            ws.active
-                .file
-                .sync_data()
-                .map_err(io("sync segment", &ws.active.path))?;
-        } else {
-            ws.unsynced = true;
+            self.sync_stream(name)?;
         }
         self.publish();
         Ok(())
@@ -95,6 +97,7 @@ impl Writer {
     /// Drops whole sealed segments at the front that `trim` allows to go.
     pub(crate) fn drop_segments(&mut self, name: &StreamName, trim: Trim) -> Result<()> {
         let always = self.config.durability == Durability::Always;
+        let fs = self.config.fs.clone();
         let ws = self.existing(name)?;
         let mut st = ws.handle.state.write();
         let mut length = st.length();
@@ -137,16 +140,17 @@ impl Writer {
         st.recount_hidden()?;
         drop(st);
         for seg in &dropped {
-            std::fs::remove_file(&seg.path).map_err(io("remove segment", &seg.path))?;
+            fs.remove_file(&seg.path)
+                .map_err(io("remove segment", &seg.path))?;
             let idx = index_path(&seg.path);
-            if let Err(e) = std::fs::remove_file(&idx) {
+            if let Err(e) = fs.remove_file(&idx) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(StoreError::io("remove index", &idx, e));
                 }
             }
         }
         if always {
-            sync_dir(&ws.dir)?;
+            sync_dir(&*fs, &ws.dir)?;
         }
         Ok(())
     }
@@ -183,5 +187,28 @@ impl Writer {
             return Ok(0);
         };
         Ok(ids.len() as u64)
+    }
+
+    pub(crate) fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
+        let Some(ws) = self.streams.remove(name) else {
+            return Ok(false);
+        };
+        let fs = self.config.fs.clone();
+        // A directory created since the last sync is going away: nothing
+        // in it needs syncing any more.
+        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
+        self.shared.streams.write().remove(name);
+        drop(ws.active);
+        // Renamed first, so a crash mid-removal never leaves half a stream.
+        let trash_dir = &self.shared.trash_dir;
+        fs.create_dir_all(trash_dir)
+            .map_err(io("create trash directory", trash_dir))?;
+        let trash = trash_dir.join(format!("{}-{}", name.as_str(), now_ms()));
+        fs.rename(&ws.dir, &trash)
+            .map_err(io("move stream to trash", &ws.dir))?;
+        sync_dir(&*fs, &self.shared.streams_dir)?;
+        fs.remove_dir_all(&trash)
+            .map_err(io("remove stream", &trash))?;
+        Ok(true)
     }
 }

@@ -9,24 +9,26 @@
 //!
 //! Trims, deletions, rotations and stream deletion are barriers: pending
 //! appends are committed first, then the operation runs alone.
+//!
+//! A write that fails fails alone; a sync that fails fails its whole group
+//! and the streams it touched are recovered from disk ([`super::repair`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use busbar_event::{now_ms, EventBatch, EventId, IdClock, StreamName, FRAME_HEADER_LEN};
-use parking_lot::RwLock;
+use busbar_event::{now_ms, EventBatch, EventId, StreamName, FRAME_HEADER_LEN};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
-use super::files::{create_segment, io, roll, sync_dir, Active, WStream};
-use super::format::{SegmentHeader, HEADER_LEN};
-use super::segment::SegmentBuilder;
-use super::stream::{StreamHandle, StreamState};
+use super::files::{new_stream, roll, WStream};
+use super::repair::health_of;
+use super::stream::StreamHandle;
 use super::EmbeddedConfig;
 use crate::ids::{assign_ids, check_ids};
 use crate::trim::is_approx;
-use crate::{Durability, Result, Rotated, StoreError, Trim};
+use crate::{Durability, Result, Rotated, StoreError, Trim, WriteHealth};
 
 /// Most requests taken into one commit.
 const MAX_OPS_PER_COMMIT: usize = 4096;
@@ -104,6 +106,8 @@ pub(crate) struct Shared {
     pub streams: RwLock<BTreeMap<StreamName, Arc<StreamHandle>>>,
     pub streams_dir: PathBuf,
     pub trash_dir: PathBuf,
+    /// What [`crate::Store::write_health`] answers.
+    pub health: Mutex<WriteHealth>,
 }
 
 pub(crate) struct Writer {
@@ -111,8 +115,10 @@ pub(crate) struct Writer {
     pub config: EmbeddedConfig,
     pub streams: BTreeMap<StreamName, WStream>,
     pub rx: mpsc::Receiver<Op>,
-    pub(crate) waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
-    pub(crate) finishers: Vec<Finish>,
+    /// Appends written and waiting for the commit, by stream.
+    pub(crate) waiting: Vec<(StreamName, Reply<Vec<EventId>>, Vec<EventId>)>,
+    /// Group operations waiting for the commit, by stream.
+    pub(crate) finishers: Vec<(StreamName, Finish)>,
     /// Reused buffer for encoding group records.
     pub(crate) scratch: Vec<u8>,
     pub(crate) pending_events: usize,
@@ -122,7 +128,12 @@ pub(crate) struct Writer {
     /// Approximate trims requested with appends, run after the commit.
     pub(crate) approx_trims: Vec<(StreamName, Trim)>,
     pub(crate) last_sync: Instant,
-    pub(crate) failed: bool,
+    /// What the last write of this group made of the store's health.
+    pub(crate) last_write: Option<WriteHealth>,
+    /// Streams broken during this group: none of their writes in it is
+    /// acknowledged, and they are recovered at its commit.
+    pub(crate) broken_in_group: Vec<StreamName>,
+    pub(crate) closed: bool,
 }
 
 impl Writer {
@@ -145,7 +156,9 @@ impl Writer {
             rolled: Vec::new(),
             approx_trims: Vec::new(),
             last_sync: Instant::now(),
-            failed: false,
+            last_write: None,
+            broken_in_group: Vec::new(),
+            closed: false,
         }
     }
 
@@ -173,8 +186,8 @@ impl Writer {
     }
 
     /// Handles one request; returns the reply of a `Close`.
-    pub(crate) fn handle(&mut self, op: Op) -> Option<Reply<()>> {
-        if self.failed {
+    fn handle(&mut self, op: Op) -> Option<Reply<()>> {
+        if self.closed {
             if let Op::Group { stream, run, .. } = op {
                 let finish = self.run_group(stream, run);
                 finish(Err(StoreError::Closed));
@@ -194,8 +207,8 @@ impl Writer {
                         tracing::error!(stream = %stream, error = %e, "cannot create stream");
                     }
                 }
-                let finish = self.run_group(stream, run);
-                self.finishers.push(finish);
+                let finish = self.run_group(stream.clone(), run);
+                self.finishers.push((stream, finish));
             }
             Op::Append {
                 stream,
@@ -203,7 +216,7 @@ impl Writer {
                 trim: None,
                 reply,
             } => match self.append(&stream, batch) {
-                Ok(ids) => self.waiting.push((reply, ids)),
+                Ok(ids) => self.waiting.push((stream, reply, ids)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -217,7 +230,7 @@ impl Writer {
                 // Approximate trims only drop whole sealed segments: they run
                 // after the commit and do not break up the group.
                 Ok(ids) => {
-                    self.waiting.push((reply, ids));
+                    self.waiting.push((stream.clone(), reply, ids));
                     self.approx_trims.push((stream, trim));
                 }
                 Err(e) => {
@@ -231,6 +244,8 @@ impl Writer {
                 reply,
             } => {
                 let result = self.append(&stream, batch).and_then(|ids| {
+                    // The append is in this group: it is answered with the
+                    // group, and the trim runs after the group committed.
                     self.commit_checked()?;
                     self.trim(&stream, trim)?;
                     Ok(ids)
@@ -273,107 +288,49 @@ impl Writer {
         None
     }
 
-    pub(crate) fn close(&mut self) -> Result<()> {
-        self.commit_checked()?;
-        self.sync_all()?;
-        self.failed = true;
+    fn close(&mut self) -> Result<()> {
+        let result = self.commit_checked().and_then(|()| self.sync_all());
+        self.closed = true;
         self.rx.close();
-        Ok(())
+        result
     }
 
+    /// The stream to append to, created when it does not exist; a stream
+    /// broken by an earlier failure is recovered first.
     pub(crate) fn stream_for_append(&mut self, name: &StreamName) -> Result<&mut WStream> {
         if !self.streams.contains_key(name) {
-            let dir = self.shared.streams_dir.join(name.as_str());
-            std::fs::create_dir_all(&dir).map_err(io("create stream directory", &dir))?;
-            let (file, read_file, path) = create_segment(&dir, 1, SegmentHeader::default(), &[])?;
-            self.dirs_to_sync.push(dir.clone());
-            self.dirs_to_sync.push(self.shared.streams_dir.clone());
-            let handle = Arc::new(StreamHandle {
-                name: name.clone(),
-                state: RwLock::new(StreamState {
-                    segments: Vec::new(),
-                    floor: EventId::ZERO,
-                    deleted: Default::default(),
-                    last_id: EventId::ZERO,
-                    hidden: 0,
-                    added: 0,
-                    groups: BTreeMap::new(),
-                }),
-            });
-            self.streams.insert(
-                name.clone(),
-                WStream {
-                    handle,
-                    dir,
-                    clock: IdClock::new(EventId::ZERO),
-                    active: Active {
-                        no: 1,
-                        path,
-                        file,
-                        read_file,
-                        len: HEADER_LEN,
-                        builder: SegmentBuilder::new(self.config.index_interval_bytes),
-                        published_entries: 0,
-                    },
-                    sealed: Vec::new(),
-                    dirty: true,
-                    unsynced: true,
-                    new: true,
-                    added: 0,
-                },
+            let ws = new_stream(
+                &*self.config.fs,
+                &self.shared.streams_dir,
+                name,
+                self.config.index_interval_bytes,
             );
+            let ws = self.note(ws)?;
+            self.dirs_to_sync.push(ws.dir.clone());
+            self.dirs_to_sync.push(self.shared.streams_dir.clone());
+            self.streams.insert(name.clone(), ws);
         }
-        self.streams
-            .get_mut(name)
-            .ok_or_else(|| StoreError::NoSuchStream {
-                stream: name.clone(),
-            })
+        self.existing(name)
     }
 
+    /// An existing stream, recovered first if an earlier failure broke it.
     pub(crate) fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
+        let broken = self
+            .streams
+            .get(name)
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: name.clone(),
+            })?
+            .active
+            .broken;
+        if broken {
+            self.repair(name)?;
+        }
         self.streams
             .get_mut(name)
             .ok_or_else(|| StoreError::NoSuchStream {
                 stream: name.clone(),
             })
-    }
-
-    pub(crate) fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
-        let ws = self.existing(name)?;
-        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
-        if !empty {
-            let dir = roll(ws)?;
-            ws.dirty = true;
-            self.dirs_to_sync.push(dir);
-            self.commit_checked()?;
-        }
-        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
-        Ok(Rotated {
-            sealed: !empty,
-            segments,
-        })
-    }
-
-    pub(crate) fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
-        let Some(ws) = self.streams.remove(name) else {
-            return Ok(false);
-        };
-        // A directory created since the last sync is going away: nothing
-        // in it needs syncing any more.
-        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
-        self.shared.streams.write().remove(name);
-        drop(ws.active);
-        // Renamed first, so a crash mid-removal never leaves half a stream.
-        std::fs::create_dir_all(&self.shared.trash_dir)
-            .map_err(io("create trash directory", &self.shared.trash_dir))?;
-        let trash = self
-            .shared
-            .trash_dir
-            .join(format!("{}-{}", name.as_str(), now_ms()));
-        std::fs::rename(&ws.dir, &trash).map_err(io("move stream to trash", &ws.dir))?;
-        sync_dir(&self.shared.streams_dir)?;
-        std::fs::remove_dir_all(&trash).map_err(io("remove stream", &trash))?;
-        Ok(true)
     }
 
     pub(crate) fn append(
@@ -385,24 +342,32 @@ impl Writer {
             return Ok(Vec::new());
         }
         let segment_bytes = self.config.segment_bytes;
+        let fs = self.config.fs.clone();
         let ws = self.stream_for_append(name)?;
         let now = now_ms();
         check_ids(name, ws.clock, &batch, now)?;
         if ws.active.builder.count > 0 && ws.active.len + batch.encoded_len() as u64 > segment_bytes
         {
-            let dir = roll(ws)?;
+            let rolled = roll(&*fs, ws);
+            let broken = ws.active.broken;
+            if broken {
+                self.broken_in_group.push(name.clone());
+            }
+            let dir = self.note(rolled)?;
             self.dirs_to_sync.push(dir);
             self.rolled.push(name.clone());
         }
         let ws = self.existing(name)?;
         let ids = assign_ids(&mut ws.clock, &mut batch, now);
-        ws.added += ids.len() as u64;
         let framed = batch.seal();
         let base = ws.active.len;
-        if let Err(e) = ws.active.write(&framed) {
-            self.fail(&e);
-            return Err(e);
+        let written = ws.active.write(&framed);
+        if ws.active.broken {
+            self.broken_in_group.push(name.clone());
         }
+        self.note(written)?;
+        let ws = self.existing(name)?;
+        ws.added += ids.len() as u64;
         let mut at = 0usize;
         for id in &ids {
             let len =
@@ -418,16 +383,39 @@ impl Writer {
         Ok(ids)
     }
 
+    pub(crate) fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
+        let fs = self.config.fs.clone();
+        let ws = self.existing(name)?;
+        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
+        if !empty {
+            let rolled = roll(&*fs, ws);
+            if ws.active.broken {
+                self.broken_in_group.push(name.clone());
+            }
+            let dir = self.note(rolled)?;
+            self.dirs_to_sync.push(dir);
+            self.commit_checked()?;
+        }
+        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
+        Ok(Rotated {
+            sealed: !empty,
+            segments,
+        })
+    }
+
     /// Makes written data durable as the policy says, publishes it to
     /// readers and answers waiting appenders.
     pub(crate) fn commit(&mut self) {
         if let Err(e) = self.commit_checked() {
-            tracing::error!(error = %e, "commit failed; the store stops accepting writes");
+            tracing::error!(error = %e, "commit failed");
         }
     }
 
+    /// As [`Writer::commit`]. A failed sync fails every append and group
+    /// operation of the group, and the streams whose sync failed are
+    /// recovered from disk: see "What an I/O error does" in the module docs.
     pub(crate) fn commit_checked(&mut self) -> Result<()> {
-        if self.failed {
+        if self.closed {
             return Err(StoreError::Closed);
         }
         let sync_now = match self.config.durability {
@@ -439,43 +427,82 @@ impl Writer {
         if sync_now {
             let started = Instant::now();
             if let Err(e) = self.sync_unsynced() {
-                self.fail(&e);
+                tracing::error!(error = %e, "sync failed; nothing of this commit is acknowledged");
+                for (_, reply, _) in self.waiting.drain(..) {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+                for (_, finish) in self.finishers.drain(..) {
+                    finish(Err(e.duplicate()));
+                }
+                self.pending_events = 0;
+                self.last_write = Some(health_of(&e).unwrap_or_default());
+                self.publish();
+                self.finish_group();
                 return Err(e);
             }
             fsync_time = started.elapsed();
         }
         self.publish();
         let events = std::mem::take(&mut self.pending_events);
-        for (reply, ids) in self.waiting.drain(..) {
-            let _ = reply.send(Ok(ids));
+        for (stream, reply, ids) in std::mem::take(&mut self.waiting) {
+            let _ = reply.send(self.unless_broken(&stream).map(|()| ids));
         }
-        for finish in self.finishers.drain(..) {
-            finish(Ok(()));
+        for (stream, finish) in std::mem::take(&mut self.finishers) {
+            finish(self.unless_broken(&stream));
         }
         if events > 0 {
             if let Some(observer) = &self.config.observer {
                 observer.commit(events, fsync_time);
             }
         }
+        self.finish_group();
         Ok(())
     }
 
-    pub(crate) fn sync_unsynced(&mut self) -> Result<()> {
-        for ws in self.streams.values_mut().filter(|ws| ws.unsynced) {
-            ws.active
-                .file
-                .sync_data()
-                .map_err(io("sync segment", &ws.active.path))?;
-            ws.unsynced = false;
+    /// `Ok` unless `stream` broke in this group, whose writes are then
+    /// undone by its recovery.
+    fn unless_broken(&self, stream: &StreamName) -> Result<()> {
+        if !self.broken_in_group.contains(stream) {
+            return Ok(());
         }
-        for dir in std::mem::take(&mut self.dirs_to_sync) {
-            sync_dir(&dir)?;
-        }
-        self.last_sync = Instant::now();
-        Ok(())
+        let path = self.streams.get(stream).map(|ws| ws.active.path.clone());
+        Err(StoreError::io(
+            "write segment",
+            path.unwrap_or_default(),
+            std::io::Error::other("a write of this commit could not be undone"),
+        ))
     }
 
-    pub(crate) fn sync_all(&mut self) -> Result<()> {
+    /// Syncs every stream written since its last sync, then the directories
+    /// whose entries changed. Every sync is tried; the first error is
+    /// returned and every stream it concerns is marked broken.
+    fn sync_unsynced(&mut self) -> Result<()> {
+        let mut first = None;
+        for (name, ws) in self.streams.iter_mut() {
+            if !ws.unsynced || ws.active.broken {
+                continue;
+            }
+            match ws.active.sync() {
+                Ok(()) => ws.unsynced = false,
+                Err(e) => {
+                    self.broken_in_group.push(name.clone());
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.sync_dirs() {
+            first.get_or_insert(e);
+        }
+        match first {
+            Some(e) => Err(e),
+            None => {
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    fn sync_all(&mut self) -> Result<()> {
         for ws in self.streams.values_mut() {
             ws.unsynced = true;
         }
@@ -483,7 +510,11 @@ impl Writer {
     }
 
     pub(crate) fn publish(&mut self) {
-        for ws in self.streams.values_mut().filter(|ws| ws.dirty) {
+        for ws in self
+            .streams
+            .values_mut()
+            .filter(|ws| ws.dirty && !ws.active.broken)
+        {
             let mut st = ws.handle.state.write();
             for sealed in ws.sealed.drain(..) {
                 match st.segments.last_mut() {
@@ -516,17 +547,6 @@ impl Writer {
                     .insert(ws.handle.name.clone(), ws.handle.clone());
                 ws.new = false;
             }
-        }
-    }
-
-    pub(crate) fn fail(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "write failed; the store stops accepting writes");
-        self.failed = true;
-        for (reply, _) in self.waiting.drain(..) {
-            let _ = reply.send(Err(StoreError::Closed));
-        }
-        for finish in self.finishers.drain(..) {
-            finish(Err(StoreError::Closed));
         }
     }
 }
