@@ -61,12 +61,15 @@ fn cut_back(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {
 
 impl Writer {
     /// Records what a write did to the store's health and passes its result
-    /// on. The last write of a group decides the health at its commit.
+    /// on. A failure shows at once (before its caller is answered); a
+    /// success only once its group committed, and the last write of a group
+    /// decides.
     pub(crate) fn note<T>(&mut self, result: Result<T>) -> Result<T> {
         match &result {
             Ok(_) => self.last_write = Some(WriteHealth::Ok),
             Err(e) => {
                 if let Some(h) = health_of(e) {
+                    self.set_health(h.clone());
                     self.last_write = Some(h);
                 }
             }

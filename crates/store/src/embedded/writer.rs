@@ -428,34 +428,46 @@ impl Writer {
             let started = Instant::now();
             if let Err(e) = self.sync_unsynced() {
                 tracing::error!(error = %e, "sync failed; nothing of this commit is acknowledged");
+                self.pending_events = 0;
+                self.last_write = Some(health_of(&e).unwrap_or_default());
+                self.publish();
+                // Recovered before anyone is answered, so a caller that sees
+                // the error sees the stream as it is on disk.
+                self.finish_group();
                 for (_, reply, _) in self.waiting.drain(..) {
                     let _ = reply.send(Err(e.duplicate()));
                 }
                 for (_, finish) in self.finishers.drain(..) {
                     finish(Err(e.duplicate()));
                 }
-                self.pending_events = 0;
-                self.last_write = Some(health_of(&e).unwrap_or_default());
-                self.publish();
-                self.finish_group();
                 return Err(e);
             }
             fsync_time = started.elapsed();
         }
         self.publish();
         let events = std::mem::take(&mut self.pending_events);
-        for (stream, reply, ids) in std::mem::take(&mut self.waiting) {
-            let _ = reply.send(self.unless_broken(&stream).map(|()| ids));
+        let answers: Vec<Result<()>> = self
+            .waiting
+            .iter()
+            .map(|(stream, ..)| self.unless_broken(stream))
+            .collect();
+        let finished: Vec<Result<()>> = self
+            .finishers
+            .iter()
+            .map(|(stream, _)| self.unless_broken(stream))
+            .collect();
+        self.finish_group();
+        for ((_, reply, ids), answer) in self.waiting.drain(..).zip(answers) {
+            let _ = reply.send(answer.map(|()| ids));
         }
-        for (stream, finish) in std::mem::take(&mut self.finishers) {
-            finish(self.unless_broken(&stream));
+        for ((_, finish), answer) in self.finishers.drain(..).zip(finished) {
+            finish(answer);
         }
         if events > 0 {
             if let Some(observer) = &self.config.observer {
                 observer.commit(events, fsync_time);
             }
         }
-        self.finish_group();
         Ok(())
     }
 

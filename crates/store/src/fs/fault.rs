@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Fs, FsFile};
 
@@ -108,6 +108,38 @@ impl Injection {
 struct Rules {
     list: Vec<Injection>,
     injected: [u64; 4],
+    /// File syncs wait while this is set.
+    hold_syncs: bool,
+    /// File syncs waiting now.
+    held: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Mutex<Rules>,
+    released: Condvar,
+}
+
+impl State {
+    fn check(&self, op: FaultOp, path: &Path) -> io::Result<()> {
+        match self.rules.lock().check(op, path) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits while file syncs are held.
+    fn gate(&self) {
+        let mut rules = self.rules.lock();
+        if !rules.hold_syncs {
+            return;
+        }
+        rules.held += 1;
+        while rules.hold_syncs {
+            self.released.wait(&mut rules);
+        }
+        rules.held -= 1;
+    }
 }
 
 impl Rules {
@@ -149,7 +181,7 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub struct FaultFs {
     inner: Arc<dyn Fs>,
-    rules: Arc<Mutex<Rules>>,
+    state: Arc<State>,
 }
 
 impl FaultFs {
@@ -162,14 +194,14 @@ impl FaultFs {
     pub fn wrap(inner: Arc<dyn Fs>) -> Self {
         FaultFs {
             inner,
-            rules: Arc::default(),
+            state: Arc::default(),
         }
     }
 
     /// Adds a rule. Rules are tried in the order they were added; the first
     /// that matches decides.
     pub fn inject(&self, injection: Injection) {
-        self.rules.lock().list.push(injection);
+        self.state.rules.lock().list.push(injection);
     }
 
     /// Every write and every file creation fails with `fault` until
@@ -192,31 +224,46 @@ impl FaultFs {
 
     /// Removes every rule (the counts stay).
     pub fn clear(&self) {
-        self.rules.lock().list.clear();
+        self.state.rules.lock().list.clear();
     }
 
     /// How many errors were injected into `op` so far.
     pub fn injected(&self, op: FaultOp) -> u64 {
-        self.rules.lock().injected[slot(op)]
+        self.state.rules.lock().injected[slot(op)]
+    }
+
+    /// Makes every file `fdatasync` wait (after its fault rules are
+    /// checked) until [`FaultFs::release_syncs`]. With the writer held in a
+    /// sync, a test can queue requests that will then form one commit group.
+    pub fn hold_syncs(&self) {
+        self.state.rules.lock().hold_syncs = true;
+    }
+
+    /// Lets held syncs go on.
+    pub fn release_syncs(&self) {
+        self.state.rules.lock().hold_syncs = false;
+        self.state.released.notify_all();
+    }
+
+    /// How many file syncs are waiting now.
+    pub fn syncs_held(&self) -> usize {
+        self.state.rules.lock().held
     }
 
     /// How many errors were injected so far, all operations together.
     pub fn injected_total(&self) -> u64 {
-        self.rules.lock().injected.iter().sum()
+        self.state.rules.lock().injected.iter().sum()
     }
 
     fn check(&self, op: FaultOp, path: &Path) -> io::Result<()> {
-        match self.rules.lock().check(op, path) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.state.check(op, path)
     }
 
     fn wrap_file(&self, path: &Path, file: Box<dyn FsFile>) -> Box<dyn FsFile> {
         Box::new(FaultFile {
             inner: file,
             path: path.to_path_buf(),
-            rules: self.rules.clone(),
+            state: self.state.clone(),
         })
     }
 }
@@ -225,15 +272,12 @@ impl FaultFs {
 struct FaultFile {
     inner: Box<dyn FsFile>,
     path: PathBuf,
-    rules: Arc<Mutex<Rules>>,
+    state: Arc<State>,
 }
 
 impl FaultFile {
     fn check(&self, op: FaultOp) -> io::Result<()> {
-        match self.rules.lock().check(op, &self.path) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.state.check(op, &self.path)
     }
 }
 
@@ -248,6 +292,7 @@ impl FsFile for FaultFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.check(FaultOp::Sync)?;
+        self.state.gate();
         self.inner.sync_data()
     }
 
