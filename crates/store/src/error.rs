@@ -44,6 +44,16 @@ pub enum StoreError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The disk (or the quota) is full: `ENOSPC` or `EDQUOT`. Nothing of
+    /// the failed operation took effect; the same operation can be tried
+    /// again once space is freed.
+    #[error("no space left to {op} {}", path.display())]
+    Full {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+    },
     /// Data on disk is damaged in a way recovery must not paper over.
     #[error("corrupt data in {} at offset {offset}: {reason}", path.display())]
     Corrupt {
@@ -84,17 +94,61 @@ pub enum StoreError {
         /// The rule.
         reason: &'static str,
     },
-    /// The store has been closed, or its writer stopped after an I/O error.
+    /// The store has been closed ([`crate::Store::close`]).
     #[error("store is closed")]
     Closed,
 }
 
 impl StoreError {
+    /// An I/O error, or [`StoreError::Full`] when it says the disk or the
+    /// quota is full.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StoreError::Io {
-            op,
-            path: path.into(),
-            source,
+        let full = matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+        if full {
+            StoreError::Full {
+                op,
+                path: path.into(),
+            }
+        } else {
+            StoreError::Io {
+                op,
+                path: path.into(),
+                source,
+            }
+        }
+    }
+
+    /// The same error again, for answering every caller a failure touched
+    /// (I/O errors are not `Clone`).
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Full { op, path } => StoreError::Full {
+                op,
+                path: path.clone(),
+            },
+            StoreError::Io { op, path, source } => StoreError::Io {
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            StoreError::Locked { path } => StoreError::Locked { path: path.clone() },
+            other => StoreError::Io {
+                op: "commit",
+                path: PathBuf::new(),
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 }

@@ -36,8 +36,11 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod fs;
 pub mod group;
+mod ids;
 pub mod memory;
+mod trim;
 mod types;
 
 use std::time::Duration;
@@ -52,7 +55,7 @@ use group::{
 pub use error::{Result, StoreError};
 pub use types::{
     AppendOptions, Durability, GroupStats, ParseDurabilityError, ReadQuery, Retention, Rotated,
-    StreamInfo, StreamStats, Trim, TypeFilter,
+    StreamInfo, StreamStats, Trim, TypeFilter, WriteHealth,
 };
 
 /// Receives timings from a store's write path (the daemon feeds them into
@@ -182,6 +185,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name of the backend (`embedded`, `memory`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Whether writes are going through: [`WriteHealth::Full`] while the
+    /// disk is full, [`WriteHealth::Failed`] after another write error,
+    /// until a write succeeds again. Cheap and synchronous (readiness checks
+    /// call it). Backends that cannot fail say `Ok`.
+    fn write_health(&self) -> WriteHealth {
+        WriteHealth::Ok
+    }
 
     /// Creates consumer group `group` on `stream` (creating the stream when
     /// it does not exist, like `XGROUP CREATE ... MKSTREAM`).

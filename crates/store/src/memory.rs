@@ -24,6 +24,8 @@ use crate::group::{
     self as groups, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
     GroupState, NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
+use crate::ids::{assign_ids, check_ids};
+use crate::trim::trim_floor;
 use crate::{
     AppendOptions, ReadQuery, Result, Retention, Rotated, Store, StoreError, StreamInfo, Trim,
 };
@@ -48,60 +50,6 @@ struct MemStream {
 
 fn frame_len(e: &Event) -> u64 {
     (e.body().len() + FRAME_HEADER_LEN) as u64
-}
-
-/// Checks explicit ids against `clock` without changing it.
-pub(crate) fn check_ids(
-    stream: &StreamName,
-    clock: IdClock,
-    batch: &EventBatch,
-    now: u64,
-) -> Result<()> {
-    if !batch.has_explicit_ids() {
-        return Ok(());
-    }
-    let mut probe = clock;
-    for requested in batch.requested_ids() {
-        match requested {
-            Some(id) => {
-                probe.accept(id).map_err(|e| StoreError::IdNotGreater {
-                    stream: stream.clone(),
-                    requested: e.requested,
-                    last: e.last,
-                })?;
-            }
-            None => {
-                probe.next_at(now);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Assigns ids from `clock` (already checked with [`check_ids`]).
-pub(crate) fn assign_ids(clock: &mut IdClock, batch: &mut EventBatch, now: u64) -> Vec<EventId> {
-    let mut ids = Vec::with_capacity(batch.len());
-    batch.assign(now, |requested| {
-        let id = match requested {
-            Some(id) => clock.accept(id).unwrap_or_else(|_| clock.next_at(now)),
-            None => clock.next_at(now),
-        };
-        ids.push(id);
-        id
-    });
-    ids
-}
-
-/// The id below which `trim` removes events, for id-based trims.
-pub(crate) fn trim_floor(trim: Trim) -> Option<EventId> {
-    match trim {
-        Trim::MinId { id, .. } => Some(id),
-        Trim::MaxAge { age, .. } => Some(EventId::new(
-            now_ms().saturating_sub(age.as_millis() as u64),
-            0,
-        )),
-        Trim::MaxLen { .. } | Trim::MaxBytes { .. } => None,
-    }
 }
 
 impl MemStream {

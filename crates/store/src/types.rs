@@ -1,4 +1,5 @@
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -259,4 +260,42 @@ pub struct Retention {
     pub max_age: Option<Duration>,
     /// Drop the oldest events while a stream is larger than this.
     pub max_bytes: Option<u64>,
+}
+
+/// Whether a store can take writes now ([`crate::Store::write_health`]).
+///
+/// A storage error is a state, not the end: a store that is `Full` or
+/// `Failed` tries every write that comes, and the first that succeeds
+/// brings it back to `Ok`. Reads are unaffected. Serialized with a `state`
+/// tag: `{"state":"full","path":"...","since_ms":...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WriteHealth {
+    /// The last write succeeded (or none failed yet).
+    #[default]
+    Ok,
+    /// The last write failed because the disk or the quota is full.
+    Full {
+        /// The file or directory that could not grow.
+        path: PathBuf,
+        /// When the store became full (ms since the Unix epoch).
+        since_ms: u64,
+    },
+    /// The last write, or an `fdatasync`, failed for another reason, or a
+    /// stream is waiting to be recovered after one.
+    Failed {
+        /// What failed (operation, file, operating system error; never an
+        /// event payload).
+        reason: String,
+        /// When the store entered this state (ms since the Unix epoch).
+        since_ms: u64,
+    },
+}
+
+impl WriteHealth {
+    /// Whether writes are going through.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, WriteHealth::Ok)
+    }
 }

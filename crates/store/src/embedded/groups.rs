@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
 use parking_lot::RwLockWriteGuard;
 
+use super::files::WStream;
 use super::format::Control;
 use super::stream::StreamState;
-use super::writer::{Finish, GroupRun, WStream, Writer};
+use super::writer::{Finish, GroupRun, Writer};
 use crate::group::host::GroupHost;
 use crate::group::state::apply;
 use crate::group::{dlq_stream, encode_op, DlqOrigin, GroupOp, GroupState};
@@ -35,8 +36,13 @@ pub(crate) struct WriterHost<'a> {
 
 impl Writer {
     /// Runs a group operation with the stream's state locked for writing.
+    /// A stream broken by an earlier failure is recovered first; when that
+    /// fails, the operation sees no stream and fails.
     pub(crate) fn run_group(&mut self, stream: StreamName, run: GroupRun) -> Finish {
-        let handle = self.streams.get(&stream).map(|ws| ws.handle.clone());
+        let usable = self.streams.contains_key(&stream) && self.existing(&stream).is_ok();
+        let handle = usable
+            .then(|| self.streams.get(&stream).map(|ws| ws.handle.clone()))
+            .flatten();
         let state = handle.as_ref().map(|h| h.state.write());
         let mut host = WriterHost {
             writer: self,
@@ -57,7 +63,7 @@ impl WriterHost<'_> {
     }
 
     fn check(&self) -> Result<()> {
-        if self.writer.failed {
+        if self.writer.closed {
             return Err(StoreError::Closed);
         }
         self.state().map(|_| ())
@@ -112,14 +118,11 @@ impl GroupHost for WriterHost<'_> {
         if self.writer.config.durability == Durability::Always {
             // Durable before the removal from the pending list is logged:
             // a crash in between leaves the entry in the dead-letter stream
-            // and still pending, which the next open reconciles.
-            let dirs = std::mem::take(&mut self.writer.dirs_to_sync);
-            for dir in &dirs {
-                super::writer::sync_dir(dir)?;
-            }
-            if let Some(ws) = self.writer.streams.get_mut(&dlq) {
-                sync_active(ws)?;
-            }
+            // and still pending, which the next open reconciles. A failed
+            // sync fails this operation and breaks the streams it concerns,
+            // which the commit recovers.
+            self.writer.sync_dirs()?;
+            self.writer.sync_stream(&dlq)?;
         }
         Ok(ids)
     }
@@ -137,10 +140,11 @@ impl GroupHost for WriterHost<'_> {
                 .ok_or_else(|| StoreError::NoSuchStream {
                     stream: self.stream.clone(),
                 })?;
-        if let Err(e) = log_record(ws, &framed) {
-            self.writer.fail(&e);
-            return Err(e);
+        let logged = log_record(ws, &framed);
+        if ws.active.broken {
+            self.writer.broken_in_group.push(self.stream.clone());
         }
+        self.writer.note(logged)?;
         if let Some(state) = self.state.as_deref_mut() {
             apply(&mut state.groups, &op);
         }
@@ -149,23 +153,9 @@ impl GroupHost for WriterHost<'_> {
 }
 
 fn log_record(ws: &mut WStream, framed: &[u8]) -> Result<()> {
-    use std::io::Write;
-    ws.active
-        .file
-        .write_all(framed)
-        .map_err(|e| StoreError::io("write segment", &ws.active.path, e))?;
-    ws.active.len += framed.len() as u64;
+    ws.active.write(framed)?;
     ws.dirty = true;
     ws.unsynced = true;
-    Ok(())
-}
-
-fn sync_active(ws: &mut WStream) -> Result<()> {
-    ws.active
-        .file
-        .sync_data()
-        .map_err(|e| StoreError::io("sync segment", &ws.active.path, e))?;
-    ws.unsynced = false;
     Ok(())
 }
 
@@ -227,7 +217,8 @@ pub(crate) fn reconcile_dead_letters(streams: &mut BTreeMap<StreamName, WStream>
             }
         }
         if ws.unsynced {
-            sync_active(ws)?;
+            ws.active.sync()?;
+            ws.unsynced = false;
             ws.dirty = false;
             // The records above extend the active segment readers see.
             if let Some(last) = state.segments.last_mut() {

@@ -7,12 +7,16 @@
 //!   acknowledged; under `interval:<d>`, a process crash loses nothing and a
 //!   power loss loses at most the last `<d>` of appends; under `never`, a
 //!   process crash loses nothing and a power loss loses whatever the kernel
-//!   had not written back.
+//!   had not written back. A failed `fdatasync` counts as a power loss of
+//!   the file it concerns (see [What an I/O error does](#what-an-io-error-does)).
 //! - Ids strictly increase within a stream, across restarts and trims.
 //! - Damage is never skipped silently: a torn tail is truncated (it holds
 //!   only unacknowledged bytes) and logged with file and offset; damage
 //!   anywhere else fails the open, or quarantines the segment when
 //!   [`CorruptionPolicy::Quarantine`] says so.
+//! - A full or failing disk fails the writes it touches, never the store:
+//!   reads go on, and writing resumes by itself once the disk takes writes
+//!   again.
 //!
 //! # Layout
 //! ```text
@@ -22,25 +26,48 @@
 //! <dir>/quarantine/<stream>/              damaged segments set aside on open
 //! <dir>/trash/                            streams being deleted
 //! ```
+//! Every file operation goes through [`EmbeddedConfig::fs`] (a
+//! [`crate::fs::Fs`]; the real file system unless a test injects faults),
+//! except the `LOCK` file, which stays on the operating system's file
+//! system: `flock` guards against another process, which only the
+//! operating system can see.
 //!
 //! # Segment format
 //! ```text
 //! header (64 bytes):
-//!   "BUSBSEG1" | u32 version=1 | u32 flags=0
+//!   "BUSBSEG1" | u32 version=1 | u32 flags
 //!   | prev_last_id (u64 ms, u64 seq) | floor (u64 ms, u64 seq)
 //!   | zero padding | u32 crc32c(bytes 0..60)
+//! flags:
+//!   bit 0 FLAG_GROUP_SNAPSHOT   the first record is a group snapshot (kind 5)
 //! then frames, back to back:
 //!   u32 body length | u32 crc32c(body) | body
 //! body kinds (first byte):
-//!   1 event   (busbar_event's record layout: ids, times, fields, payload)
-//!   2 trim    u8 kind | 7 pad | floor id        events below the floor are gone
-//!   3 delete  u8 kind | 3 pad | u32 n | n ids   these events are gone
+//!   1 event           busbar_event's record layout: ids, times, fields, payload
+//!   2 trim            u8 kind | 7 pad | floor id         events below the floor are gone
+//!   3 delete          u8 kind | 3 pad | u32 n | n ids    these events are gone
+//!   4 group op        u8 kind | op                       one consumer-group change
+//!   5 group snapshot  u8 kind | JSON                     every group of the stream
+//! group op (crate::group::codec):
+//!   u8 op | u8 0 | u16 group len | u16 consumer len | u16 0 | u32 text len
+//!   | u32 id count | u64 a | u64 b | u64 c | group | consumer | text
+//!   | ids (u64 ms, u64 seq each)
+//!   op: 1 create, 2 destroy, 3 deliver, 4 deliver new (moves the cursor),
+//!   5 ack, 6 nack, 7 nack with error, 8 remove, 9 remove to the DLQ,
+//!   10 pause, 11 delete consumer, 12 set cursor; a, b, c and text carry
+//!   what the op needs (a time, an id, a JSON config, an error).
+//! group snapshot:
+//!   a JSON object: group name -> group state (cursor, config, consumers,
+//!   pending entries with delivery counts and times, DLQ watermark)
 //! ```
 //! All integers are little-endian. The header carries the stream's last id
 //! and trim floor at creation, so both survive when every older segment has
-//! been dropped. Trims and deletions are logged in the active segment like
-//! events: ordered and committed with them, and dropped only after the
-//! segments they refer to (segments are dropped oldest first).
+//! been dropped. Trims, deletions and group ops are logged in the active
+//! segment like events: ordered and committed with them. Trims and
+//! deletions are dropped only after the segments they refer to (segments
+//! are dropped oldest first). Every segment a roll creates for a stream
+//! with groups starts with a snapshot of them (and sets
+//! `FLAG_GROUP_SNAPSHOT`), so the active segment alone holds the groups.
 //!
 //! # Index
 //! Each segment keeps a sparse index in memory: one entry (id, offset,
@@ -62,11 +89,51 @@
 //! an `fdatasync` takes, the more appends the next one covers.
 //! A segment is sealed (fsynced whatever the policy, index written) when the
 //! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
-//! [`Store::rotate`]. New files and directories are fsynced in their parent
-//! before an append in them is acknowledged under `always`.
-//! An I/O error on the write path stops the store taking writes: after a
-//! failed `fdatasync` the page cache cannot be trusted to hold what was
-//! written, so the writer answers `Closed` rather than guess.
+//! [`Store::rotate`](crate::Store::rotate). New files and directories are fsynced in their parent
+//! before an append in them is acknowledged under `always`. Dead letters are
+//! fsynced before the removal from the pending list is logged (under
+//! `always`); a crash between the two is completed on open.
+//!
+//! # What an I/O error does
+//! A storage error is a state, not the end. [`Store::write_health`](crate::Store::write_health) says
+//! `Full` (`ENOSPC`, `EDQUOT`: [`StoreError::Full`]) or `Failed` (any other
+//! I/O error: [`StoreError::Io`]) from the first failure until a write
+//! succeeds again; [`StoreError::Closed`] only ever follows `close()`.
+//!
+//! - **A write fails** (an append, a control record, a group op, a dead
+//!   letter, creating the next segment on a roll, an index file): that
+//!   operation alone fails. Part of it may have reached the file, so the
+//!   segment is cut back (`set_len`) to its length before the write: no
+//!   partial frame stays in front of the next one. Appends written earlier
+//!   in the same group are unaffected. A roll whose new segment cannot be
+//!   created leaves the old one active. Every later write is simply tried
+//!   again; the first that succeeds brings the health back to `Ok`.
+//! - **An `fdatasync` fails.** After a failed fsync the kernel may have
+//!   dropped the dirty pages and marked them clean, so a retried fsync on the
+//!   same file can report success for data that is not on disk (PostgreSQL
+//!   learned this as "fsyncgate"). So no write of that commit group is
+//!   acknowledged: every waiting append and group op gets the error. The
+//!   writer never syncs that descriptor again; it treats the stream as
+//!   crashed instead: its active segment is cut back, through a fresh
+//!   descriptor, to the length the last successful `fdatasync` covered
+//!   (sealed segments are synced whole when they are sealed), the cut is
+//!   fsynced, and the stream is read back from disk as on open (group ops
+//!   of the failed group included, so a read whose commit failed is not
+//!   pending afterwards). The result replaces the stream's state under the
+//!   handle readers hold; the id clock keeps the highest id ever assigned,
+//!   so ids never repeat. A failed directory fsync treats every stream in
+//!   that directory the same way. Under `interval` and `never` the events
+//!   acknowledged since the last successful sync are lost by this cut
+//!   (logged with a count), which is exactly what those policies allow on a
+//!   power loss. Streams of the same group whose own sync succeeded keep
+//!   their events, although their callers got the error: as with a lost
+//!   acknowledgement, a retry may store an event twice.
+//! - **The recovery fails too**: the stream stays broken, the health stays
+//!   `Failed`, and the recovery is tried again on the next write to that
+//!   stream (and at every commit that wrote something). Reads keep working
+//!   throughout, from the state published before the failure.
+//! - **A read fails** (`EIO`): that read returns [`StoreError::Io`], never
+//!   fewer events; nothing else changes.
 //!
 //! # Recovery
 //! Opening takes the directory lock, then for each stream reads each
@@ -78,9 +145,22 @@
 //! header is corruption: [`StoreError::Corrupt`] naming file and offset, or,
 //! under [`CorruptionPolicy::Quarantine`], the segment is moved to
 //! `quarantine/` and the stream opens without it (logged at error level).
+//! A last segment whose header is incomplete, or whose header promises a
+//! group snapshot that is not there whole, was torn while being created
+//! (nothing in it was acknowledged): it is removed and the segment before it
+//! is active again. The active segment is fsynced once, so what it holds is
+//! what a later failed sync cuts back to.
+//!
+//! Consumer groups come from the active segment alone: its snapshot (kind
+//! 5, the first record when `FLAG_GROUP_SNAPSHOT` is set), then every group
+//! op (kind 4) after it, applied in order. Then dead letters are reconciled:
+//! an entry in `<stream>:dlq` after a group's last recorded move whose
+//! original is still pending in that group was moved by a dead-lettering
+//! that a crash interrupted before its removal was logged; the removal is
+//! logged and applied now.
 //!
 //! # Retention
-//! [`Store::trim`] takes a count (`MaxLen`), an id (`MinId`), an age
+//! [`Store::trim`](crate::Store::trim) takes a count (`MaxLen`), an id (`MinId`), an age
 //! (`MaxAge`, by id time) or a size (`MaxBytes`). Exact trims log a trim
 //! record and hide the events below the new floor at once; whole sealed
 //! segments below the floor are deleted. Approximate trims (and `MaxBytes`)
@@ -88,34 +168,29 @@
 //! [`EmbeddedConfig::retention`] applies the same, approximately, whenever a
 //! segment is sealed.
 
+mod files;
 mod format;
 mod groups;
 mod recovery;
+mod repair;
+mod retention;
 mod segment;
+mod store;
 mod stream;
 pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use busbar_event::{Event, EventBatch, EventId, StreamName};
+use busbar_event::StreamName;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::group::host;
-use crate::group::{
-    validate_name, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupStart,
-    NackOptions, NackOutcome, PendingInfo, ReadOutcome,
-};
-use crate::{
-    AppendOptions, Durability, ReadQuery, Result, Rotated, Store, StoreError, StoreObserver,
-    StreamInfo, Trim,
-};
-use busbar_event::now_ms;
+use crate::fs::{Fs, RealFs};
+use crate::{Durability, Result, StoreError, StoreObserver, WriteHealth};
 use stream::StreamHandle;
 use writer::{Op, Shared, Writer};
 
@@ -150,11 +225,15 @@ pub struct EmbeddedConfig {
     pub retention: Retention,
     /// Receives commit timings.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The file system every file operation goes through (the `LOCK` file
+    /// aside). Tests put a [`crate::fs`] wrapper here to break the disk.
+    pub fs: Arc<dyn Fs>,
 }
 
 impl EmbeddedConfig {
     /// Defaults for a store in `dir`: `always`, 64 MiB segments, an index
-    /// entry every 16 KiB, fail on corruption, a queue of 4096 requests.
+    /// entry every 16 KiB, fail on corruption, a queue of 4096 requests,
+    /// the real file system.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             dir: dir.into(),
@@ -165,6 +244,7 @@ impl EmbeddedConfig {
             queue_depth: 4096,
             retention: Retention::default(),
             observer: None,
+            fs: Arc::new(RealFs),
         }
     }
 }
@@ -193,35 +273,32 @@ impl EmbeddedStore {
     /// [`StoreError::Locked`] when another process holds the directory,
     /// [`StoreError::Corrupt`] for damage (see the module docs), I/O errors.
     pub fn open(config: EmbeddedConfig) -> Result<EmbeddedStore> {
-        use fs2::FileExt;
         let dir = &config.dir;
-        std::fs::create_dir_all(dir)
+        let fs = config.fs.clone();
+        let lock = lock_dir(dir)?;
+        fs.create_dir_all(dir)
             .map_err(|e| StoreError::io("create data directory", dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = File::create(&lock_path)
-            .map_err(|e| StoreError::io("create lock file", &lock_path, e))?;
-        lock.try_lock_exclusive().map_err(|_| StoreError::Locked {
-            path: lock_path.clone(),
-        })?;
 
         let streams_dir = dir.join("streams");
         let trash_dir = dir.join("trash");
-        std::fs::create_dir_all(&streams_dir)
+        fs.create_dir_all(&streams_dir)
             .map_err(|e| StoreError::io("create streams directory", &streams_dir, e))?;
-        if trash_dir.exists() {
+        let trash = fs
+            .exists(&trash_dir)
+            .map_err(|e| StoreError::io("look for trash", &trash_dir, e))?;
+        if trash {
             // Streams whose deletion a crash interrupted.
-            std::fs::remove_dir_all(&trash_dir)
+            fs.remove_dir_all(&trash_dir)
                 .map_err(|e| StoreError::io("empty trash", &trash_dir, e))?;
         }
 
         let mut streams = BTreeMap::new();
         let mut handles = BTreeMap::new();
-        let entries = std::fs::read_dir(&streams_dir)
+        let mut entries = fs
+            .read_dir(&streams_dir)
             .map_err(|e| StoreError::io("list streams", &streams_dir, e))?;
-        for entry in entries {
-            let path = entry
-                .map_err(|e| StoreError::io("list streams", &streams_dir, e))?
-                .path();
+        entries.sort();
+        for path in entries {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
@@ -240,16 +317,18 @@ impl EmbeddedStore {
             streams: RwLock::new(handles),
             streams_dir,
             trash_dir,
+            health: parking_lot::Mutex::new(WriteHealth::Ok),
         });
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         if let Durability::Interval(every) = config.durability {
             spawn_ticker(tx.clone(), every);
         }
+        let config_dir = config.dir.clone();
         let writer = Writer::new(shared.clone(), config, streams, rx);
         let handle = std::thread::Builder::new()
             .name("busbar-store-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::io("start writer thread", &lock_path, e))?;
+            .map_err(|e| StoreError::io("start writer thread", &config_dir, e))?;
         Ok(EmbeddedStore {
             shared,
             tx,
@@ -308,6 +387,20 @@ impl EmbeddedStore {
     }
 }
 
+/// Takes the directory's exclusive lock. The lock file stays on the real
+/// file system whatever [`EmbeddedConfig::fs`] is: `flock` guards against
+/// another process, which only the operating system can see.
+fn lock_dir(dir: &Path) -> Result<File> {
+    use fs2::FileExt;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create data directory", dir, e))?;
+    let lock_path = dir.join("LOCK");
+    let lock =
+        File::create(&lock_path).map_err(|e| StoreError::io("create lock file", &lock_path, e))?;
+    lock.try_lock_exclusive()
+        .map_err(|_| StoreError::Locked { path: lock_path })?;
+    Ok(lock)
+}
+
 /// Wakes the writer so an `interval` fsync happens even when appends stop.
 fn spawn_ticker(tx: mpsc::Sender<Op>, every: Duration) {
     let _ = std::thread::Builder::new()
@@ -320,262 +413,4 @@ fn spawn_ticker(tx: mpsc::Sender<Op>, every: Duration) {
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         });
-}
-
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        batch: EventBatch,
-        opts: AppendOptions,
-    ) -> Result<Vec<EventId>> {
-        let stream = stream.clone();
-        self.call(|reply| Op::Append {
-            stream,
-            batch,
-            trim: opts.trim,
-            reply,
-        })
-        .await
-    }
-
-    async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
-        if query.start > query.end {
-            return Err(StoreError::InvertedRange {
-                start: query.start,
-                end: query.end,
-            });
-        }
-        let handle = self.handle(stream)?;
-        let snapshot = handle.state.read().snapshot(query.start, query.end);
-        snapshot.read(query)
-    }
-
-    async fn trim(&self, stream: &StreamName, trim: Trim) -> Result<u64> {
-        let stream = stream.clone();
-        self.call(|reply| Op::Trim {
-            stream,
-            trim,
-            reply,
-        })
-        .await
-    }
-
-    async fn delete(&self, stream: &StreamName, ids: &[EventId]) -> Result<u64> {
-        let stream = stream.clone();
-        let ids = ids.to_vec();
-        self.call(|reply| Op::Delete { stream, ids, reply }).await
-    }
-
-    async fn info(&self, stream: &StreamName) -> Result<StreamInfo> {
-        let handle = self.handle(stream)?;
-        let state = handle.state.read();
-        state.info(stream)
-    }
-
-    async fn added(&self, stream: &StreamName) -> Result<u64> {
-        Ok(self.handle(stream)?.state.read().added)
-    }
-
-    async fn streams(&self) -> Result<Vec<StreamName>> {
-        if self.tx.is_closed() {
-            return Err(StoreError::Closed);
-        }
-        Ok(self.shared.streams.read().keys().cloned().collect())
-    }
-
-    async fn delete_stream(&self, stream: &StreamName) -> Result<bool> {
-        let stream = stream.clone();
-        self.call(|reply| Op::DeleteStream { stream, reply }).await
-    }
-
-    async fn rotate(&self, stream: &StreamName) -> Result<Rotated> {
-        let stream = stream.clone();
-        self.call(|reply| Op::Rotate { stream, reply }).await
-    }
-
-    async fn sync(&self) -> Result<()> {
-        self.call(|reply| Op::Sync { reply }).await
-    }
-
-    async fn close(&self) -> Result<()> {
-        let result = self.call(|reply| Op::Close { reply }).await;
-        let handle = self.writer.lock().take();
-        if let Some(handle) = handle {
-            // The writer has answered Close and is returning.
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-        match result {
-            Err(StoreError::Closed) => Ok(()),
-            other => other,
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        "embedded"
-    }
-
-    async fn create_group(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        start: GroupStart,
-        config: GroupConfig,
-    ) -> Result<GroupInfo> {
-        validate_name("group", group)?;
-        let name = group.to_owned();
-        self.group_call(stream, true, move |h| {
-            let cursor = match start {
-                GroupStart::Beginning => EventId::ZERO,
-                GroupStart::End => h.last_id()?,
-                GroupStart::After(id) => id,
-            };
-            host::create(h, &name, cursor, config)
-        })
-        .await?;
-        self.group(stream, group).await
-    }
-
-    async fn delete_group(&self, stream: &StreamName, group: &str) -> Result<bool> {
-        let name = group.to_owned();
-        self.group_call(stream, false, move |h| host::destroy(h, &name))
-            .await
-    }
-
-    async fn groups(&self, stream: &StreamName) -> Result<Vec<GroupInfo>> {
-        let handle = self.handle(stream)?;
-        let state = handle.state.read();
-        let now = now_ms();
-        state
-            .groups
-            .values()
-            .map(|g| Ok(g.info(stream, state.count_after(g.cursor)?, now)))
-            .collect()
-    }
-
-    async fn group(&self, stream: &StreamName, group: &str) -> Result<GroupInfo> {
-        let handle = self.handle(stream)?;
-        let state = handle.state.read();
-        let g = state
-            .groups
-            .get(group)
-            .ok_or_else(|| StoreError::NoSuchGroup {
-                stream: stream.clone(),
-                group: group.to_owned(),
-            })?;
-        Ok(g.info(stream, state.count_after(g.cursor)?, now_ms()))
-    }
-
-    async fn read_group(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: &str,
-        count: usize,
-    ) -> Result<ReadOutcome> {
-        validate_name("consumer", consumer)?;
-        let (g, c) = (group.to_owned(), consumer.to_owned());
-        self.group_call(stream, false, move |h| {
-            host::read(h, &g, &c, count, now_ms())
-        })
-        .await
-    }
-
-    async fn ack(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: Option<&str>,
-        ids: &[EventId],
-    ) -> Result<AckOutcome> {
-        let (g, c, ids) = (group.to_owned(), consumer.map(str::to_owned), ids.to_vec());
-        self.group_call(stream, false, move |h| {
-            host::ack(h, &g, c.as_deref(), &ids, now_ms())
-        })
-        .await
-    }
-
-    async fn nack(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: &str,
-        ids: &[EventId],
-        opts: NackOptions,
-    ) -> Result<NackOutcome> {
-        let (g, c, ids) = (group.to_owned(), consumer.to_owned(), ids.to_vec());
-        self.group_call(stream, false, move |h| {
-            host::nack(h, &g, &c, &ids, &opts, now_ms())
-        })
-        .await
-    }
-
-    async fn claim(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: EventId,
-        count: usize,
-    ) -> Result<ClaimOutcome> {
-        validate_name("consumer", consumer)?;
-        let (g, c) = (group.to_owned(), consumer.to_owned());
-        self.group_call(stream, false, move |h| {
-            host::claim(h, &g, &c, min_idle, start, count, now_ms())
-        })
-        .await
-    }
-
-    async fn pending(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: Option<&str>,
-        start: EventId,
-        end: EventId,
-        count: usize,
-    ) -> Result<Vec<PendingInfo>> {
-        let handle = self.handle(stream)?;
-        let state = handle.state.read();
-        let g = state
-            .groups
-            .get(group)
-            .ok_or_else(|| StoreError::NoSuchGroup {
-                stream: stream.clone(),
-                group: group.to_owned(),
-            })?;
-        Ok(g.pending_info(consumer, start, end, count, now_ms()))
-    }
-
-    async fn set_paused(&self, stream: &StreamName, group: &str, paused: bool) -> Result<()> {
-        let name = group.to_owned();
-        self.group_call(stream, false, move |h| host::pause(h, &name, paused))
-            .await
-    }
-
-    async fn delete_consumer(
-        &self,
-        stream: &StreamName,
-        group: &str,
-        consumer: &str,
-    ) -> Result<u64> {
-        let (g, c) = (group.to_owned(), consumer.to_owned());
-        self.group_call(stream, false, move |h| host::delete_consumer(h, &g, &c))
-            .await
-    }
-
-    async fn set_cursor(&self, stream: &StreamName, group: &str, cursor: EventId) -> Result<()> {
-        let name = group.to_owned();
-        self.group_call(stream, false, move |h| host::set_cursor(h, &name, cursor))
-            .await
-    }
-
-    async fn expire(&self, stream: &StreamName) -> Result<Vec<Expired>> {
-        self.group_call(stream, false, move |h| {
-            crate::group::expire_all(h, now_ms())
-        })
-        .await
-    }
 }

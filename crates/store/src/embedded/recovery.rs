@@ -1,20 +1,20 @@
 //! Opening a stream directory: validate every segment, truncate a torn
 //! tail, refuse (or quarantine) damage, rebuild missing or stale indexes.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use busbar_event::{EventId, IdClock, StreamName};
 use parking_lot::RwLock;
 
+use super::files::{create_segment, sync_dir, Active, WStream};
 use super::format::{
     scan_frames, Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN, KIND_GROUP_SNAPSHOT,
 };
 use super::segment::{index_path, IndexFile, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
-use super::writer::{create_segment, sync_dir, Active, WStream};
 use super::{CorruptionPolicy, EmbeddedConfig};
+use crate::fs::Fs;
 use crate::{Result, StoreError};
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -22,10 +22,9 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 }
 
 /// Segment files of a stream directory, sorted by number.
-fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+fn segment_files(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io("list stream directory", dir))? {
-        let path = entry.map_err(io("list stream directory", dir))?.path();
+    for path in fs.read_dir(dir).map_err(io("list stream directory", dir))? {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(no) = name
             .strip_suffix(".seg")
@@ -34,7 +33,8 @@ fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             out.push((no, path));
         } else if name.ends_with(".tmp") {
             // An index write interrupted by a crash.
-            std::fs::remove_file(&path).map_err(io("remove temporary file", &path))?;
+            fs.remove_file(&path)
+                .map_err(io("remove temporary file", &path))?;
         }
     }
     out.sort();
@@ -42,23 +42,34 @@ fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 fn quarantine(config: &EmbeddedConfig, stream: &StreamName, path: &Path) -> Result<()> {
+    let fs = &*config.fs;
     let dir = config.dir.join("quarantine").join(stream.as_str());
-    std::fs::create_dir_all(&dir).map_err(io("create quarantine directory", &dir))?;
+    fs.create_dir_all(&dir)
+        .map_err(io("create quarantine directory", &dir))?;
     for file in [path.to_path_buf(), index_path(path)] {
-        if file.exists() {
+        if fs.exists(&file).map_err(io("quarantine segment", &file))? {
             let target = dir.join(file.file_name().unwrap_or_default());
-            std::fs::rename(&file, &target).map_err(io("quarantine segment", &file))?;
+            fs.rename(&file, &target)
+                .map_err(io("quarantine segment", &file))?;
         }
     }
     Ok(())
 }
 
-fn read_head(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(HEADER_LEN as usize);
-    File::open(path)
-        .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut head))
-        .map_err(io("read segment header", path))?;
+/// The first [`HEADER_LEN`] bytes of a segment (fewer when it is shorter).
+fn read_head(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
+    let file = fs.open_read(path).map_err(io("open segment", path))?;
+    let mut head = vec![0u8; HEADER_LEN as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::io("read segment header", path, e)),
+        }
+    }
+    head.truncate(got);
     Ok(head)
 }
 
@@ -66,21 +77,21 @@ fn read_head(path: &Path) -> Result<Vec<u8>> {
 /// record is not a whole one was torn while being created: nothing in it
 /// was ever acknowledged, and the segment before it still holds the groups.
 /// It is removed so that one becomes the active segment again.
-fn drop_torn_snapshot_segment(files: &mut Vec<(u64, PathBuf)>) -> Result<()> {
+fn drop_torn_snapshot_segment(fs: &dyn Fs, files: &mut Vec<(u64, PathBuf)>) -> Result<()> {
     if files.len() < 2 {
         return Ok(());
     }
     let Some((_, path)) = files.last() else {
         return Ok(());
     };
-    let head = read_head(path)?;
+    let head = read_head(fs, path)?;
     let Ok(header) = SegmentHeader::decode(&head) else {
         return Ok(());
     };
     if header.flags & FLAG_GROUP_SNAPSHOT == 0 {
         return Ok(());
     }
-    let data = std::fs::read(path).map_err(io("read segment", path))?;
+    let data = fs.read(path).map_err(io("read segment", path))?;
     let mut whole = false;
     let _ = scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |_, body| {
         whole = body.first() == Some(&KIND_GROUP_SNAPSHOT);
@@ -88,7 +99,8 @@ fn drop_torn_snapshot_segment(files: &mut Vec<(u64, PathBuf)>) -> Result<()> {
     });
     if !whole {
         tracing::warn!(file = %path.display(), "removing a segment torn while it was being created");
-        std::fs::remove_file(path).map_err(io("remove torn segment", path))?;
+        fs.remove_file(path)
+            .map_err(io("remove torn segment", path))?;
         files.pop();
     }
     Ok(())
@@ -100,8 +112,34 @@ pub(crate) fn recover_stream(
     name: &StreamName,
     dir: &Path,
 ) -> Result<WStream> {
-    let mut files = segment_files(dir)?;
-    drop_torn_snapshot_segment(&mut files)?;
+    let (state, active, clock) = recover_parts(config, name, dir)?;
+    let added = state.added;
+    Ok(WStream {
+        handle: Arc::new(StreamHandle {
+            name: name.clone(),
+            state: RwLock::new(state),
+        }),
+        dir: dir.to_path_buf(),
+        clock,
+        active,
+        sealed: Vec::new(),
+        dirty: false,
+        unsynced: false,
+        new: false,
+        added,
+    })
+}
+
+/// Reads a stream back from disk: its shared state, its active segment
+/// (synced once, so what it holds is known to be durable) and its id clock.
+pub(crate) fn recover_parts(
+    config: &EmbeddedConfig,
+    name: &StreamName,
+    dir: &Path,
+) -> Result<(StreamState, Active, IdClock)> {
+    let fs = &*config.fs;
+    let mut files = segment_files(fs, dir)?;
+    drop_torn_snapshot_segment(fs, &mut files)?;
     let interval = config.index_interval_bytes;
     let mut state = StreamState {
         segments: Vec::new(),
@@ -120,17 +158,16 @@ pub(crate) fn recover_stream(
         let is_last = i + 1 == count;
         // Only the header is read up front: a sealed segment with a valid
         // index file is never read in full on open.
-        let len = std::fs::metadata(&path)
-            .map_err(io("stat segment", &path))?
-            .len();
-        let head = read_head(&path)?;
+        let len = fs.file_size(&path).map_err(io("stat segment", &path))?;
+        let head = read_head(fs, &path)?;
         let header = match SegmentHeader::decode(&head) {
             Ok(h) => h,
             Err(reason) if is_last && len < HEADER_LEN => {
                 // Created but its header never reached the disk: nothing in
                 // it was ever acknowledged.
                 tracing::warn!(file = %path.display(), reason, "removing a segment torn at creation");
-                std::fs::remove_file(&path).map_err(io("remove torn segment", &path))?;
+                fs.remove_file(&path)
+                    .map_err(io("remove torn segment", &path))?;
                 continue;
             }
             Err(reason) => {
@@ -153,13 +190,13 @@ pub(crate) fn recover_stream(
         state.floor = state.floor.max(header.floor);
 
         let cached = (!is_last)
-            .then(|| IndexFile::read(&path))
+            .then(|| IndexFile::read(fs, &path))
             .flatten()
             .filter(|idx| idx.segment_len == len);
         let mut builder = match cached {
             Some(idx) => SegmentBuilder::from_index(&idx, interval),
             None => {
-                let data = std::fs::read(&path).map_err(io("read segment", &path))?;
+                let data = fs.read(&path).map_err(io("read segment", &path))?;
                 let mut builder = SegmentBuilder::new(interval);
                 let scanned =
                     scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |offset, body| {
@@ -175,13 +212,10 @@ pub(crate) fn recover_stream(
                             reason = bad.reason,
                             "truncating torn tail of the active segment"
                         );
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io("open segment", &path))?;
+                        let f = fs.open_append(&path).map_err(io("open segment", &path))?;
                         f.set_len(bad.offset)
                             .map_err(io("truncate segment", &path))?;
-                        f.sync_all().map_err(io("sync segment", &path))?;
+                        f.sync_data().map_err(io("sync segment", &path))?;
                     }
                     Err(bad) => {
                         let err = StoreError::Corrupt {
@@ -206,7 +240,7 @@ pub(crate) fn recover_stream(
                     }
                 }
                 if !is_last {
-                    builder.index_file(len).write(&path)?;
+                    builder.index_file(len).write(fs, &path)?;
                 }
                 builder
             }
@@ -218,13 +252,12 @@ pub(crate) fn recover_stream(
             state.last_id = state.last_id.max(last);
         }
         let seg_len = if is_last {
-            std::fs::metadata(&path)
-                .map_err(io("stat segment", &path))?
-                .len()
+            fs.file_size(&path).map_err(io("stat segment", &path))?
         } else {
             len
         };
-        let file = Arc::new(File::open(&path).map_err(io("open segment", &path))?);
+        let file: Arc<dyn crate::fs::FsFile> =
+            Arc::from(fs.open_read(&path).map_err(io("open segment", &path))?);
         state.segments.push(Segment {
             no,
             path: path.clone(),
@@ -249,17 +282,20 @@ pub(crate) fn recover_stream(
     // quarantined or the directory is empty.
     let active = match last_active {
         Some((no, path, len, builder)) => {
-            let file = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(io("open segment", &path))?;
-            let read_file = Arc::new(File::open(&path).map_err(io("open segment", &path))?);
+            let file = fs.open_append(&path).map_err(io("open segment", &path))?;
+            // What the segment holds may still be only in the page cache
+            // (a process crash under `interval`): synced now, all of it is
+            // what a later failed sync can be cut back to.
+            file.sync_data().map_err(io("sync segment", &path))?;
+            let read_file = Arc::from(fs.open_read(&path).map_err(io("open segment", &path))?);
             Active {
                 no,
                 path,
                 file,
                 read_file,
                 len,
+                synced_len: len,
+                broken: false,
                 published_entries: builder.entries.len(),
                 builder,
             }
@@ -284,8 +320,9 @@ pub(crate) fn recover_stream(
                     FLAG_GROUP_SNAPSHOT
                 },
             };
-            let (file, read_file, path) = create_segment(dir, next_no, header, &snapshot)?;
-            sync_dir(dir)?;
+            let (file, read_file, path) = create_segment(fs, dir, next_no, header, &snapshot)?;
+            file.sync_data().map_err(io("sync segment", &path))?;
+            sync_dir(fs, dir)?;
             let builder = SegmentBuilder::new(interval);
             state.segments.push(Segment {
                 no: next_no,
@@ -305,6 +342,8 @@ pub(crate) fn recover_stream(
                 file,
                 read_file,
                 len: HEADER_LEN + snapshot.len() as u64,
+                synced_len: HEADER_LEN + snapshot.len() as u64,
+                broken: false,
                 builder,
                 published_entries: 0,
             }
@@ -312,20 +351,6 @@ pub(crate) fn recover_stream(
     };
     state.recount_hidden()?;
     state.added = state.length();
-    let added = state.added;
     let clock = IdClock::new(state.last_id);
-    Ok(WStream {
-        handle: Arc::new(StreamHandle {
-            name: name.clone(),
-            state: RwLock::new(state),
-        }),
-        dir: dir.to_path_buf(),
-        clock,
-        active,
-        sealed: Vec::new(),
-        dirty: false,
-        unsynced: false,
-        new: false,
-        added,
-    })
+    Ok((state, active, clock))
 }

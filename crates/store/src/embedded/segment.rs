@@ -1,9 +1,6 @@
 //! One segment file: its in-memory description, its sparse index, the
 //! index file written when it is sealed, and a chunked reader.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +8,7 @@ use busbar_event::{EventId, FRAME_HEADER_LEN};
 use bytes::{Bytes, BytesMut};
 
 use super::format::{id_at, is_event, u64_at, Control, INDEX_MAGIC};
+use crate::fs::{Fs, FsFile};
 use crate::group::{decode_op, GroupState};
 use crate::{Result, StoreError};
 use std::collections::BTreeMap;
@@ -29,7 +27,7 @@ pub(crate) struct IndexEntry {
 pub(crate) struct Segment {
     pub no: u64,
     pub path: PathBuf,
-    pub file: Arc<File>,
+    pub file: Arc<dyn FsFile>,
     /// Bytes readers may read (header included): the committed length.
     pub len: u64,
     /// Event records in the segment (deleted or trimmed ones included).
@@ -105,7 +103,7 @@ impl Segment {
 /// readers never hold a lock or the writer's file position.
 #[derive(Debug)]
 pub(crate) struct SegmentReader {
-    file: Arc<File>,
+    file: Arc<dyn FsFile>,
     path: PathBuf,
     pos: u64,
     end: u64,
@@ -183,8 +181,9 @@ fn put_id(v: &mut Vec<u8>, id: EventId) {
 }
 
 impl IndexFile {
-    /// Writes the index next to `segment` (temp file, fsync, rename).
-    pub(crate) fn write(&self, segment: &Path) -> Result<()> {
+    /// Writes the index next to `segment` (temp file, fsync, rename). A
+    /// temp file that cannot be completed is removed again.
+    pub(crate) fn write(&self, fs: &dyn Fs, segment: &Path) -> Result<()> {
         let mut v = Vec::with_capacity(96 + self.entries.len() * 32);
         v.extend_from_slice(INDEX_MAGIC);
         put_u64(&mut v, self.segment_len);
@@ -210,16 +209,24 @@ impl IndexFile {
         let path = index_path(segment);
         let tmp = path.with_extension("idx.tmp");
         let io = |op, e| StoreError::io(op, &tmp, e);
-        let mut f = File::create(&tmp).map_err(|e| io("create index", e))?;
-        f.write_all(&v).map_err(|e| io("write index", e))?;
-        f.sync_data().map_err(|e| io("sync index", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename index", &path, e))
+        let f = fs.create(&tmp).map_err(|e| io("create index", e))?;
+        let written = f
+            .write_all(&v)
+            .map_err(|e| io("write index", e))
+            .and_then(|()| f.sync_data().map_err(|e| io("sync index", e)));
+        drop(f);
+        if let Err(e) = written {
+            let _ = fs.remove_file(&tmp);
+            return Err(e);
+        }
+        fs.rename(&tmp, &path)
+            .map_err(|e| StoreError::io("rename index", &path, e))
     }
 
     /// Reads an index file; `None` when it is missing or damaged (the
     /// caller rebuilds it by scanning the segment).
-    pub(crate) fn read(segment: &Path) -> Option<IndexFile> {
-        let b = std::fs::read(index_path(segment)).ok()?;
+    pub(crate) fn read(fs: &dyn Fs, segment: &Path) -> Option<IndexFile> {
+        let b = fs.read(&index_path(segment)).ok()?;
         if b.len() < 84 || &b[..8] != INDEX_MAGIC {
             return None;
         }

@@ -9,24 +9,26 @@
 //!
 //! Trims, deletions, rotations and stream deletion are barriers: pending
 //! appends are committed first, then the operation runs alone.
+//!
+//! A write that fails fails alone; a sync that fails fails its whole group
+//! and the streams it touched are recovered from disk ([`super::repair`]).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use busbar_event::{now_ms, EventBatch, EventId, IdClock, StreamName, FRAME_HEADER_LEN};
-use parking_lot::RwLock;
+use busbar_event::{now_ms, EventBatch, EventId, StreamName, FRAME_HEADER_LEN};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN};
-use super::segment::{index_path, segment_file_name, Segment, SegmentBuilder};
-use super::stream::{StreamHandle, StreamState};
+use super::files::{new_stream, roll, WStream};
+use super::repair::health_of;
+use super::stream::StreamHandle;
 use super::EmbeddedConfig;
-use crate::memory::{assign_ids, check_ids, trim_floor};
-use crate::{Durability, Result, Rotated, StoreError, Trim};
+use crate::ids::{assign_ids, check_ids};
+use crate::trim::is_approx;
+use crate::{Durability, Result, Rotated, StoreError, Trim, WriteHealth};
 
 /// Most requests taken into one commit.
 const MAX_OPS_PER_COMMIT: usize = 4096;
@@ -104,39 +106,8 @@ pub(crate) struct Shared {
     pub streams: RwLock<BTreeMap<StreamName, Arc<StreamHandle>>>,
     pub streams_dir: PathBuf,
     pub trash_dir: PathBuf,
-}
-
-/// The writer's view of a stream's active segment.
-#[derive(Debug)]
-pub(crate) struct Active {
-    pub no: u64,
-    pub path: PathBuf,
-    pub file: File,
-    pub read_file: Arc<File>,
-    pub len: u64,
-    pub builder: SegmentBuilder,
-    /// Index entries already handed to readers.
-    pub published_entries: usize,
-}
-
-/// A stream as the writer holds it.
-#[derive(Debug)]
-pub(crate) struct WStream {
-    pub handle: Arc<StreamHandle>,
-    pub dir: PathBuf,
-    pub clock: IdClock,
-    pub active: Active,
-    /// Segments sealed since the last publish.
-    pub sealed: Vec<Segment>,
-    /// Written since the last publish.
-    pub dirty: bool,
-    /// Written since the last fsync.
-    pub unsynced: bool,
-    /// Not yet in the shared map.
-    pub new: bool,
-    /// Events ever appended ([`crate::StreamInfo::added`]), published with
-    /// the rest.
-    pub added: u64,
+    /// What [`crate::Store::write_health`] answers.
+    pub health: Mutex<WriteHealth>,
 }
 
 pub(crate) struct Writer {
@@ -144,75 +115,25 @@ pub(crate) struct Writer {
     pub config: EmbeddedConfig,
     pub streams: BTreeMap<StreamName, WStream>,
     pub rx: mpsc::Receiver<Op>,
-    waiting: Vec<(Reply<Vec<EventId>>, Vec<EventId>)>,
-    finishers: Vec<Finish>,
+    /// Appends written and waiting for the commit, by stream.
+    pub(crate) waiting: Vec<(StreamName, Reply<Vec<EventId>>, Vec<EventId>)>,
+    /// Group operations waiting for the commit, by stream.
+    pub(crate) finishers: Vec<(StreamName, Finish)>,
     /// Reused buffer for encoding group records.
     pub(crate) scratch: Vec<u8>,
-    pending_events: usize,
+    pub(crate) pending_events: usize,
     pub(crate) dirs_to_sync: Vec<PathBuf>,
     /// Streams that sealed a segment since retention last ran.
-    rolled: Vec<StreamName>,
+    pub(crate) rolled: Vec<StreamName>,
     /// Approximate trims requested with appends, run after the commit.
-    approx_trims: Vec<(StreamName, Trim)>,
-    last_sync: Instant,
-    pub(crate) failed: bool,
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |e| StoreError::io(op, path, e)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync directory", dir))
-}
-
-/// Creates segment `no` of a stream in `dir`; returns the append handle,
-/// a read handle, and the path.
-pub(crate) fn create_segment(
-    dir: &Path,
-    no: u64,
-    header: SegmentHeader,
-    first_records: &[u8],
-) -> Result<(File, Arc<File>, PathBuf)> {
-    let path = dir.join(segment_file_name(no));
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io("create segment", &path))?;
-    let mut head = header.encode().to_vec();
-    head.extend_from_slice(first_records);
-    file.write_all(&head)
-        .map_err(io("write segment header", &path))?;
-    let read = File::open(&path).map_err(io("open segment", &path))?;
-    Ok((file, Arc::new(read), path))
-}
-
-impl Active {
-    fn shared_segment(&self) -> Segment {
-        Segment {
-            no: self.no,
-            path: self.path.clone(),
-            file: self.read_file.clone(),
-            len: self.len,
-            count: self.builder.count,
-            first_id: self.builder.first_id,
-            last_id: self.builder.last_id,
-            event_bytes: self.builder.event_bytes,
-            index: self.builder.entries.clone(),
-            sealed: false,
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(io("write segment", &self.path))?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
+    pub(crate) approx_trims: Vec<(StreamName, Trim)>,
+    pub(crate) last_sync: Instant,
+    /// What the last write of this group made of the store's health.
+    pub(crate) last_write: Option<WriteHealth>,
+    /// Streams broken during this group: none of their writes in it is
+    /// acknowledged, and they are recovered at its commit.
+    pub(crate) broken_in_group: Vec<StreamName>,
+    pub(crate) closed: bool,
 }
 
 impl Writer {
@@ -235,7 +156,9 @@ impl Writer {
             rolled: Vec::new(),
             approx_trims: Vec::new(),
             last_sync: Instant::now(),
-            failed: false,
+            last_write: None,
+            broken_in_group: Vec::new(),
+            closed: false,
         }
     }
 
@@ -264,7 +187,7 @@ impl Writer {
 
     /// Handles one request; returns the reply of a `Close`.
     fn handle(&mut self, op: Op) -> Option<Reply<()>> {
-        if self.failed {
+        if self.closed {
             if let Op::Group { stream, run, .. } = op {
                 let finish = self.run_group(stream, run);
                 finish(Err(StoreError::Closed));
@@ -284,8 +207,8 @@ impl Writer {
                         tracing::error!(stream = %stream, error = %e, "cannot create stream");
                     }
                 }
-                let finish = self.run_group(stream, run);
-                self.finishers.push(finish);
+                let finish = self.run_group(stream.clone(), run);
+                self.finishers.push((stream, finish));
             }
             Op::Append {
                 stream,
@@ -293,7 +216,7 @@ impl Writer {
                 trim: None,
                 reply,
             } => match self.append(&stream, batch) {
-                Ok(ids) => self.waiting.push((reply, ids)),
+                Ok(ids) => self.waiting.push((stream, reply, ids)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -307,7 +230,7 @@ impl Writer {
                 // Approximate trims only drop whole sealed segments: they run
                 // after the commit and do not break up the group.
                 Ok(ids) => {
-                    self.waiting.push((reply, ids));
+                    self.waiting.push((stream.clone(), reply, ids));
                     self.approx_trims.push((stream, trim));
                 }
                 Err(e) => {
@@ -321,6 +244,8 @@ impl Writer {
                 reply,
             } => {
                 let result = self.append(&stream, batch).and_then(|ids| {
+                    // The append is in this group: it is answered with the
+                    // group, and the trim runs after the group committed.
                     self.commit_checked()?;
                     self.trim(&stream, trim)?;
                     Ok(ids)
@@ -364,63 +289,43 @@ impl Writer {
     }
 
     fn close(&mut self) -> Result<()> {
-        self.commit_checked()?;
-        self.sync_all()?;
-        self.failed = true;
+        let result = self.commit_checked().and_then(|()| self.sync_all());
+        self.closed = true;
         self.rx.close();
-        Ok(())
+        result
     }
 
+    /// The stream to append to, created when it does not exist; a stream
+    /// broken by an earlier failure is recovered first.
     pub(crate) fn stream_for_append(&mut self, name: &StreamName) -> Result<&mut WStream> {
         if !self.streams.contains_key(name) {
-            let dir = self.shared.streams_dir.join(name.as_str());
-            std::fs::create_dir_all(&dir).map_err(io("create stream directory", &dir))?;
-            let (file, read_file, path) = create_segment(&dir, 1, SegmentHeader::default(), &[])?;
-            self.dirs_to_sync.push(dir.clone());
-            self.dirs_to_sync.push(self.shared.streams_dir.clone());
-            let handle = Arc::new(StreamHandle {
-                name: name.clone(),
-                state: RwLock::new(StreamState {
-                    segments: Vec::new(),
-                    floor: EventId::ZERO,
-                    deleted: Default::default(),
-                    last_id: EventId::ZERO,
-                    hidden: 0,
-                    added: 0,
-                    groups: BTreeMap::new(),
-                }),
-            });
-            self.streams.insert(
-                name.clone(),
-                WStream {
-                    handle,
-                    dir,
-                    clock: IdClock::new(EventId::ZERO),
-                    active: Active {
-                        no: 1,
-                        path,
-                        file,
-                        read_file,
-                        len: HEADER_LEN,
-                        builder: SegmentBuilder::new(self.config.index_interval_bytes),
-                        published_entries: 0,
-                    },
-                    sealed: Vec::new(),
-                    dirty: true,
-                    unsynced: true,
-                    new: true,
-                    added: 0,
-                },
+            let ws = new_stream(
+                &*self.config.fs,
+                &self.shared.streams_dir,
+                name,
+                self.config.index_interval_bytes,
             );
+            let ws = self.note(ws)?;
+            self.dirs_to_sync.push(ws.dir.clone());
+            self.dirs_to_sync.push(self.shared.streams_dir.clone());
+            self.streams.insert(name.clone(), ws);
         }
-        self.streams
-            .get_mut(name)
-            .ok_or_else(|| StoreError::NoSuchStream {
-                stream: name.clone(),
-            })
+        self.existing(name)
     }
 
-    fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
+    /// An existing stream, recovered first if an earlier failure broke it.
+    pub(crate) fn existing(&mut self, name: &StreamName) -> Result<&mut WStream> {
+        let broken = self
+            .streams
+            .get(name)
+            .ok_or_else(|| StoreError::NoSuchStream {
+                stream: name.clone(),
+            })?
+            .active
+            .broken;
+        if broken {
+            self.repair(name)?;
+        }
         self.streams
             .get_mut(name)
             .ok_or_else(|| StoreError::NoSuchStream {
@@ -437,24 +342,32 @@ impl Writer {
             return Ok(Vec::new());
         }
         let segment_bytes = self.config.segment_bytes;
+        let fs = self.config.fs.clone();
         let ws = self.stream_for_append(name)?;
         let now = now_ms();
         check_ids(name, ws.clock, &batch, now)?;
         if ws.active.builder.count > 0 && ws.active.len + batch.encoded_len() as u64 > segment_bytes
         {
-            let dir = roll(ws)?;
+            let rolled = roll(&*fs, ws);
+            let broken = ws.active.broken;
+            if broken {
+                self.broken_in_group.push(name.clone());
+            }
+            let dir = self.note(rolled)?;
             self.dirs_to_sync.push(dir);
             self.rolled.push(name.clone());
         }
         let ws = self.existing(name)?;
         let ids = assign_ids(&mut ws.clock, &mut batch, now);
-        ws.added += ids.len() as u64;
         let framed = batch.seal();
         let base = ws.active.len;
-        if let Err(e) = ws.active.write(&framed) {
-            self.fail(&e);
-            return Err(e);
+        let written = ws.active.write(&framed);
+        if ws.active.broken {
+            self.broken_in_group.push(name.clone());
         }
+        self.note(written)?;
+        let ws = self.existing(name)?;
+        ws.added += ids.len() as u64;
         let mut at = 0usize;
         for id in &ids {
             let len =
@@ -470,49 +383,39 @@ impl Writer {
         Ok(ids)
     }
 
-    /// Applies [`super::Retention`] to streams that sealed a segment.
-    fn apply_retention(&mut self) {
-        if self.failed {
-            return;
-        }
-        for (name, trim) in std::mem::take(&mut self.approx_trims) {
-            if let Err(e) = self.drop_segments(&name, trim) {
-                tracing::error!(stream = %name, error = %e, "trim failed");
+    pub(crate) fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
+        let fs = self.config.fs.clone();
+        let ws = self.existing(name)?;
+        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
+        if !empty {
+            let rolled = roll(&*fs, ws);
+            if ws.active.broken {
+                self.broken_in_group.push(name.clone());
             }
+            let dir = self.note(rolled)?;
+            self.dirs_to_sync.push(dir);
+            self.commit_checked()?;
         }
-        if self.rolled.is_empty() {
-            return;
-        }
-        let r = self.config.retention;
-        let mut trims = Vec::new();
-        if let Some(max) = r.max_len {
-            trims.push(Trim::MaxLen { max, approx: true });
-        }
-        if let Some(age) = r.max_age {
-            trims.push(Trim::MaxAge { age, approx: true });
-        }
-        if let Some(max) = r.max_bytes {
-            trims.push(Trim::MaxBytes { max });
-        }
-        for name in std::mem::take(&mut self.rolled) {
-            for trim in &trims {
-                if let Err(e) = self.drop_segments(&name, *trim) {
-                    tracing::error!(stream = %name, error = %e, "retention failed");
-                }
-            }
-        }
+        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
+        Ok(Rotated {
+            sealed: !empty,
+            segments,
+        })
     }
 
     /// Makes written data durable as the policy says, publishes it to
     /// readers and answers waiting appenders.
-    fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         if let Err(e) = self.commit_checked() {
-            tracing::error!(error = %e, "commit failed; the store stops accepting writes");
+            tracing::error!(error = %e, "commit failed");
         }
     }
 
-    fn commit_checked(&mut self) -> Result<()> {
-        if self.failed {
+    /// As [`Writer::commit`]. A failed sync fails every append and group
+    /// operation of the group, and the streams whose sync failed are
+    /// recovered from disk: see "What an I/O error does" in the module docs.
+    pub(crate) fn commit_checked(&mut self) -> Result<()> {
+        if self.closed {
             return Err(StoreError::Closed);
         }
         let sync_now = match self.config.durability {
@@ -524,18 +427,41 @@ impl Writer {
         if sync_now {
             let started = Instant::now();
             if let Err(e) = self.sync_unsynced() {
-                self.fail(&e);
+                tracing::error!(error = %e, "sync failed; nothing of this commit is acknowledged");
+                self.pending_events = 0;
+                self.last_write = Some(health_of(&e).unwrap_or_default());
+                self.publish();
+                // Recovered before anyone is answered, so a caller that sees
+                // the error sees the stream as it is on disk.
+                self.finish_group();
+                for (_, reply, _) in self.waiting.drain(..) {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+                for (_, finish) in self.finishers.drain(..) {
+                    finish(Err(e.duplicate()));
+                }
                 return Err(e);
             }
             fsync_time = started.elapsed();
         }
         self.publish();
         let events = std::mem::take(&mut self.pending_events);
-        for (reply, ids) in self.waiting.drain(..) {
-            let _ = reply.send(Ok(ids));
+        let answers: Vec<Result<()>> = self
+            .waiting
+            .iter()
+            .map(|(stream, ..)| self.unless_broken(stream))
+            .collect();
+        let finished: Vec<Result<()>> = self
+            .finishers
+            .iter()
+            .map(|(stream, _)| self.unless_broken(stream))
+            .collect();
+        self.finish_group();
+        for ((_, reply, ids), answer) in self.waiting.drain(..).zip(answers) {
+            let _ = reply.send(answer.map(|()| ids));
         }
-        for finish in self.finishers.drain(..) {
-            finish(Ok(()));
+        for ((_, finish), answer) in self.finishers.drain(..).zip(finished) {
+            finish(answer);
         }
         if events > 0 {
             if let Some(observer) = &self.config.observer {
@@ -545,19 +471,47 @@ impl Writer {
         Ok(())
     }
 
+    /// `Ok` unless `stream` broke in this group, whose writes are then
+    /// undone by its recovery.
+    fn unless_broken(&self, stream: &StreamName) -> Result<()> {
+        if !self.broken_in_group.contains(stream) {
+            return Ok(());
+        }
+        let path = self.streams.get(stream).map(|ws| ws.active.path.clone());
+        Err(StoreError::io(
+            "write segment",
+            path.unwrap_or_default(),
+            std::io::Error::other("a write of this commit could not be undone"),
+        ))
+    }
+
+    /// Syncs every stream written since its last sync, then the directories
+    /// whose entries changed. Every sync is tried; the first error is
+    /// returned and every stream it concerns is marked broken.
     fn sync_unsynced(&mut self) -> Result<()> {
-        for ws in self.streams.values_mut().filter(|ws| ws.unsynced) {
-            ws.active
-                .file
-                .sync_data()
-                .map_err(io("sync segment", &ws.active.path))?;
-            ws.unsynced = false;
+        let mut first = None;
+        for (name, ws) in self.streams.iter_mut() {
+            if !ws.unsynced || ws.active.broken {
+                continue;
+            }
+            match ws.active.sync() {
+                Ok(()) => ws.unsynced = false,
+                Err(e) => {
+                    self.broken_in_group.push(name.clone());
+                    first.get_or_insert(e);
+                }
+            }
         }
-        for dir in std::mem::take(&mut self.dirs_to_sync) {
-            sync_dir(&dir)?;
+        if let Err(e) = self.sync_dirs() {
+            first.get_or_insert(e);
         }
-        self.last_sync = Instant::now();
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None => {
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+        }
     }
 
     fn sync_all(&mut self) -> Result<()> {
@@ -567,8 +521,12 @@ impl Writer {
         self.sync_unsynced()
     }
 
-    fn publish(&mut self) {
-        for ws in self.streams.values_mut().filter(|ws| ws.dirty) {
+    pub(crate) fn publish(&mut self) {
+        for ws in self
+            .streams
+            .values_mut()
+            .filter(|ws| ws.dirty && !ws.active.broken)
+        {
             let mut st = ws.handle.state.write();
             for sealed in ws.sealed.drain(..) {
                 match st.segments.last_mut() {
@@ -602,265 +560,6 @@ impl Writer {
                 ws.new = false;
             }
         }
-    }
-
-    pub(crate) fn fail(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "write failed; the store stops accepting writes");
-        self.failed = true;
-        for (reply, _) in self.waiting.drain(..) {
-            let _ = reply.send(Err(StoreError::Closed));
-        }
-        for finish in self.finishers.drain(..) {
-            finish(Err(StoreError::Closed));
-        }
-    }
-
-    /// Logs a control record in the stream's active segment and makes it
-    /// durable (policy permitting) before it takes effect.
-    fn log_control(&mut self, name: &StreamName, control: &Control) -> Result<()> {
-        let always = self.config.durability == Durability::Always;
-        let ws = self.existing(name)?;
-        ws.active.write(&control.encode())?;
-        ws.active.builder.controls.push(control.clone());
-        ws.dirty = true;
-        if always {
-            ws.active
-                .file
-                .sync_data()
-                .map_err(io("sync segment", &ws.active.path))?;
-        } else {
-            ws.unsynced = true;
-        }
-        self.publish();
-        Ok(())
-    }
-
-    fn trim(&mut self, name: &StreamName, trim: Trim) -> Result<u64> {
-        let handle = self.existing(name)?.handle.clone();
-        let before = handle.state.read().length();
-        let exact = match trim {
-            Trim::MaxLen { approx, .. }
-            | Trim::MinId { approx, .. }
-            | Trim::MaxAge { approx, .. } => !approx,
-            Trim::MaxBytes { .. } => false,
-        };
-        if exact {
-            let new_floor = {
-                let st = handle.state.read();
-                match trim {
-                    Trim::MaxLen { max, .. } => st.floor_for_maxlen(max)?,
-                    other => trim_floor(other),
-                }
-                // A floor past the last id would hide events appended later
-                // with smaller ids than the floor; Redis keeps those too.
-                .map(|f| f.min(st.last_id.successor().unwrap_or(EventId::MAX)))
-                .filter(|f| *f > st.floor)
-            };
-            if let Some(floor) = new_floor {
-                let control = Control::Trim(floor);
-                self.log_control(name, &control)?;
-                let mut st = handle.state.write();
-                st.apply(&control);
-                st.recount_hidden()?;
-            }
-        }
-        self.drop_segments(name, trim)?;
-        let after = handle.state.read().length();
-        Ok(before.saturating_sub(after))
-    }
-
-    /// Drops whole sealed segments at the front that `trim` allows to go.
-    fn drop_segments(&mut self, name: &StreamName, trim: Trim) -> Result<()> {
-        let always = self.config.durability == Durability::Always;
-        let ws = self.existing(name)?;
-        let mut st = ws.handle.state.write();
-        let mut length = st.length();
-        let mut bytes: u64 = st.segments.iter().map(|s| s.event_bytes).sum();
-        let id_floor = trim_floor(trim).unwrap_or(EventId::ZERO).max(st.floor);
-        let mut drop_count = 0;
-        for seg in &st.segments {
-            if !seg.sealed || seg.no == ws.active.no {
-                break;
-            }
-            let below_floor = seg.last_id.is_none_or(|l| l < id_floor);
-            let live = seg.count
-                - seg.count_below(st.floor)?
-                - match (seg.first_id, seg.last_id) {
-                    (Some(f), Some(l)) => st.deleted.range(f..=l).count() as u64,
-                    _ => 0,
-                };
-            let allowed = below_floor
-                || match trim {
-                    Trim::MaxLen { max, .. } => length - live >= max,
-                    Trim::MaxBytes { max } => bytes > max,
-                    _ => false,
-                };
-            if !allowed {
-                break;
-            }
-            length -= live;
-            bytes -= seg.event_bytes;
-            drop_count += 1;
-        }
-        if drop_count == 0 {
-            return Ok(());
-        }
-        let dropped: Vec<Segment> = st.segments.drain(..drop_count).collect();
-        if let Some(last) = dropped.last().and_then(|s| s.last_id) {
-            st.deleted = st
-                .deleted
-                .split_off(&last.successor().unwrap_or(EventId::MAX));
-        }
-        st.recount_hidden()?;
-        drop(st);
-        for seg in &dropped {
-            std::fs::remove_file(&seg.path).map_err(io("remove segment", &seg.path))?;
-            let idx = index_path(&seg.path);
-            if let Err(e) = std::fs::remove_file(&idx) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(StoreError::io("remove index", &idx, e));
-                }
-            }
-        }
-        if always {
-            sync_dir(&ws.dir)?;
-        }
-        Ok(())
-    }
-
-    fn delete(&mut self, name: &StreamName, mut ids: Vec<EventId>) -> Result<u64> {
-        let handle = self.existing(name)?.handle.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        let existing: Vec<EventId> = {
-            let st = handle.state.read();
-            let mut found = Vec::new();
-            for id in ids {
-                if id < st.floor || st.deleted.contains(&id) {
-                    continue;
-                }
-                let mut hit = false;
-                st.snapshot(id, id).scan_forward(|e| {
-                    hit = e.id() == id;
-                    false
-                })?;
-                if hit {
-                    found.push(id);
-                }
-            }
-            found
-        };
-        if existing.is_empty() {
-            return Ok(0);
-        }
-        let control = Control::Delete(existing);
-        self.log_control(name, &control)?;
-        handle.state.write().apply(&control);
-        let Control::Delete(ids) = control else {
-            return Ok(0);
-        };
-        Ok(ids.len() as u64)
-    }
-
-    fn rotate(&mut self, name: &StreamName) -> Result<Rotated> {
-        let ws = self.existing(name)?;
-        let empty = ws.active.builder.count == 0 && ws.active.builder.controls.is_empty();
-        if !empty {
-            let dir = roll(ws)?;
-            ws.dirty = true;
-            self.dirs_to_sync.push(dir);
-            self.commit_checked()?;
-        }
-        let segments = self.existing(name)?.handle.state.read().segments.len() as u64;
-        Ok(Rotated {
-            sealed: !empty,
-            segments,
-        })
-    }
-
-    fn delete_stream(&mut self, name: &StreamName) -> Result<bool> {
-        let Some(ws) = self.streams.remove(name) else {
-            return Ok(false);
-        };
-        // A directory created since the last sync is going away: nothing
-        // in it needs syncing any more.
-        self.dirs_to_sync.retain(|d| !d.starts_with(&ws.dir));
-        self.shared.streams.write().remove(name);
-        drop(ws.active);
-        // Renamed first, so a crash mid-removal never leaves half a stream.
-        std::fs::create_dir_all(&self.shared.trash_dir)
-            .map_err(io("create trash directory", &self.shared.trash_dir))?;
-        let trash = self
-            .shared
-            .trash_dir
-            .join(format!("{}-{}", name.as_str(), now_ms()));
-        std::fs::rename(&ws.dir, &trash).map_err(io("move stream to trash", &ws.dir))?;
-        sync_dir(&self.shared.streams_dir)?;
-        std::fs::remove_dir_all(&trash).map_err(io("remove stream", &trash))?;
-        Ok(true)
-    }
-}
-
-/// Seals the active segment (fsync, index file) and starts the next one.
-/// Returns the directory whose entries changed.
-fn roll(ws: &mut WStream) -> Result<PathBuf> {
-    let active = &mut ws.active;
-    active
-        .file
-        .sync_data()
-        .map_err(io("sync segment", &active.path))?;
-    active.builder.index_file(active.len).write(&active.path)?;
-    let mut sealed = active.shared_segment();
-    sealed.sealed = true;
-    ws.sealed.push(sealed);
-    // The new segment starts with the consumer groups as they are, so it
-    // alone is enough to recover them once older segments are dropped.
-    let (floor, snapshot) = {
-        let st = ws.handle.state.read();
-        let snapshot = (!st.groups.is_empty())
-            .then(|| serde_json::to_vec(&st.groups).map(|j| Control::GroupSnapshot(j).encode()))
-            .transpose()
-            .map_err(|e| StoreError::io("encode group snapshot", &active.path, e.into()))?;
-        (st.floor, snapshot.unwrap_or_default())
-    };
-    let no = active.no + 1;
-    let header = SegmentHeader {
-        prev_last_id: ws.clock.last(),
-        floor,
-        flags: if snapshot.is_empty() {
-            0
-        } else {
-            FLAG_GROUP_SNAPSHOT
-        },
-    };
-    let (file, read_file, path) = create_segment(&ws.dir, no, header, &snapshot)?;
-    let interval = active.builder_interval();
-    ws.active = Active {
-        no,
-        path,
-        file,
-        read_file,
-        len: HEADER_LEN + snapshot.len() as u64,
-        builder: SegmentBuilder::new(interval),
-        published_entries: 0,
-    };
-    ws.dirty = true;
-    ws.unsynced = true;
-    Ok(ws.dir.clone())
-}
-
-impl Active {
-    fn builder_interval(&self) -> u64 {
-        self.builder.interval()
-    }
-}
-
-fn is_approx(trim: Trim) -> bool {
-    match trim {
-        Trim::MaxLen { approx, .. } | Trim::MinId { approx, .. } | Trim::MaxAge { approx, .. } => {
-            approx
-        }
-        Trim::MaxBytes { .. } => true,
     }
 }
 
