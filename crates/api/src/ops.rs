@@ -23,11 +23,22 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
     status: &'static str,
+    /// Why the daemon is degraded, when it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<NotReady>,
 }
 
-/// `GET /health`: the process is up and serving HTTP.
-pub(crate) async fn health() -> Json<Status> {
-    Json(Status { status: "ok" })
+/// `GET /health`: the process is up and serving HTTP (always 200, for
+/// liveness probes), `"ok"`, or `"degraded"` with the reasons while the
+/// store cannot write (a full disk, failing writes).
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Status> {
+    let reasons: Vec<NotReady> = NotReady::from_write_health(state.engine.write_health())
+        .into_iter()
+        .collect();
+    Json(Status {
+        status: if reasons.is_empty() { "ok" } else { "degraded" },
+        reasons,
+    })
 }
 
 /// Body of a `/readyz` that is not ready.
@@ -42,11 +53,15 @@ struct NotReadyBody {
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine.clone();
     // The check does a probe write to the data directory.
-    let reasons = tokio::task::spawn_blocking(move || engine.readiness().check())
+    let reasons = tokio::task::spawn_blocking(move || engine.not_ready())
         .await
         .map_err(|_| ApiError::Internal("the readiness check did not complete"))?;
     if reasons.is_empty() {
-        return Ok(Json(Status { status: "ready" }).into_response());
+        return Ok(Json(Status {
+            status: "ready",
+            reasons: Vec::new(),
+        })
+        .into_response());
     }
     let body = NotReadyBody {
         status: "not_ready",

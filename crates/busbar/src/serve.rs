@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busbar_config::{Backend, Config, OnCorruption};
-use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Metrics, Readiness};
+use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Readiness};
 use busbar_ingest::{Ingest, IngestOptions};
 use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
@@ -67,7 +67,7 @@ fn worker_threads(config: &Config) -> Option<usize> {
     (always && cores > 1).then(|| cores - 1)
 }
 
-async fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let storage = &config.storage;
     let retention = Retention {
         max_len: storage.retention.max_len,
@@ -87,7 +87,6 @@ async fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<A
                 OnCorruption::Quarantine => CorruptionPolicy::Quarantine,
             };
             embedded.retention = retention;
-            embedded.observer = Some(metrics.clone());
             let dir = storage.data_dir.display().to_string();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(embedded))
                 .await
@@ -122,8 +121,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokens = config.auth.tokens.len(),
         "busbar starting"
     );
-    let metrics = Arc::new(Metrics::default());
-    let store = open_store(&config, &metrics).await?;
+    let store = open_store(&config).await?;
     let readiness = Readiness::new(
         (config.storage.backend == Backend::Embedded).then(|| data_dir.clone()),
         config.readiness.min_free_disk.bytes(),
@@ -131,7 +129,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Engine::builder(store)
         .auth(Auth::new(config.auth.tokens.clone()))
         .config(engine_config(&config))
-        .metrics(metrics)
         .readiness(readiness)
         .build();
     // Operator surfaces: the command socket's commands and `/api/ops/*`;

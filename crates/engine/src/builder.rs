@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use busbar_metrics::{ProcessMetrics, Registry};
-use busbar_store::Store;
+use busbar_store::{Store, StoreMetrics};
 use tokio::sync::watch;
 
 use crate::gauges::ScrapeGauges;
@@ -97,9 +97,12 @@ impl EngineBuilder {
     pub fn build(self) -> Arc<Engine> {
         let metrics = self.metrics.unwrap_or_default();
         let registry = self.registry.unwrap_or_default();
+        // The store's own, or zeros for a store that records none.
+        let store_metrics: Arc<StoreMetrics> = self.store.metrics().unwrap_or_default();
         let process = Arc::new(ProcessMetrics::default());
         let gauges = Arc::new(ScrapeGauges::new(self.config.health));
         registry.register(metrics.clone());
+        registry.register(store_metrics.clone());
         registry.register(gauges.clone());
         registry.register(process.clone());
         let (appended, _) = watch::channel(0);
@@ -109,6 +112,7 @@ impl EngineBuilder {
             auth: self.auth,
             config: self.config,
             metrics,
+            store_metrics,
             registry,
             process,
             gauges,

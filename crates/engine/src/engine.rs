@@ -49,6 +49,7 @@ pub struct Engine {
     pub(crate) auth: Auth,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) store_metrics: Arc<busbar_store::StoreMetrics>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) process: Arc<ProcessMetrics>,
     pub(crate) gauges: Arc<ScrapeGauges>,
@@ -134,6 +135,29 @@ impl Engine {
     /// The storage backend's name (`embedded`, `memory`, ...).
     pub fn backend(&self) -> &'static str {
         self.store.kind()
+    }
+
+    /// The store's write-path metrics (group commits, fsync times, failed
+    /// writes).
+    pub fn store_metrics(&self) -> &Arc<busbar_store::StoreMetrics> {
+        &self.store_metrics
+    }
+
+    /// Every reason the daemon should not get traffic now (empty: ready):
+    /// the readiness checks, and the store's write health (a full disk,
+    /// failing writes). Does a small probe write: call it per readiness
+    /// request, not per event.
+    pub fn not_ready(&self) -> Vec<crate::NotReady> {
+        let mut reasons = self.readiness.check();
+        if let Some(reason) = crate::NotReady::from_write_health(self.store.write_health()) {
+            reasons.push(reason);
+        }
+        reasons
+    }
+
+    /// The store's write health alone (cheap: no probe).
+    pub fn write_health(&self) -> busbar_store::WriteHealth {
+        self.store.write_health()
     }
 
     /// The registry `/metrics` renders; side services register their
@@ -536,7 +560,7 @@ impl Engine {
             .iter()
             .map(|&kind| (kind, self.running_jobs(kind)))
             .collect();
-        self.gauges.update(streams, jobs);
+        self.gauges.update(streams, jobs, self.store.write_health());
         self.registry.render()
     }
 }

@@ -178,6 +178,7 @@ impl EngineError {
                 StoreError::InvertedRange { .. } => "inverted_range",
                 StoreError::Event(_) => "invalid_event",
                 StoreError::Closed => "shutting_down",
+                StoreError::Full { .. } => "storage_full",
                 _ => "storage_error",
             },
             EngineError::InvalidParam { .. } => "invalid_param",
@@ -212,6 +213,7 @@ impl EngineError {
             EngineError::Store(StoreError::IdNotGreater { .. }) => 409,
             EngineError::Store(StoreError::InvertedRange { .. } | StoreError::Event(_)) => 400,
             EngineError::Store(StoreError::Closed) => 503,
+            EngineError::Store(StoreError::Full { .. }) => 507,
             EngineError::Store(_) => 500,
             EngineError::InvalidParam { .. } | EngineError::ConfirmationRequired { .. } => 400,
             EngineError::NoSuchDlqEntry { .. } | EngineError::NoSuchJob { .. } => 404,
@@ -229,6 +231,8 @@ impl EngineError {
         match self {
             EngineError::Overloaded { retry_after, .. } => Some(*retry_after),
             EngineError::Paused { .. } => Some(std::time::Duration::from_secs(1)),
+            // Space may come back at any time; writes resume by themselves.
+            EngineError::Store(StoreError::Full { .. }) => Some(std::time::Duration::from_secs(5)),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use busbar_metrics::{names, Collector, Encoder, Kind};
 use busbar_store::group::DLQ_SUFFIX;
-use busbar_store::StreamStats;
+use busbar_store::{StreamStats, WriteHealth};
 use parking_lot::Mutex;
 
 use crate::{HealthThresholds, JobKind};
@@ -21,6 +21,7 @@ type StreamGauge = (&'static str, &'static str, fn(&StreamStats) -> u64);
 struct Snapshot {
     streams: Vec<StreamStats>,
     jobs_running: Vec<(JobKind, usize)>,
+    write_health: WriteHealth,
 }
 
 /// The scrape-time gauges: refreshed by `Engine::render_metrics`, rendered
@@ -39,10 +40,16 @@ impl ScrapeGauges {
         }
     }
 
-    pub(crate) fn update(&self, streams: Vec<StreamStats>, jobs_running: Vec<(JobKind, usize)>) {
+    pub(crate) fn update(
+        &self,
+        streams: Vec<StreamStats>,
+        jobs_running: Vec<(JobKind, usize)>,
+        write_health: WriteHealth,
+    ) {
         *self.snapshot.lock() = Snapshot {
             streams,
             jobs_running,
+            write_health,
         };
     }
 }
@@ -125,5 +132,16 @@ impl Collector for ScrapeGauges {
         for (kind, n) in &snap.jobs_running {
             out.sample(names::JOBS_RUNNING, &[("kind", kind.as_str())], *n);
         }
+        out.header(
+            names::STORAGE_WRITE_STATE,
+            Kind::Gauge,
+            "0 when the store takes writes, 1 while its disk is full, 2 while its writes fail for another reason.",
+        );
+        let state: u8 = match snap.write_health {
+            WriteHealth::Full { .. } => 1,
+            WriteHealth::Failed { .. } => 2,
+            _ => 0,
+        };
+        out.sample(names::STORAGE_WRITE_STATE, &[], state);
     }
 }

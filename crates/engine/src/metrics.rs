@@ -6,8 +6,6 @@
 //! carry bounded values only (stream names, transports, reasons, command
 //! names), never event ids or payload data.
 
-use std::time::Duration;
-
 pub use busbar_metrics::names;
 use busbar_metrics::{Collector, Counter, Encoder, Family, Gauge, Histogram, Kind};
 
@@ -20,12 +18,6 @@ pub struct Metrics {
     pub ingest_errors: Family<Counter, 2>,
     /// [`names::APPEND_SECONDS`]
     pub append_seconds: Histogram,
-    /// [`names::FSYNC_SECONDS`]
-    pub fsync_seconds: Histogram,
-    /// [`names::COMMIT_BATCH`]: events covered by group commits.
-    pub commit_events: Counter,
-    /// Group commits.
-    pub commits: Counter,
     /// [`names::CONNECTIONS`]
     pub connections: Family<Gauge, 1>,
     /// [`names::CONNECTIONS_REJECTED`]
@@ -70,9 +62,6 @@ impl Default for Metrics {
             events_ingested: Family::new(["stream", "transport"]),
             ingest_errors: Family::new(["transport", "reason"]),
             append_seconds: Histogram::default(),
-            fsync_seconds: Histogram::default(),
-            commit_events: Counter::default(),
-            commits: Counter::default(),
             connections: Family::new(["transport"]),
             connections_rejected: Family::new(["transport"]),
             command_seconds: Family::new(["command"]),
@@ -113,20 +102,6 @@ impl Collector for Metrics {
             "Append call to durable acknowledgement.",
         );
         out.histogram(names::APPEND_SECONDS, &[], &self.append_seconds);
-        out.header(
-            names::FSYNC_SECONDS,
-            Kind::Histogram,
-            "Time spent in fdatasync per group commit.",
-        );
-        out.histogram(names::FSYNC_SECONDS, &[], &self.fsync_seconds);
-        out.header(
-            names::COMMIT_BATCH,
-            Kind::Counter,
-            "Events acknowledged by group commits.",
-        );
-        out.sample(names::COMMIT_BATCH, &[], self.commit_events.get());
-        out.header(names::COMMITS, Kind::Counter, "Group commits.");
-        out.sample(names::COMMITS, &[], self.commits.get());
         out.gauges(
             names::CONNECTIONS,
             "Open connections, by transport.",
@@ -214,15 +189,5 @@ impl Collector for Metrics {
             "Publishes, reads and connections an admission hook refused, by kind and reason.",
             &self.admission_refused,
         );
-    }
-}
-
-impl busbar_store::StoreObserver for Metrics {
-    fn commit(&self, events: usize, fsync: Duration) {
-        self.commits.inc();
-        self.commit_events.add(events as u64);
-        if !fsync.is_zero() {
-            self.fsync_seconds.observe(fsync);
-        }
     }
 }

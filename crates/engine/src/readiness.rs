@@ -25,6 +25,42 @@ pub enum NotReady {
         /// The threshold.
         min_free_bytes: u64,
     },
+    /// The store's last write found its disk full: publishes are refused
+    /// (`storage_full`) until a write succeeds again, which it does by
+    /// itself once space returns. Reads and consumers keep working.
+    StorageFull {
+        /// The file whose write failed.
+        path: String,
+        /// Since when (ms since the epoch).
+        since_ms: u64,
+    },
+    /// The store's writes fail for another reason (`storage_error`);
+    /// each write tries again.
+    StorageFailing {
+        /// What failed (no payloads).
+        error: String,
+        /// Since when (ms since the epoch).
+        since_ms: u64,
+    },
+}
+
+impl NotReady {
+    /// The reason a store's write health gives, if it is not `Ok`.
+    pub fn from_write_health(health: busbar_store::WriteHealth) -> Option<NotReady> {
+        match health {
+            busbar_store::WriteHealth::Full { path, since_ms } => Some(NotReady::StorageFull {
+                path: path.display().to_string(),
+                since_ms,
+            }),
+            busbar_store::WriteHealth::Failed { reason, since_ms } => {
+                Some(NotReady::StorageFailing {
+                    error: reason,
+                    since_ms,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Tracks readiness state.

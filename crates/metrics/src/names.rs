@@ -96,3 +96,8 @@ pub const STREAM_DEGRADED: &str = "busbar_stream_degraded";
 pub const ADMISSION_REFUSED: &str = "busbar_admission_refused_total";
 /// Live feeds that failed to read their stream, by reason.
 pub const LIVE_FEED_ERRORS: &str = "busbar_live_feed_errors_total";
+/// Writes and fdatasyncs the disk failed, by kind (`full`, `io`).
+pub const STORAGE_WRITE_ERRORS: &str = "busbar_storage_write_errors_total";
+/// 0 when the store takes writes, 1 while its disk is full, 2 while its
+/// writes fail for another reason.
+pub const STORAGE_WRITE_STATE: &str = "busbar_storage_write_state";

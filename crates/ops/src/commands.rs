@@ -178,7 +178,7 @@ async fn flush(ops: &Ops) -> Value {
 }
 
 fn health(engine: &Engine) -> Value {
-    let not_ready = engine.readiness().check();
+    let not_ready = engine.not_ready();
     json!({
         "ok": true,
         "status": if not_ready.is_empty() { "ok" } else { "degraded" },
@@ -223,7 +223,7 @@ async fn stats(engine: &Engine) -> Value {
         "events_ingested": ingested,
         "ingest_errors": errors,
         "connections": connections,
-        "group_commits": metrics.commits.get(),
+        "group_commits": engine.store_metrics().commits.get(),
         "resident_memory_bytes": busbar_metrics::resident_bytes(),
     })
 }

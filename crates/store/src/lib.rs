@@ -40,6 +40,7 @@ pub mod fs;
 pub mod group;
 mod ids;
 pub mod memory;
+mod metrics;
 mod trim;
 mod types;
 
@@ -53,19 +54,11 @@ use group::{
 };
 
 pub use error::{Result, StoreError};
+pub use metrics::StoreMetrics;
 pub use types::{
     AppendOptions, Durability, GroupStats, ParseDurabilityError, ReadQuery, Retention, Rotated,
     StreamInfo, StreamStats, Trim, TypeFilter, WriteHealth,
 };
-
-/// Receives timings from a store's write path (the daemon feeds them into
-/// its metrics). Calls happen on the store's writer thread: keep them cheap.
-pub trait StoreObserver: Send + Sync + std::fmt::Debug {
-    /// One group commit: `events` appended and made durable as the policy
-    /// says; `fsync` is the time spent in `fdatasync` (zero when the policy
-    /// did not sync this commit).
-    fn commit(&self, events: usize, fsync: std::time::Duration);
-}
 
 /// The contract every storage backend implements.
 ///
@@ -192,6 +185,13 @@ pub trait Store: Send + Sync + 'static {
     /// call it). Backends that cannot fail say `Ok`.
     fn write_health(&self) -> WriteHealth {
         WriteHealth::Ok
+    }
+
+    /// The metrics the store records as it writes (group commits, fsync
+    /// times, failed writes), for the daemon to register; `None` for a
+    /// backend that records none.
+    fn metrics(&self) -> Option<std::sync::Arc<StoreMetrics>> {
+        None
     }
 
     /// Creates consumer group `group` on `stream` (creating the stream when

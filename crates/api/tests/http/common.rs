@@ -56,7 +56,12 @@ impl Server {
     }
 
     pub async fn start(setup: Setup) -> Server {
-        let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        Server::start_over(Arc::new(MemoryStore::new()), setup).await
+    }
+
+    /// A server over `store`.
+    pub async fn start_over(store: Arc<dyn busbar_store::Store>, setup: Setup) -> Server {
+        let engine = Engine::builder(store)
             .auth(Auth::new(setup.tokens))
             .config(setup.engine)
             .build();

@@ -11,3 +11,4 @@ mod ops;
 mod publish;
 mod read;
 mod replay;
+mod storage;

@@ -190,7 +190,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fs::{Fs, RealFs};
-use crate::{Durability, Result, StoreError, StoreObserver, WriteHealth};
+use crate::{Durability, Result, StoreError, StoreMetrics, WriteHealth};
 use stream::StreamHandle;
 use writer::{Op, Shared, Writer};
 
@@ -223,8 +223,9 @@ pub struct EmbeddedConfig {
     pub queue_depth: usize,
     /// Automatic retention.
     pub retention: Retention,
-    /// Receives commit timings.
-    pub observer: Option<Arc<dyn StoreObserver>>,
+    /// Where commit timings and failed writes are recorded (default: new
+    /// ones; [`Store::metrics`](crate::Store::metrics) hands them out).
+    pub metrics: Arc<StoreMetrics>,
     /// The file system every file operation goes through (the `LOCK` file
     /// aside). Tests put a [`crate::fs`] wrapper here to break the disk.
     pub fs: Arc<dyn Fs>,
@@ -243,7 +244,7 @@ impl EmbeddedConfig {
             on_corruption: CorruptionPolicy::Fail,
             queue_depth: 4096,
             retention: Retention::default(),
-            observer: None,
+            metrics: Arc::default(),
             fs: Arc::new(RealFs),
         }
     }
@@ -252,6 +253,7 @@ impl EmbeddedConfig {
 /// The embedded store. See the module docs for format and guarantees.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
+    metrics: Arc<StoreMetrics>,
     tx: mpsc::Sender<Op>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
@@ -324,6 +326,7 @@ impl EmbeddedStore {
             spawn_ticker(tx.clone(), every);
         }
         let config_dir = config.dir.clone();
+        let metrics = config.metrics.clone();
         let writer = Writer::new(shared.clone(), config, streams, rx);
         let handle = std::thread::Builder::new()
             .name("busbar-store-writer".into())
@@ -331,6 +334,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::io("start writer thread", &config_dir, e))?;
         Ok(EmbeddedStore {
             shared,
+            metrics,
             tx,
             writer: parking_lot::Mutex::new(Some(handle)),
             _lock: lock,

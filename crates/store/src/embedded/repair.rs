@@ -69,6 +69,11 @@ impl Writer {
             Ok(_) => self.last_write = Some(WriteHealth::Ok),
             Err(e) => {
                 if let Some(h) = health_of(e) {
+                    let kind = match h {
+                        WriteHealth::Full { .. } => "full",
+                        _ => "io",
+                    };
+                    self.config.metrics.write_errors.get([kind]).inc();
                     self.set_health(h.clone());
                     self.last_write = Some(h);
                 }

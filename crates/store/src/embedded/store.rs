@@ -15,7 +15,8 @@ use crate::group::{
     NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
 use crate::{
-    AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StreamInfo, Trim, WriteHealth,
+    AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StoreMetrics, StreamInfo, Trim,
+    WriteHealth,
 };
 
 #[async_trait]
@@ -110,6 +111,10 @@ impl Store for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn metrics(&self) -> Option<std::sync::Arc<StoreMetrics>> {
+        Some(self.metrics.clone())
     }
 
     fn write_health(&self) -> WriteHealth {

@@ -464,9 +464,7 @@ impl Writer {
             finish(answer);
         }
         if events > 0 {
-            if let Some(observer) = &self.config.observer {
-                observer.commit(events, fsync_time);
-            }
+            self.config.metrics.commit(events, fsync_time);
         }
         Ok(())
     }

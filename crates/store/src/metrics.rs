@@ -1,0 +1,68 @@
+//! What a store records as it writes: group commits and the events they
+//! covered, `fdatasync` times, and failed writes by kind. The store keeps
+//! the instruments; the daemon registers them for `/metrics`.
+
+use std::time::Duration;
+
+use busbar_metrics::{names, Collector, Counter, Encoder, Family, Histogram, Kind};
+
+/// A store's write-path metrics.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    /// Group commits.
+    pub commits: Counter,
+    /// Events acknowledged by group commits.
+    pub commit_events: Counter,
+    /// Time spent in `fdatasync` per group commit.
+    pub fsync_seconds: Histogram,
+    /// Writes and syncs that failed, by kind (`full`, `io`).
+    pub write_errors: Family<Counter, 1>,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            commits: Counter::default(),
+            commit_events: Counter::default(),
+            fsync_seconds: Histogram::default(),
+            write_errors: Family::new(["kind"]),
+        }
+    }
+}
+
+impl StoreMetrics {
+    /// One group commit: `events` appended and made durable as the policy
+    /// says; `fsync` is the time spent in `fdatasync` (zero when the policy
+    /// did not sync this commit).
+    pub fn commit(&self, events: usize, fsync: Duration) {
+        self.commits.inc();
+        self.commit_events.add(events as u64);
+        if !fsync.is_zero() {
+            self.fsync_seconds.observe(fsync);
+        }
+    }
+}
+
+impl Collector for StoreMetrics {
+    fn collect(&self, out: &mut Encoder<'_>) {
+        out.header(
+            names::FSYNC_SECONDS,
+            Kind::Histogram,
+            "Time spent in fdatasync per group commit.",
+        );
+        out.histogram(names::FSYNC_SECONDS, &[], &self.fsync_seconds);
+        out.header(
+            names::COMMIT_BATCH,
+            Kind::Counter,
+            "Events acknowledged by group commits.",
+        );
+        out.sample(names::COMMIT_BATCH, &[], self.commit_events.get());
+        out.header(names::COMMITS, Kind::Counter, "Group commits.");
+        out.sample(names::COMMITS, &[], self.commits.get());
+        out.counters(
+            names::STORAGE_WRITE_ERRORS,
+            "Writes and fdatasyncs the disk failed, by kind (full: no space or quota; io: any other error).",
+            &self.write_errors,
+        );
+    }
+}
