@@ -283,6 +283,9 @@ impl EmbeddedStore {
         let trash_dir = dir.join("trash");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| StoreError::io("create streams directory", &streams_dir, e))?;
+        // The entry of `streams` must be durable before any stream in it is.
+        fs.sync_dir(dir)
+            .map_err(|e| StoreError::io("sync data directory", dir, e))?;
         let trash = fs
             .exists(&trash_dir)
             .map_err(|e| StoreError::io("look for trash", &trash_dir, e))?;
