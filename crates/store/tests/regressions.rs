@@ -78,3 +78,38 @@ async fn a_power_cut_after_the_first_open_keeps_the_streams_directory() {
         .collect();
     assert_eq!(found, acked);
 }
+
+/// Under `interval`, the thread that wakes the writer held a sender of the
+/// writer's queue: a store dropped without `close` kept its writer thread
+/// (and every file it had open) alive for good.
+#[tokio::test]
+async fn dropping_an_interval_store_without_close_stops_its_writer() {
+    use std::sync::Arc;
+
+    use busbar_store::fs::{Fs, RealFs};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(RealFs);
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.durability = Durability::Interval(Duration::from_millis(5));
+    config.fs = fs.clone();
+    let store = EmbeddedStore::open(config).unwrap();
+    store
+        .append(
+            &StreamName::new("s").unwrap(),
+            one(),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    // The writer holds the last other reference to the file system.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&fs) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer thread outlived its store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

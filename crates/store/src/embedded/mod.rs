@@ -334,7 +334,7 @@ impl EmbeddedStore {
         });
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         if let Durability::Interval(every) = config.durability {
-            spawn_ticker(tx.clone(), every);
+            spawn_ticker(tx.downgrade(), every);
         }
         let config_dir = config.dir.clone();
         let writer = Writer::new(shared.clone(), config, streams, rx);
@@ -415,11 +415,14 @@ fn lock_dir(dir: &Path) -> Result<File> {
 }
 
 /// Wakes the writer so an `interval` fsync happens even when appends stop.
-fn spawn_ticker(tx: mpsc::Sender<Op>, every: Duration) {
+fn spawn_ticker(tx: mpsc::WeakSender<Op>, every: Duration) {
     let _ = std::thread::Builder::new()
         .name("busbar-store-ticker".into())
         .spawn(move || loop {
             std::thread::sleep(every);
+            // Weak, so a store dropped without `close` still lets its writer
+            // see the queue close and stop.
+            let Some(tx) = tx.upgrade() else { return };
             match tx.try_send(Op::Tick) {
                 // A full queue means the writer is busy and will commit anyway.
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
