@@ -192,16 +192,19 @@ async fn groups(store: Arc<EmbeddedStore>, work: Arc<Work>) {
             Err(_) => return,
         }
     }
+    // Each read is acked one read later, so some entries are always
+    // pending and the pending list (and the group snapshot every new
+    // segment starts with) stays small.
+    let mut unacked = Vec::new();
     // Reads that deliver nothing touch no file: stop at the cut.
     while !work.cut.load(Ordering::Relaxed) {
         let Ok(read) = store.read_group(&s, "g", "c", 5).await else {
             return;
         };
-        let ids: Vec<EventId> = read.deliveries.iter().map(|d| d.event.id()).collect();
-        let half = &ids[..ids.len() / 2];
-        if store.ack(&s, "g", Some("c"), half).await.is_err() {
+        if store.ack(&s, "g", Some("c"), &unacked).await.is_err() {
             return;
         }
+        unacked = read.deliveries.iter().map(|d| d.event.id()).collect();
         let Ok(read) = store.read_group(&s, "d", "c", 3).await else {
             return;
         };
