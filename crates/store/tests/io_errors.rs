@@ -324,3 +324,35 @@ async fn a_failed_recovery_after_a_failed_fdatasync_is_retried_on_the_next_write
     assert_eq!(ids(&store).await, acked);
     assert_eq!(reopen_ids(store, dir.path()).await, acked);
 }
+
+#[tokio::test]
+async fn enospc_on_a_trim_record_fails_the_trim_and_keeps_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultFs::new(RealFs);
+    let store = open(dir.path(), &faults);
+    let mut acked = append(&store, "a", 5).await.unwrap();
+
+    faults.fail_writes(Fault::NoSpace);
+    let trim = busbar_store::Trim::MaxLen {
+        max: 2,
+        approx: false,
+    };
+    let trimmed = store.trim(&stream(), trim).await;
+    assert!(
+        matches!(trimmed, Err(StoreError::Full { .. })),
+        "{trimmed:?}"
+    );
+    assert!(matches!(store.write_health(), WriteHealth::Full { .. }));
+    assert_eq!(
+        ids(&store).await,
+        acked,
+        "a trim that was not logged hides nothing"
+    );
+
+    faults.clear();
+    assert_eq!(store.trim(&stream(), trim).await.unwrap(), 3);
+    assert_eq!(store.write_health(), WriteHealth::Ok);
+    acked.drain(..3);
+    assert_eq!(ids(&store).await, acked);
+    assert_eq!(reopen_ids(store, dir.path()).await, acked);
+}

@@ -36,3 +36,80 @@ async fn deleting_a_new_stream_before_the_interval_sync_keeps_the_store_writable
     store.sync().await.unwrap();
     store.close().await.unwrap();
 }
+
+/// The `streams` directory was created on first open without syncing the
+/// data directory it is in: a power cut could take it away, and with it
+/// every stream appended to since, acknowledged under `always` or not.
+#[tokio::test]
+async fn a_power_cut_after_the_first_open_keeps_the_streams_directory() {
+    use std::sync::Arc;
+
+    use busbar_event::EventId;
+    use busbar_store::fs::{CutMode, Fs, SimFs};
+    use busbar_store::ReadQuery;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    fs.create_dir_all(dir.path()).unwrap();
+    for d in dir.path().ancestors() {
+        fs.sync_dir(d).unwrap();
+    }
+    let open = |fs: &SimFs| {
+        let mut config = EmbeddedConfig::new(dir.path());
+        config.fs = Arc::new(fs.clone());
+        EmbeddedStore::open(config).unwrap()
+    };
+    let store = open(&fs);
+    let s = StreamName::new("s").unwrap();
+    let acked = store
+        .append(&s, one(), AppendOptions::default())
+        .await
+        .unwrap();
+    let after = fs.power_cut(CutMode::Drop, &mut rand::thread_rng());
+    drop(store);
+
+    let store = open(&after);
+    let found: Vec<EventId> = store
+        .read(&s, &ReadQuery::all(10))
+        .await
+        .expect("the stream survives")
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(found, acked);
+}
+
+/// Under `interval`, the thread that wakes the writer held a sender of the
+/// writer's queue: a store dropped without `close` kept its writer thread
+/// (and every file it had open) alive for good.
+#[tokio::test]
+async fn dropping_an_interval_store_without_close_stops_its_writer() {
+    use std::sync::Arc;
+
+    use busbar_store::fs::{Fs, RealFs};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(RealFs);
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.durability = Durability::Interval(Duration::from_millis(5));
+    config.fs = fs.clone();
+    let store = EmbeddedStore::open(config).unwrap();
+    store
+        .append(
+            &StreamName::new("s").unwrap(),
+            one(),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    // The writer holds the last other reference to the file system.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&fs) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer thread outlived its store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

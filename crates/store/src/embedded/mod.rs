@@ -89,9 +89,10 @@
 //! an `fdatasync` takes, the more appends the next one covers.
 //! A segment is sealed (fsynced whatever the policy, index written) when the
 //! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
-//! [`Store::rotate`](crate::Store::rotate). New files and directories are fsynced in their parent
-//! before an append in them is acknowledged under `always`. Dead letters are
-//! fsynced before the removal from the pending list is logged (under
+//! [`Store::rotate`](crate::Store::rotate). New files and directories are
+//! fsynced in their parent before an append in them is acknowledged under
+//! `always` (`streams/` itself when the store first opens). Dead letters
+//! are fsynced before the removal from the pending list is logged (under
 //! `always`); a crash between the two is completed on open.
 //!
 //! # What an I/O error does
@@ -158,6 +159,15 @@
 //! original is still pending in that group was moved by a dead-lettering
 //! that a crash interrupted before its removal was logged; the removal is
 //! logged and applied now.
+//!
+//! # How this is tested
+//! `tests/corruption.rs` damages files of a closed store in named ways;
+//! `tests/crash.rs` kills a writing process with SIGKILL; `tests/io_errors.rs`
+//! runs the engine on `fs::FaultFs` (full disk, failed reads,
+//! failed `fdatasync`); `tests/power_cut.rs` runs it on
+//! `fs::SimFs` and cuts the power at random moments, dropping,
+//! tearing or zeroing whatever was not synced (`BUSBAR_POWER_CUTS=1000` for a
+//! long run, `BUSBAR_POWER_CUT_SEED` to replay one).
 //!
 //! # Retention
 //! [`Store::trim`](crate::Store::trim) takes a count (`MaxLen`), an id (`MinId`), an age
@@ -285,6 +295,9 @@ impl EmbeddedStore {
         let trash_dir = dir.join("trash");
         fs.create_dir_all(&streams_dir)
             .map_err(|e| StoreError::io("create streams directory", &streams_dir, e))?;
+        // The entry of `streams` must be durable before any stream in it is.
+        fs.sync_dir(dir)
+            .map_err(|e| StoreError::io("sync data directory", dir, e))?;
         let trash = fs
             .exists(&trash_dir)
             .map_err(|e| StoreError::io("look for trash", &trash_dir, e))?;
@@ -323,7 +336,7 @@ impl EmbeddedStore {
         });
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         if let Durability::Interval(every) = config.durability {
-            spawn_ticker(tx.clone(), every);
+            spawn_ticker(tx.downgrade(), every);
         }
         let config_dir = config.dir.clone();
         let metrics = config.metrics.clone();
@@ -406,11 +419,14 @@ fn lock_dir(dir: &Path) -> Result<File> {
 }
 
 /// Wakes the writer so an `interval` fsync happens even when appends stop.
-fn spawn_ticker(tx: mpsc::Sender<Op>, every: Duration) {
+fn spawn_ticker(tx: mpsc::WeakSender<Op>, every: Duration) {
     let _ = std::thread::Builder::new()
         .name("busbar-store-ticker".into())
         .spawn(move || loop {
             std::thread::sleep(every);
+            // Weak, so a store dropped without `close` still lets its writer
+            // see the queue close and stop.
+            let Some(tx) = tx.upgrade() else { return };
             match tx.try_send(Op::Tick) {
                 // A full queue means the writer is busy and will commit anyway.
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}

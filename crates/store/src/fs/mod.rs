@@ -29,9 +29,13 @@ use std::path::{Path, PathBuf};
 
 #[cfg(feature = "fault-injection")]
 mod fault;
+#[cfg(feature = "fault-injection")]
+mod sim;
 
 #[cfg(feature = "fault-injection")]
 pub use fault::{Fault, FaultFs, FaultOp, Injection};
+#[cfg(feature = "fault-injection")]
+pub use sim::{CutMode, SimFs};
 
 /// An open file. Every method takes `&self`: the writer appends through one
 /// handle while readers `pread` through others.
