@@ -13,13 +13,14 @@
 //! ([`Daemon::log`]); a daemon that exits early or never gets ready is
 //! reported with the end of that log. A [`Daemon`] that is dropped is
 //! killed; [`Daemon::stop`] sends SIGTERM and waits for the exit, so a
-//! test can check the drain.
+//! test can check the drain, and [`Daemon::kill`] sends SIGKILL, so it can
+//! check recovery.
 //!
 //! ```no_run
 //! use busbar_testkit::{Daemon, Options};
 //!
 //! let options = Options::new("target/debug/busbar").env("BUSBAR_DURABILITY", "always");
-//! let daemon = Daemon::start(&options)?;
+//! let mut daemon = Daemon::start(&options)?;
 //! let metrics = daemon.metrics()?;
 //! assert!(metrics.contains("busbar_"));
 //! let status = daemon.stop()?;
@@ -208,8 +209,8 @@ impl Options {
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
-    /// The child was waited for: nothing is left to kill.
-    exited: bool,
+    /// How the child exited, once it was waited for.
+    exited: Option<ExitStatus>,
     dir: PathBuf,
     addresses: Addresses,
     log: PathBuf,
@@ -261,7 +262,7 @@ impl Daemon {
         let data = dir.join("data");
         let mut daemon = Daemon {
             child,
-            exited: false,
+            exited: None,
             dir: dir.to_owned(),
             addresses: Addresses {
                 pid: 0,
@@ -412,19 +413,25 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit (within 30 s), however it
-    /// exits: the caller judges the status.
+    /// exits: the caller judges the status. The log and the directory stay
+    /// until the daemon is dropped. A daemon that already exited is not
+    /// signalled again.
     ///
     /// # Errors
     /// [`Error::Daemon`] when it did not exit in time (it is killed).
-    pub fn stop(mut self) -> Result<ExitStatus, Error> {
+    pub fn stop(&mut self) -> Result<ExitStatus, Error> {
+        if let Some(status) = self.exited {
+            return Ok(status);
+        }
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            // SAFETY: kill(2) on our own child's pid has no memory effects;
+            // the child was not waited for, so the pid is still its own.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                self.exited = true;
+                self.exited = Some(status);
                 return Ok(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -441,10 +448,9 @@ impl Daemon {
     }
 
     fn kill_child(&mut self) {
-        if !self.exited {
+        if self.exited.is_none() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.exited = true;
+            self.exited = self.child.wait().ok();
         }
     }
 }
