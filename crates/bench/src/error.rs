@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Why a bench could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -12,16 +10,11 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
-    /// The `busbar serve` child could not be started.
-    #[error("cannot start {exe}: {source}")]
-    Spawn {
-        /// The executable.
-        exe: PathBuf,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The daemon exited or never wrote its addresses.
+    /// The `busbar serve` child could not be started or stopped, or did
+    /// not answer an HTTP request.
+    #[error(transparent)]
+    Serve(#[from] busbar_testkit::Error),
+    /// The daemon exited uncleanly or refused a request.
     #[error("the busbar daemon {what}; its log ends with:\n{log}")]
     Daemon {
         /// What went wrong.

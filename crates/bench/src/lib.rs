@@ -40,8 +40,10 @@ mod error;
 pub mod fanout;
 pub mod ingest;
 mod load;
+mod procfs;
 mod redis;
 mod report;
+mod runtime;
 mod wire;
 
 pub use error::BenchError;

@@ -23,7 +23,6 @@
 //! loopback addresses only.
 
 mod nats;
-mod procfs;
 mod publish;
 mod receive;
 pub mod report;
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
 use crate::report::Latency;
-use crate::BenchError;
+use crate::{procfs, runtime, BenchError};
 use publish::{Publish, Published};
 use receive::{Ctx, Deliveries, Subscribed};
 use report::{FanoutReport, FanoutRun, NatsStatus, ShapeReport};
@@ -112,26 +111,8 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<FanoutReport
     // (which inherits the limit); a few hundred more for everything else.
     raise_fd_limit(most as u64 + 256)?;
     let threads = plan.client_threads.max(1);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(BenchError::Runtime)?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| BenchError::io("cannot handle SIGTERM", e))?;
-        tokio::select! {
-            result = bench(plan, threads, progress) => result,
-            _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
-            _ = term.recv() => Err(BenchError::Interrupted),
-        }
-    })
+    let runtime = runtime::runtime(threads)?;
+    runtime::until_interrupted(&runtime, bench(plan, threads, progress))
 }
 
 async fn bench(
