@@ -40,6 +40,7 @@ mod error;
 pub mod fanout;
 pub mod ingest;
 mod load;
+mod nats;
 mod procfs;
 mod redis;
 mod report;

@@ -102,9 +102,7 @@ pub struct Plan {
 /// is not an error: busbar is measured alone.
 pub fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<FanoutReport, BenchError> {
     if let Some(addr) = plan.nats {
-        if !addr.ip().is_loopback() {
-            return Err(BenchError::NatsAddr { addr });
-        }
+        crate::nats::loopback(addr)?;
     }
     let most = plan.shapes.iter().map(|s| s.subscribers).max().unwrap_or(0);
     // Both ends of every connection are in this process or its child
@@ -128,7 +126,7 @@ async fn bench(
         note: None,
     };
     match plan.nats {
-        Some(addr) => match nats::version(addr) {
+        Some(addr) => match crate::nats::version(addr) {
             Ok(v) => {
                 nats.reachable = true;
                 nats.version = Some(v);
@@ -255,9 +253,9 @@ async fn nats_run(
     let (frame, json_at) = nats::pub_frame(&subject, &json);
     let framed = (frame, json_at + stamp_at);
     let measured = measure(plan, shape, subs, framed, server, move |p| {
-        let mut s = nats::publisher(addr)?;
+        let mut s = crate::nats::publisher(addr)?;
         let published = publish::publish(&mut s, p)?;
-        nats::finish_publishing(s)?;
+        crate::nats::finish_publishing(s)?;
         Ok(published)
     })
     .await?;
