@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 /// Why a bench could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -37,6 +39,22 @@ pub enum BenchError {
         command: String,
         /// Redis' error, or what was unexpected.
         message: String,
+    },
+    /// busbar answered an op with an error or something unexpected.
+    #[error("busbar {op}: {answer}")]
+    Busbar {
+        /// The op: `create_group`, `publish`, `read`, `ack`, `group`.
+        op: &'static str,
+        /// What it answered.
+        answer: String,
+    },
+    /// A system did not finish within its bound.
+    #[error("{what} within {limit:?}")]
+    TimedOut {
+        /// What did not happen.
+        what: String,
+        /// The bound.
+        limit: Duration,
     },
     /// A system under test refused an event or broke the protocol.
     #[error("{system} answered {count} events with errors; first: {first}")]

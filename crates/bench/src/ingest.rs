@@ -35,7 +35,7 @@ impl Level {
         }
     }
 
-    fn busbar_flags(self) -> &'static [&'static str] {
+    pub(crate) fn busbar_flags(self) -> &'static [&'static str] {
         match self {
             Level::Always => &["--durability", "always"],
             Level::Interval => &["--durability", "interval:1s"],
@@ -44,7 +44,7 @@ impl Level {
     }
 
     /// Redis' `appendfsync`, or `None` for no AOF at all.
-    fn appendfsync(self) -> Option<&'static str> {
+    pub(crate) fn appendfsync(self) -> Option<&'static str> {
         match self {
             Level::Always => Some("always"),
             Level::Interval => Some("everysec"),

@@ -40,7 +40,7 @@ pub(crate) async fn subscribe(
 /// `PUB <subject> <n>\r\n<json>\r\n`, and where the JSON starts in it.
 pub(crate) fn pub_frame(subject: &str, json: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(json.len() + subject.len() + 16);
-    let at = nats::push_pub(&mut out, subject, None, json);
+    let at = nats::push_pub(&mut out, subject.as_bytes(), None, json);
     (out, at)
 }
 

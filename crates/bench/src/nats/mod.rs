@@ -1,8 +1,9 @@
 //! A small client of the NATS text protocol
 //! (<https://docs.nats.io/reference/reference-protocols/nats-protocol>):
 //! the line classifier both the fan-out subscribers (which parse messages
-//! in place) and [`Conn`] use, an async connection, and a blocking
-//! publisher for the fan-out scenario's publishing thread.
+//! in place) and [`Conn`] use, an async connection with JetStream's
+//! requests, pulls and acks (`jetstream.rs`), and a blocking publisher for
+//! the fan-out scenario's publishing thread.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -12,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
+
+mod jetstream;
+
+pub(crate) use jetstream::Storage;
 
 /// How long connecting, and the round trip after the last publish, may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,12 +104,12 @@ pub(crate) fn line(line: &[u8]) -> Line<'_> {
 /// where the payload starts.
 pub(crate) fn push_pub(
     out: &mut Vec<u8>,
-    subject: &str,
+    subject: &[u8],
     reply: Option<&[u8]>,
     payload: &[u8],
 ) -> usize {
     out.extend_from_slice(b"PUB ");
-    out.extend_from_slice(subject.as_bytes());
+    out.extend_from_slice(subject);
     if let Some(r) = reply {
         out.push(b' ');
         out.extend_from_slice(r);
@@ -177,8 +182,13 @@ pub(crate) fn finish_publishing(s: std::net::TcpStream) -> Result<(), BenchError
 
 /// Something the server sent, as [`Conn::next`] returns it.
 pub(crate) enum Incoming {
-    /// A message.
-    Msg,
+    /// A message (`payload` holds its headers, if any). `status`: a
+    /// headers-only message without a reply subject.
+    Msg {
+        reply: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        status: bool,
+    },
     Pong,
 }
 
@@ -214,6 +224,20 @@ impl Conn {
     pub(crate) fn subscribe(&mut self, subject: &str, sid: u32) {
         self.out
             .extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
+    }
+
+    /// Queues `UNSUB <sid> [max]`: at once, or after `max` messages.
+    pub(crate) fn unsubscribe(&mut self, sid: u32, max: Option<u32>) {
+        let line = match max {
+            Some(max) => format!("UNSUB {sid} {max}\r\n"),
+            None => format!("UNSUB {sid}\r\n"),
+        };
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// Queues a message.
+    pub(crate) fn publish(&mut self, subject: &str, reply: Option<&[u8]>, payload: &[u8]) {
+        push_pub(&mut self.out, subject.as_bytes(), reply, payload);
     }
 
     /// Sends what is queued.
@@ -261,8 +285,12 @@ impl Conn {
             };
             let head = self.pos..self.pos + eol;
             let body = head.end + 2;
-            let len = match line(&self.buf[head.clone()]) {
-                Line::Msg { len, .. } => len,
+            let (reply, len, headers) = match line(&self.buf[head.clone()]) {
+                Line::Msg {
+                    reply,
+                    len,
+                    headers,
+                } => (reply.map(<[u8]>::to_vec), len, headers),
                 Line::Ping => {
                     self.pos = body;
                     self.out.extend_from_slice(b"PONG\r\n");
@@ -286,8 +314,14 @@ impl Conn {
                 self.fill().await?;
                 continue;
             }
+            let payload = self.buf[body..body + len].to_vec();
             self.pos = body + len + 2;
-            return Ok(Incoming::Msg);
+            let status = headers && reply.is_none();
+            return Ok(Incoming::Msg {
+                reply,
+                payload,
+                status,
+            });
         }
     }
 
@@ -348,10 +382,10 @@ mod tests {
     #[test]
     fn pub_frames_say_where_the_payload_is() {
         let mut out = Vec::new();
-        let at = push_pub(&mut out, "s", None, b"{}");
+        let at = push_pub(&mut out, b"s", None, b"{}");
         assert_eq!((out.as_slice(), at), (&b"PUB s 2\r\n{}\r\n"[..], 9));
         out.clear();
-        push_pub(&mut out, "s", Some(b"r"), b"+ACK");
+        push_pub(&mut out, b"s", Some(b"r"), b"+ACK");
         assert_eq!(out, b"PUB s r 4\r\n+ACK\r\n");
     }
 

@@ -1,12 +1,15 @@
-//! A small Redis client: RESP encoding, a reply parser, a blocking
-//! connection for control commands ([`Control`]), and the [`Session`] that
-//! sets Redis' persistence for each run and puts it back.
+//! A small Redis client: RESP encoding and a reply parser shared by a
+//! blocking connection for control commands ([`Control`]) and an async one
+//! for load ([`Conn`]: pipelined `XADD`, `XREADGROUP`, `XACK`), and the
+//! [`Session`] that sets Redis' persistence for each run and puts it back.
 
+mod conn;
 mod control;
 mod session;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+pub(crate) use conn::Conn;
 pub(crate) use control::Control;
 pub(crate) use session::Session;
 
@@ -77,6 +80,32 @@ impl Reply {
             Reply::Error(message) => Err(BenchError::redis(command, message)),
             reply => Ok(reply),
         }
+    }
+
+    /// The ids of an `XREADGROUP` (or `XREAD`) reply's entries, every
+    /// stream's in order; none for a read that timed out.
+    pub(crate) fn entry_ids(self) -> Vec<Vec<u8>> {
+        let Reply::Array(streams) = self else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for stream in streams {
+            // [name, [[id, [field, value, ...]], ...]]
+            let Reply::Array(mut pair) = stream else {
+                continue;
+            };
+            let Some(Reply::Array(entries)) = pair.pop() else {
+                continue;
+            };
+            for entry in entries {
+                if let Reply::Array(fields) = entry {
+                    if let Some(Reply::Bulk(id)) = fields.into_iter().next() {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
     }
 }
 
@@ -239,8 +268,14 @@ mod tests {
         for cut in 0..whole.len() {
             assert_eq!(parse(&whole[..cut]).unwrap(), None, "cut at {cut}");
         }
-        let (_, used) = parse(whole).unwrap().unwrap();
+        let (reply, used) = parse(whole).unwrap().unwrap();
         assert_eq!(used, whole.len());
+        assert_eq!(reply.entry_ids(), [b"1-0".to_vec()]);
+    }
+
+    #[test]
+    fn entry_ids_of_a_read_that_timed_out_are_none() {
+        assert!(Reply::Nil.entry_ids().is_empty());
     }
 
     #[test]

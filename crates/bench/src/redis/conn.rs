@@ -1,0 +1,108 @@
+//! An async connection for load: commands are queued, written together
+//! and answered in order, so a consumer can send its `XACK` with its next
+//! `XREADGROUP` in one write.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{push_command, Input, Reply};
+use crate::BenchError;
+
+/// An async connection with a queue of commands not sent yet.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    input: Input,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, BenchError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| BenchError::io(format!("cannot connect to Redis at {addr}"), e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+        Ok(Conn {
+            stream,
+            input: Input::default(),
+            out: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Queues a command.
+    pub(crate) fn push(&mut self, args: &[&[u8]]) {
+        push_command(&mut self.out, args);
+    }
+
+    /// Queues `XADD <key> * <field> <value>`.
+    pub(crate) fn push_xadd(&mut self, key: &str, field: &str, value: &[u8]) {
+        self.push(&[b"XADD", key.as_bytes(), b"*", field.as_bytes(), value]);
+    }
+
+    /// Queues `XREADGROUP GROUP <group> <consumer> COUNT <count> BLOCK
+    /// <block_ms> STREAMS <key> >`: new entries for `consumer`.
+    pub(crate) fn push_xreadgroup(
+        &mut self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) {
+        let (count, block) = (count.to_string(), block_ms.to_string());
+        self.push(&[
+            b"XREADGROUP",
+            b"GROUP",
+            group.as_bytes(),
+            consumer.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block.as_bytes(),
+            b"STREAMS",
+            key.as_bytes(),
+            b">",
+        ]);
+    }
+
+    /// Queues `XACK <key> <group> <ids...>`.
+    pub(crate) fn push_xack(&mut self, key: &str, group: &str, ids: &[Vec<u8>]) {
+        let mut args: Vec<&[u8]> = vec![b"XACK", key.as_bytes(), group.as_bytes()];
+        args.extend(ids.iter().map(Vec::as_slice));
+        self.push(&args);
+    }
+
+    /// Sends what is queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), BenchError> {
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(|e| BenchError::io("cannot write to Redis", e))?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// The next reply, error replies included.
+    pub(crate) async fn reply(&mut self) -> Result<Reply, BenchError> {
+        let failed = |e| BenchError::io("cannot read from Redis", e);
+        loop {
+            if let Some(reply) = self.input.reply().map_err(failed)? {
+                return Ok(reply);
+            }
+            let n = self.stream.read(self.input.spare()).await.map_err(failed)?;
+            self.input.filled(n).map_err(failed)?;
+        }
+    }
+
+    /// Sends one command and waits for its reply; an error reply is an
+    /// `Err`.
+    pub(crate) async fn call(&mut self, args: &[&[u8]]) -> Result<Reply, BenchError> {
+        self.push(args);
+        self.flush().await?;
+        let name = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
+        self.reply().await?.ok(&name)
+    }
+}
