@@ -50,6 +50,7 @@ pub mod ingest;
 mod load;
 mod nats;
 mod procfs;
+mod readbuf;
 mod redis;
 mod report;
 mod runtime;

@@ -14,42 +14,31 @@ use tokio::net::TcpStream;
 use super::{measure_consumers, Consumer, Outcome, Work};
 use crate::daemon::Daemon;
 use crate::ingest::Level;
+use crate::readbuf::ReadBuf;
 use crate::BenchError;
 
 const STREAM: &str = "bench-groups";
 const GROUP: &str = "g";
-/// Bytes a connection asks the socket for at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes the pre-fill writes at once.
+const WRITE_CHUNK: usize = 192 * 1024;
 
 /// Lines read from a connection, kept whole.
 struct Lines {
     reader: OwnedReadHalf,
-    buf: Vec<u8>,
-    start: usize,
+    input: ReadBuf,
 }
 
 impl Lines {
     /// The next line (without its newline); valid until the next call.
     async fn next(&mut self) -> Result<&[u8], BenchError> {
         loop {
-            if let Some(at) = memchr::memchr(b'\n', &self.buf[self.start..]) {
-                let line = self.start..self.start + at;
-                self.start += at + 1;
-                return Ok(&self.buf[line]);
+            if let Some(at) = memchr::memchr(b'\n', self.input.unparsed()) {
+                return Ok(&self.input.take(at + 1)[..at]);
             }
-            self.buf.drain(..self.start);
-            self.start = 0;
-            let len = self.buf.len();
-            self.buf.resize(len + READ_CHUNK, 0);
-            let n = self.reader.read(&mut self.buf[len..]).await;
-            let n = n.map_err(|e| BenchError::io("cannot read from busbar", e))?;
-            self.buf.truncate(len + n);
-            if n == 0 {
-                return Err(BenchError::io(
-                    "busbar closed the connection",
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
+            let read = self.reader.read(self.input.spare()).await;
+            self.input
+                .filled(read)
+                .map_err(|e| BenchError::io("cannot read from busbar", e))?;
         }
     }
 }
@@ -71,8 +60,7 @@ async fn connect(addr: SocketAddr) -> Result<(Lines, OwnedWriteHalf), BenchError
     send(&mut w, b"{\"hello\":{\"acks\":true}}\n").await?;
     let lines = Lines {
         reader,
-        buf: Vec::with_capacity(READ_CHUNK),
-        start: 0,
+        input: ReadBuf::default(),
     };
     Ok((lines, w))
 }
@@ -100,13 +88,13 @@ async fn prefill(addr: SocketAddr, work: &Work) -> Result<(), BenchError> {
     let template = work.clone();
     // Written on a task of its own, so the answers are read meanwhile.
     let writer = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(READ_CHUNK);
+        let mut buf = Vec::with_capacity(WRITE_CHUNK + 1024);
         for n in 0..events {
             let e = template.event(n);
             // `{...}` becomes `{..., "stream": ...}`.
             buf.extend_from_slice(&e.as_bytes()[..e.len() - 1]);
             buf.extend_from_slice(stream.as_bytes());
-            if buf.len() > READ_CHUNK * 3 / 4 {
+            if buf.len() > WRITE_CHUNK {
                 send(&mut w, &buf).await?;
                 buf.clear();
             }

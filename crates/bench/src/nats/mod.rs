@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::readbuf::ReadBuf;
 use crate::BenchError;
 
 mod jetstream;
@@ -20,9 +21,6 @@ pub(crate) use jetstream::Storage;
 
 /// How long connecting, and the round trip after the last publish, may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Bytes a connection asks the socket for at once.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// What a bench connection tells the server: no `+OK` per command, no
 /// copies of its own messages, headers understood (JetStream answers a pull
@@ -195,8 +193,7 @@ pub(crate) enum Incoming {
 /// An async connection with a queue of commands not sent yet.
 pub(crate) struct Conn {
     stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
+    input: ReadBuf,
     out: Vec<u8>,
 }
 
@@ -211,8 +208,7 @@ impl Conn {
             .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
         let mut c = Conn {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
+            input: ReadBuf::default(),
             out: Vec::with_capacity(64 * 1024),
         };
         c.out.extend_from_slice(CONNECT.as_bytes());
@@ -263,59 +259,51 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> Result<(), BenchError> {
-        self.buf.drain(..self.pos);
-        self.pos = 0;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let n = self.stream.read(&mut self.buf[len..]).await;
-        let n = n.map_err(|e| BenchError::io("cannot read from NATS", e))?;
-        self.buf.truncate(len + n);
-        if n == 0 {
-            return Err(error("NATS closed the connection"));
-        }
-        Ok(())
+        let read = self.stream.read(self.input.spare()).await;
+        self.input
+            .filled(read)
+            .map_err(|e| BenchError::io("cannot read from NATS", e))
     }
 
     /// The next message or `PONG`; answers `PING`s, skips the rest.
     pub(crate) async fn next(&mut self) -> Result<Incoming, BenchError> {
         loop {
-            let Some(eol) = memchr::memmem::find(&self.buf[self.pos..], b"\r\n") else {
+            let rest = self.input.unparsed();
+            let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
                 self.fill().await?;
                 continue;
             };
-            let head = self.pos..self.pos + eol;
-            let body = head.end + 2;
-            let (reply, len, headers) = match line(&self.buf[head.clone()]) {
+            let body = eol + 2;
+            let (reply, len, headers) = match line(&rest[..eol]) {
                 Line::Msg {
                     reply,
                     len,
                     headers,
                 } => (reply.map(<[u8]>::to_vec), len, headers),
                 Line::Ping => {
-                    self.pos = body;
+                    self.input.consume(body);
                     self.out.extend_from_slice(b"PONG\r\n");
                     self.flush().await?;
                     continue;
                 }
                 Line::Pong => {
-                    self.pos = body;
+                    self.input.consume(body);
                     return Ok(Incoming::Pong);
                 }
                 Line::Err(_) | Line::Bad => {
-                    let text = String::from_utf8_lossy(&self.buf[head]).into_owned();
-                    return Err(error(text));
+                    return Err(error(String::from_utf8_lossy(&rest[..eol])));
                 }
                 Line::Other => {
-                    self.pos = body;
+                    self.input.consume(body);
                     continue;
                 }
             };
-            if self.buf.len() < body + len + 2 {
+            if rest.len() < body + len + 2 {
                 self.fill().await?;
                 continue;
             }
-            let payload = self.buf[body..body + len].to_vec();
-            self.pos = body + len + 2;
+            let payload = rest[body..body + len].to_vec();
+            self.input.consume(body + len + 2);
             let status = headers && reply.is_none();
             return Ok(Incoming::Msg {
                 reply,
@@ -327,9 +315,8 @@ impl Conn {
 
     /// The socket and the bytes read past what was parsed, for a reader
     /// that parses in place from here on.
-    pub(crate) fn into_parts(mut self) -> (TcpStream, Vec<u8>) {
-        self.buf.drain(..self.pos);
-        (self.stream, self.buf)
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.input.into_unparsed())
     }
 }
 

@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{push_command, Input, Reply};
+use super::{next_reply, push_command, Reply};
+use crate::readbuf::ReadBuf;
 use crate::BenchError;
 
 /// An async connection with a queue of commands not sent yet.
 pub(crate) struct Conn {
     stream: TcpStream,
-    input: Input,
+    input: ReadBuf,
     out: Vec<u8>,
 }
 
@@ -27,7 +28,7 @@ impl Conn {
             .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
         Ok(Conn {
             stream,
-            input: Input::default(),
+            input: ReadBuf::default(),
             out: Vec::with_capacity(64 * 1024),
         })
     }
@@ -89,11 +90,11 @@ impl Conn {
     pub(crate) async fn reply(&mut self) -> Result<Reply, BenchError> {
         let failed = |e| BenchError::io("cannot read from Redis", e);
         loop {
-            if let Some(reply) = self.input.reply().map_err(failed)? {
+            if let Some(reply) = next_reply(&mut self.input).map_err(failed)? {
                 return Ok(reply);
             }
-            let n = self.stream.read(self.input.spare()).await.map_err(failed)?;
-            self.input.filled(n).map_err(failed)?;
+            let read = self.stream.read(self.input.spare()).await;
+            self.input.filled(read).map_err(failed)?;
         }
     }
 

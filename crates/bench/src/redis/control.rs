@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{command, Input, Reply};
+use super::{command, next_reply, Reply};
+use crate::readbuf::ReadBuf;
 use crate::BenchError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -15,7 +16,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A blocking connection for control commands.
 pub(crate) struct Control {
     stream: TcpStream,
-    input: Input,
+    input: ReadBuf,
 }
 
 impl Control {
@@ -27,7 +28,7 @@ impl Control {
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
         Ok(Control {
             stream,
-            input: Input::default(),
+            input: ReadBuf::default(),
         })
     }
 
@@ -40,11 +41,11 @@ impl Control {
             .map_err(|e| BenchError::io(format!("cannot send {name} to Redis"), e))?;
         let no_answer = |e| BenchError::io(format!("no answer from Redis to {name}"), e);
         loop {
-            if let Some(reply) = self.input.reply().map_err(no_answer)? {
+            if let Some(reply) = next_reply(&mut self.input).map_err(no_answer)? {
                 return reply.ok(&name);
             }
-            let n = self.stream.read(self.input.spare()).map_err(no_answer)?;
-            self.input.filled(n).map_err(no_answer)?;
+            let read = self.stream.read(self.input.spare());
+            self.input.filled(read).map_err(no_answer)?;
         }
     }
 

@@ -13,10 +13,8 @@ pub(crate) use conn::Conn;
 pub(crate) use control::Control;
 pub(crate) use session::Session;
 
+use crate::readbuf::ReadBuf;
 use crate::BenchError;
-
-/// Bytes a connection asks the socket for at once.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// The address of `redis://<host>:<port>` (or `<host>:<port>`); the host
 /// must be a loopback address: the bench sends load nowhere else.
@@ -177,41 +175,13 @@ fn parse(buf: &[u8]) -> std::io::Result<Option<(Reply, usize)>> {
     Ok(Some((reply, at)))
 }
 
-/// What a connection has read and not parsed yet.
-#[derive(Default)]
-struct Input {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Input {
-    /// The next complete reply, if it is all here.
-    fn reply(&mut self) -> std::io::Result<Option<Reply>> {
-        let Some((reply, used)) = parse(&self.buf[self.start..])? else {
-            return Ok(None);
-        };
-        self.start += used;
-        Ok(Some(reply))
-    }
-
-    /// Room for the next read, after what is unparsed.
-    fn spare(&mut self) -> &mut [u8] {
-        self.buf.drain(..self.start);
-        self.start = 0;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        &mut self.buf[len..]
-    }
-
-    /// Keeps the `n` bytes read into the room [`Input::spare`] gave; none
-    /// means Redis closed the connection.
-    fn filled(&mut self, n: usize) -> std::io::Result<()> {
-        self.buf.truncate(self.buf.len() - READ_CHUNK + n);
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
-    }
+/// The next complete reply in `input`, if it is all there.
+fn next_reply(input: &mut ReadBuf) -> std::io::Result<Option<Reply>> {
+    let Some((reply, used)) = parse(input.unparsed())? else {
+        return Ok(None);
+    };
+    input.consume(used);
+    Ok(Some(reply))
 }
 
 #[cfg(test)]
@@ -287,17 +257,16 @@ mod tests {
     }
 
     #[test]
-    fn input_keeps_what_is_not_parsed() {
-        let mut input = Input::default();
+    fn replies_are_taken_whole_from_the_buffer() {
+        let mut input = ReadBuf::default();
         let data = b"+OK\r\n:4";
         input.spare()[..data.len()].copy_from_slice(data);
-        input.filled(data.len()).unwrap();
-        assert_eq!(input.reply().unwrap(), Some(Reply::Simple("OK".into())));
-        assert_eq!(input.reply().unwrap(), None);
-        input.spare()[..2].copy_from_slice(b"\r\n");
-        input.filled(2).unwrap();
-        assert_eq!(input.reply().unwrap(), Some(Reply::Int(4)));
-        input.spare();
-        assert!(input.filled(0).is_err(), "a closed connection");
+        input.filled(Ok(data.len())).unwrap();
+        assert_eq!(
+            next_reply(&mut input).unwrap(),
+            Some(Reply::Simple("OK".into()))
+        );
+        assert_eq!(next_reply(&mut input).unwrap(), None);
+        assert_eq!(input.unparsed(), b":4");
     }
 }
