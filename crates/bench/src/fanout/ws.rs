@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::receive::{Ctx, Deliveries, Subscribed};
 use super::stamp::Tally;
-use crate::BenchError;
+use crate::{net, BenchError};
 
 /// How long the upgrade and the `subscribed` answer may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,11 +34,7 @@ pub(crate) async fn subscribe(
     sub: &str,
 ) -> Result<Subscribed<Busbar>, BenchError> {
     let setup = async {
-        let mut s = TcpStream::connect(http)
-            .await
-            .map_err(|e| BenchError::io(format!("cannot connect to {http}"), e))?;
-        s.set_nodelay(true)
-            .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+        let mut s = net::connect(http, "busbar").await?;
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -9,12 +9,11 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use super::{measure_consumers, Consumer, Outcome, Work};
 use crate::daemon::Daemon;
 use crate::ingest::Level;
-use crate::readbuf::ReadBuf;
+use crate::net::{self, ReadBuf};
 use crate::BenchError;
 
 const STREAM: &str = "bench-groups";
@@ -51,12 +50,7 @@ async fn send(w: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), BenchError> {
 
 /// A connection with acks on.
 async fn connect(addr: SocketAddr) -> Result<(Lines, OwnedWriteHalf), BenchError> {
-    let s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| BenchError::io(format!("cannot connect to busbar at {addr}"), e))?;
-    s.set_nodelay(true)
-        .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
-    let (reader, mut w) = s.into_split();
+    let (reader, mut w) = net::connect(addr, "busbar").await?.into_split();
     send(&mut w, b"{\"hello\":{\"acks\":true}}\n").await?;
     let lines = Lines {
         reader,

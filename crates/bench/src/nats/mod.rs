@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::readbuf::ReadBuf;
+use crate::net::{self, ReadBuf};
 use crate::BenchError;
 
 mod jetstream;
@@ -200,12 +200,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects and waits for the server to take `CONNECT`.
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, BenchError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| BenchError::io(format!("cannot connect to NATS at {addr}"), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+        let stream = net::connect(addr, "NATS").await?;
         let mut c = Conn {
             stream,
             input: ReadBuf::default(),

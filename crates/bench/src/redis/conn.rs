@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{next_reply, push_command, Reply};
-use crate::readbuf::ReadBuf;
+use crate::net::{self, ReadBuf};
 use crate::BenchError;
 
 /// An async connection with a queue of commands not sent yet.
@@ -20,12 +20,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, BenchError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| BenchError::io(format!("cannot connect to Redis at {addr}"), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+        let stream = net::connect(addr, "Redis").await?;
         Ok(Conn {
             stream,
             input: ReadBuf::default(),

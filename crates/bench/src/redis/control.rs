@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::{command, next_reply, Reply};
-use crate::readbuf::ReadBuf;
+use crate::net::ReadBuf;
 use crate::BenchError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

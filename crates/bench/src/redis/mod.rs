@@ -13,7 +13,7 @@ pub(crate) use conn::Conn;
 pub(crate) use control::Control;
 pub(crate) use session::Session;
 
-use crate::readbuf::ReadBuf;
+use crate::net::ReadBuf;
 use crate::BenchError;
 
 /// The address of `redis://<host>:<port>` (or `<host>:<port>`); the host

@@ -1,7 +1,24 @@
-//! What a connection has read and not parsed yet: the buffer every client
-//! of the bench (busbar's socket protocol, Redis, NATS) reads into.
+//! The connections of the bench's clients (busbar's socket protocol and
+//! WebSocket, Redis, NATS): how they connect, and the buffer they read
+//! into.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use crate::BenchError;
+
+/// A TCP connection to `system` at `addr` whose small writes leave at
+/// once: pipelined requests must not wait for the answers to earlier ones.
+pub(crate) async fn connect(addr: SocketAddr, system: &str) -> Result<TcpStream, BenchError> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| BenchError::io(format!("cannot connect to {system} at {addr}"), e))?;
+    s.set_nodelay(true)
+        .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+    Ok(s)
+}
 
 /// Bytes a connection asks the socket for at once.
 const READ_CHUNK: usize = 256 * 1024;
