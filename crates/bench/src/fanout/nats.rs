@@ -2,10 +2,9 @@
 //! bench's NATS client, then `MSG`s parsed in place.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::receive::{Ctx, Deliveries, Subscribed};
-use super::stamp::Tally;
+use super::receive::{Deliveries, Received, Subscribed};
 use crate::nats::{self, Conn, Line};
 use crate::BenchError;
 
@@ -45,14 +44,7 @@ pub(crate) fn pub_frame(subject: &str, json: &[u8]) -> (Vec<u8>, usize) {
 }
 
 impl Deliveries for Nats {
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        tally: &mut Tally,
-        ctx: &Ctx,
-        now: Instant,
-        replies: &mut Vec<u8>,
-    ) -> usize {
+    fn parse(&mut self, buf: &[u8], got: &mut Received<'_>) -> usize {
         let mut at = 0;
         while let Some(eol) = memchr::memmem::find(&buf[at..], b"\r\n") {
             let head = &buf[at..at + eol];
@@ -62,17 +54,18 @@ impl Deliveries for Nats {
                     if buf.len() < body + len + 2 {
                         break;
                     }
-                    tally.event(&buf[body..body + len], ctx.base, now);
+                    got.event(&buf[body..body + len]);
                     at = body + len + 2;
                     continue;
                 }
                 Line::Bad => {
-                    tally.error = Some(format!("bad MSG line {:?}", String::from_utf8_lossy(head)));
+                    let bad = format!("bad MSG line {:?}", String::from_utf8_lossy(head));
+                    got.tally.error = Some(bad);
                     return at;
                 }
-                Line::Ping => replies.extend_from_slice(b"PONG\r\n"),
+                Line::Ping => got.replies.extend_from_slice(b"PONG\r\n"),
                 Line::Err(e) => {
-                    tally
+                    got.tally
                         .error
                         .get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
                 }
@@ -86,26 +79,23 @@ impl Deliveries for Nats {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
 
     use super::*;
-    use crate::fanout::stamp;
+    use crate::fanout::stamp::Tally;
 
     #[test]
     fn messages_pings_and_partial_payloads() {
-        let ctx = Ctx {
-            base: Instant::now(),
-            events: 10,
-            deadline: Instant::now(),
-            quiet: Duration::ZERO,
-            published: AtomicBool::new(false),
-            latency: Arc::new(Mutex::new(stamp::histogram())),
-        };
         let mut t = Tally::default();
         let mut replies = Vec::new();
+        let mut got = Received {
+            tally: &mut t,
+            base: Instant::now(),
+            now: Instant::now(),
+            replies: &mut replies,
+        };
         let buf = b"MSG s 1 5\r\nhello\r\nPING\r\nMSG s 1 r 3\r\nabc\r\nMSG s 1 9\r\nabc";
-        let used = Nats.parse(buf, &mut t, &ctx, Instant::now(), &mut replies);
+        let used = Nats.parse(buf, &mut got);
         assert_eq!(t.delivered, 2);
         assert_eq!(replies, b"PONG\r\n");
         assert_eq!(&buf[used..], b"MSG s 1 9\r\nabc");

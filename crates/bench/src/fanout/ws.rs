@@ -6,12 +6,12 @@
 //! servers, not two client libraries of different weight.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::receive::{Ctx, Deliveries, Subscribed};
+use super::receive::{Deliveries, Received, Subscribed};
 use super::stamp::Tally;
 use crate::{net, BenchError};
 
@@ -159,25 +159,16 @@ pub(crate) fn frame_at(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)
 }
 
 impl Deliveries for Busbar {
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        tally: &mut Tally,
-        ctx: &Ctx,
-        now: Instant,
-        replies: &mut Vec<u8>,
-    ) -> usize {
+    fn parse(&mut self, buf: &[u8], got: &mut Received<'_>) -> usize {
         let mut at = 0;
         while let Some((opcode, payload, next)) = frame_at(&buf[at..]) {
             let body = &buf[at + payload.start..at + payload.end];
             match opcode {
-                OP_TEXT if body.starts_with(b"{\"type\":\"event\"") => {
-                    tally.event(body, ctx.base, now);
-                }
-                OP_TEXT => text(body, tally),
-                OP_PING => replies.extend_from_slice(&client_frame(OP_PONG, body)),
+                OP_TEXT if body.starts_with(b"{\"type\":\"event\"") => got.event(body),
+                OP_TEXT => text(body, got.tally),
+                OP_PING => got.replies.extend_from_slice(&client_frame(OP_PONG, body)),
                 OP_CLOSE => {
-                    tally
+                    got.tally
                         .error
                         .get_or_insert_with(|| "busbar closed the WebSocket".to_owned());
                 }
