@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
@@ -18,6 +19,57 @@ pub(crate) async fn connect(addr: SocketAddr, system: &str) -> Result<TcpStream,
     s.set_nodelay(true)
         .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
     Ok(s)
+}
+
+/// A TCP connection whose requests are queued in `out` and written
+/// together, so that a client pipelines (an ack with the next read), and
+/// whose answers are read into `input`.
+pub(crate) struct Pipeline {
+    stream: TcpStream,
+    /// What was read and not parsed yet.
+    pub(crate) input: ReadBuf,
+    /// What is queued and not written yet.
+    pub(crate) out: Vec<u8>,
+    system: &'static str,
+}
+
+impl Pipeline {
+    /// Connects to `system` at `addr`.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        system: &'static str,
+    ) -> Result<Pipeline, BenchError> {
+        Ok(Pipeline {
+            stream: connect(addr, system).await?,
+            input: ReadBuf::default(),
+            out: Vec::with_capacity(64 * 1024),
+            system,
+        })
+    }
+
+    /// Writes what is queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), BenchError> {
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(|e| BenchError::io(format!("cannot write to {}", self.system), e))?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads what the peer sent next into `input`.
+    pub(crate) async fn fill(&mut self) -> Result<(), BenchError> {
+        let read = self.stream.read(self.input.spare()).await;
+        self.input
+            .filled(read)
+            .map_err(|e| BenchError::io(format!("cannot read from {}", self.system), e))
+    }
+
+    /// The socket and the bytes read and not parsed, for a reader that
+    /// parses in place from here on.
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.input.into_unparsed())
+    }
 }
 
 /// Bytes a connection asks the socket for at once.

@@ -135,6 +135,6 @@ impl Conn {
 
     /// Queues the ack of the message whose reply subject is `reply`.
     pub(crate) fn ack(&mut self, reply: &[u8]) {
-        super::push_pub(&mut self.out, reply, None, b"+ACK");
+        super::push_pub(&mut self.0.out, reply, None, b"+ACK");
     }
 }

@@ -9,10 +9,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::net::{self, ReadBuf};
+use crate::net::Pipeline;
 use crate::BenchError;
 
 mod jetstream;
@@ -191,29 +190,21 @@ pub(crate) enum Incoming {
 }
 
 /// An async connection with a queue of commands not sent yet.
-pub(crate) struct Conn {
-    stream: TcpStream,
-    input: ReadBuf,
-    out: Vec<u8>,
-}
+pub(crate) struct Conn(Pipeline);
 
 impl Conn {
     /// Connects and waits for the server to take `CONNECT`.
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, BenchError> {
-        let stream = net::connect(addr, "NATS").await?;
-        let mut c = Conn {
-            stream,
-            input: ReadBuf::default(),
-            out: Vec::with_capacity(64 * 1024),
-        };
-        c.out.extend_from_slice(CONNECT.as_bytes());
+        let mut c = Conn(Pipeline::connect(addr, "NATS").await?);
+        c.0.out.extend_from_slice(CONNECT.as_bytes());
         c.round_trip().await?;
         Ok(c)
     }
 
     /// Queues `SUB <subject> <sid>`.
     pub(crate) fn subscribe(&mut self, subject: &str, sid: u32) {
-        self.out
+        self.0
+            .out
             .extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
     }
 
@@ -223,28 +214,23 @@ impl Conn {
             Some(max) => format!("UNSUB {sid} {max}\r\n"),
             None => format!("UNSUB {sid}\r\n"),
         };
-        self.out.extend_from_slice(line.as_bytes());
+        self.0.out.extend_from_slice(line.as_bytes());
     }
 
     /// Queues a message.
     pub(crate) fn publish(&mut self, subject: &str, reply: Option<&[u8]>, payload: &[u8]) {
-        push_pub(&mut self.out, subject.as_bytes(), reply, payload);
+        push_pub(&mut self.0.out, subject.as_bytes(), reply, payload);
     }
 
     /// Sends what is queued.
     pub(crate) async fn flush(&mut self) -> Result<(), BenchError> {
-        self.stream
-            .write_all(&self.out)
-            .await
-            .map_err(|e| BenchError::io("cannot write to NATS", e))?;
-        self.out.clear();
-        Ok(())
+        self.0.flush().await
     }
 
     /// Flushes, then waits for the server to have read everything (a
     /// `PING`'s `PONG`); messages meanwhile are dropped.
     pub(crate) async fn round_trip(&mut self) -> Result<(), BenchError> {
-        self.out.extend_from_slice(b"PING\r\n");
+        self.0.out.extend_from_slice(b"PING\r\n");
         self.flush().await?;
         loop {
             if let Incoming::Pong = self.next().await? {
@@ -253,19 +239,12 @@ impl Conn {
         }
     }
 
-    async fn fill(&mut self) -> Result<(), BenchError> {
-        let read = self.stream.read(self.input.spare()).await;
-        self.input
-            .filled(read)
-            .map_err(|e| BenchError::io("cannot read from NATS", e))
-    }
-
     /// The next message or `PONG`; answers `PING`s, skips the rest.
     pub(crate) async fn next(&mut self) -> Result<Incoming, BenchError> {
         loop {
-            let rest = self.input.unparsed();
+            let rest = self.0.input.unparsed();
             let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
-                self.fill().await?;
+                self.0.fill().await?;
                 continue;
             };
             let body = eol + 2;
@@ -276,29 +255,29 @@ impl Conn {
                     headers,
                 } => (reply.map(<[u8]>::to_vec), len, headers),
                 Line::Ping => {
-                    self.input.consume(body);
-                    self.out.extend_from_slice(b"PONG\r\n");
+                    self.0.input.consume(body);
+                    self.0.out.extend_from_slice(b"PONG\r\n");
                     self.flush().await?;
                     continue;
                 }
                 Line::Pong => {
-                    self.input.consume(body);
+                    self.0.input.consume(body);
                     return Ok(Incoming::Pong);
                 }
                 Line::Err(_) | Line::Bad => {
                     return Err(error(String::from_utf8_lossy(&rest[..eol])));
                 }
                 Line::Other => {
-                    self.input.consume(body);
+                    self.0.input.consume(body);
                     continue;
                 }
             };
             if rest.len() < body + len + 2 {
-                self.fill().await?;
+                self.0.fill().await?;
                 continue;
             }
             let payload = rest[body..body + len].to_vec();
-            self.input.consume(body + len + 2);
+            self.0.input.consume(body + len + 2);
             let status = headers && reply.is_none();
             return Ok(Incoming::Msg {
                 reply,
@@ -311,7 +290,7 @@ impl Conn {
     /// The socket and the bytes read past what was parsed, for a reader
     /// that parses in place from here on.
     pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        (self.stream, self.input.into_unparsed())
+        self.0.into_parts()
     }
 }
 

@@ -4,33 +4,21 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::{next_reply, push_command, Reply};
-use crate::net::{self, ReadBuf};
+use crate::net::Pipeline;
 use crate::BenchError;
 
 /// An async connection with a queue of commands not sent yet.
-pub(crate) struct Conn {
-    stream: TcpStream,
-    input: ReadBuf,
-    out: Vec<u8>,
-}
+pub(crate) struct Conn(Pipeline);
 
 impl Conn {
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, BenchError> {
-        let stream = net::connect(addr, "Redis").await?;
-        Ok(Conn {
-            stream,
-            input: ReadBuf::default(),
-            out: Vec::with_capacity(64 * 1024),
-        })
+        Ok(Conn(Pipeline::connect(addr, "Redis").await?))
     }
 
     /// Queues a command.
     pub(crate) fn push(&mut self, args: &[&[u8]]) {
-        push_command(&mut self.out, args);
+        push_command(&mut self.0.out, args);
     }
 
     /// Queues `XADD <key> * <field> <value>`.
@@ -73,23 +61,17 @@ impl Conn {
 
     /// Sends what is queued.
     pub(crate) async fn flush(&mut self) -> Result<(), BenchError> {
-        self.stream
-            .write_all(&self.out)
-            .await
-            .map_err(|e| BenchError::io("cannot write to Redis", e))?;
-        self.out.clear();
-        Ok(())
+        self.0.flush().await
     }
 
     /// The next reply, error replies included.
     pub(crate) async fn reply(&mut self) -> Result<Reply, BenchError> {
-        let failed = |e| BenchError::io("cannot read from Redis", e);
         loop {
-            if let Some(reply) = next_reply(&mut self.input).map_err(failed)? {
+            let parsed = next_reply(&mut self.0.input);
+            if let Some(reply) = parsed.map_err(|e| BenchError::io("cannot read from Redis", e))? {
                 return Ok(reply);
             }
-            let read = self.stream.read(self.input.spare()).await;
-            self.input.filled(read).map_err(failed)?;
+            self.0.fill().await?;
         }
     }
 
