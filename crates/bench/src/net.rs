@@ -1,6 +1,6 @@
 //! The connections of the bench's clients (busbar's socket protocol and
-//! WebSocket, Redis, NATS): how they connect, and the buffer they read
-//! into.
+//! WebSocket, Redis, NATS): how they connect, the buffer they read into,
+//! and the pipelined connection the Redis and NATS clients build on.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
