@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a bench could not run.
 #[derive(Debug, thiserror::Error)]
@@ -12,16 +12,11 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
-    /// The `busbar serve` child could not be started.
-    #[error("cannot start {exe}: {source}")]
-    Spawn {
-        /// The executable.
-        exe: PathBuf,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The daemon exited or never wrote its addresses.
+    /// The `busbar serve` child could not be started or stopped, or did
+    /// not answer an HTTP request.
+    #[error(transparent)]
+    Serve(#[from] busbar_testkit::Error),
+    /// The daemon exited uncleanly or refused a request.
     #[error("the busbar daemon {what}; its log ends with:\n{log}")]
     Daemon {
         /// What went wrong.
@@ -44,6 +39,22 @@ pub enum BenchError {
         command: String,
         /// Redis' error, or what was unexpected.
         message: String,
+    },
+    /// busbar answered an op with an error or something unexpected.
+    #[error("busbar {op}: {answer}")]
+    Busbar {
+        /// The op: `create_group`, `publish`, `read`, `ack`, `group`.
+        op: &'static str,
+        /// What it answered.
+        answer: String,
+    },
+    /// A system did not finish within its bound.
+    #[error("{what} within {limit:?}")]
+    TimedOut {
+        /// What did not happen.
+        what: String,
+        /// The bound.
+        limit: Duration,
     },
     /// A system under test refused an event or broke the protocol.
     #[error("{system} answered {count} events with errors; first: {first}")]

@@ -7,6 +7,7 @@ use crate::daemon::Daemon;
 use crate::load::{self, Load, Target};
 use crate::redis::{self, Control, Session};
 use crate::report::{self, Latency, LevelReport, RedisStatus, Report, RunReport};
+use crate::runtime;
 use crate::wire::{event_json, Wire};
 use crate::BenchError;
 
@@ -34,7 +35,7 @@ impl Level {
         }
     }
 
-    fn busbar_flags(self) -> &'static [&'static str] {
+    pub(crate) fn busbar_flags(self) -> &'static [&'static str] {
         match self {
             Level::Always => &["--durability", "always"],
             Level::Interval => &["--durability", "interval:1s"],
@@ -43,7 +44,7 @@ impl Level {
     }
 
     /// Redis' `appendfsync`, or `None` for no AOF at all.
-    fn appendfsync(self) -> Option<&'static str> {
+    pub(crate) fn appendfsync(self) -> Option<&'static str> {
         match self {
             Level::Always => Some("always"),
             Level::Interval => Some("everysec"),
@@ -117,26 +118,8 @@ pub struct Plan {
 /// or closes connections, or Redis cannot be set up or restored. Redis being
 /// unreachable is not an error: busbar is measured alone.
 pub fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, BenchError> {
-    let runtime = if plan.client_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(plan.client_threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(BenchError::Runtime)?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| BenchError::io("cannot handle SIGTERM", e))?;
-        tokio::select! {
-            result = bench(plan, progress) => result,
-            _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
-            _ = term.recv() => Err(BenchError::Interrupted),
-        }
-    })
+    let runtime = runtime::runtime(plan.client_threads)?;
+    runtime::until_interrupted(&runtime, bench(plan, progress))
 }
 
 async fn bench(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, BenchError> {
@@ -289,7 +272,7 @@ async fn scenario(
             // the next round from an empty stream. On disk the stream is
             // kept; an append's cost does not depend on the log's length.
             if level == Level::Memory {
-                daemon.delete_stream(BENCH_STREAM).await?;
+                daemon.delete_stream(BENCH_STREAM)?;
             }
         }
         if let Some((session, addr)) = redis.as_mut() {

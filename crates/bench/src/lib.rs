@@ -32,16 +32,28 @@
 //! [`fanout::run`] is `busbar bench fanout`: live fan-out from one
 //! publisher to many WebSocket subscribers of a fresh daemon, against the
 //! same shape on NATS core pub/sub; see its module docs.
+//!
+//! [`groups::run`] is `busbar bench groups`: consumer-group delivery with
+//! acks against Redis `XREADGROUP`/`XACK` and NATS JetStream pull
+//! consumers, at each durability level; see its module docs.
+//!
+//! Every scenario starts its daemons with `busbar-testkit` and talks to
+//! the peers through one Redis client and one NATS client.
 
 #![warn(missing_docs)]
 
 mod daemon;
 mod error;
 pub mod fanout;
+pub mod groups;
 pub mod ingest;
 mod load;
+mod nats;
+mod net;
+mod procfs;
 mod redis;
 mod report;
+mod runtime;
 mod wire;
 
 pub use error::BenchError;

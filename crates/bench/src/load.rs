@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::wire::{Answers, Wire};
-use crate::BenchError;
+use crate::{net, BenchError};
 
 /// Where producers connect.
 #[derive(Debug, Clone)]
@@ -130,15 +130,7 @@ enum Stream {
 
 async fn connect(target: &Target, wire: &Wire) -> Result<Stream, BenchError> {
     let mut stream = match target {
-        Target::Tcp(addr) => {
-            let s = TcpStream::connect(addr)
-                .await
-                .map_err(|e| BenchError::io(format!("cannot connect to {addr}"), e))?;
-            // Pipelined writes must leave at once, not wait for acks.
-            s.set_nodelay(true)
-                .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
-            Stream::Tcp(s)
-        }
+        Target::Tcp(addr) => Stream::Tcp(net::connect(*addr, wire.system()).await?),
         Target::Unix(path) => Stream::Unix(
             UnixStream::connect(path)
                 .await

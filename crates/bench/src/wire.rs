@@ -1,6 +1,8 @@
 //! What goes on the wire for each system: the event bytes a producer sends
 //! and how its answers are counted.
 
+use crate::redis;
+
 /// The JSON event both systems receive. busbar gets it as one NDJSON line;
 /// Redis gets it as the value of one field (`XADD <key> * event <json>`).
 ///
@@ -62,7 +64,7 @@ impl Wire {
                 line.push(b'\n');
                 line
             }
-            Wire::Redis => resp_command(&[b"XADD", key.as_bytes(), b"*", b"event", json]),
+            Wire::Redis => redis::command(&[b"XADD", key.as_bytes(), b"*", b"event", json]),
         }
     }
 
@@ -132,17 +134,6 @@ fn redis_answers(buf: &[u8], answers: &mut Answers) -> usize {
     }
 }
 
-/// Encodes a command as a RESP array of bulk strings.
-pub(crate) fn resp_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,13 +168,5 @@ mod tests {
         assert_eq!((a.answered, a.errors), (2, 1));
         assert_eq!(&buf[used..], b"$3\r\n1-");
         assert_eq!(a.first_error.as_deref(), Some("-ERR wrong"));
-    }
-
-    #[test]
-    fn resp_encoding() {
-        assert_eq!(
-            resp_command(&[b"DEL", b"k"]),
-            b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n".to_vec()
-        );
     }
 }

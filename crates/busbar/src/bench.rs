@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busbar_bench::fanout::{self, PublishVia, Shape};
+use busbar_bench::groups::{self, System};
 use busbar_bench::ingest::{Level, Plan, Transport};
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -38,7 +39,7 @@ enum Scenario {
     /// Starts its own `busbar serve` on a temporary data directory and
     /// ephemeral loopback ports. Redis' persistence settings are changed for
     /// each level and put back afterwards, and the bench's keys deleted.
-    Groups(crate::bench_groups::GroupsArgs),
+    Groups(GroupsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,12 +163,116 @@ enum PublishArg {
     Unix,
 }
 
+/// `busbar bench groups` flags.
+#[derive(Args)]
+struct GroupsArgs {
+    /// Durability level(s): memory (--memory; Redis appendonly no; NATS
+    /// memory storage), always (Redis appendfsync always; NATS file
+    /// storage), or both.
+    #[arg(long, value_enum, default_value = "both")]
+    durability: GroupsDurabilityArg,
+    /// Consumers in the group, each on its own connection.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+    /// Events per read.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Events pre-filled and consumed per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Bytes of each event's JSON (the same bytes for every system).
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Longest consuming run, in seconds.
+    #[arg(long, default_value_t = 120)]
+    max_seconds: u64,
+    /// Redis to compare with (loopback only).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis_addr: String,
+    /// NATS server with JetStream to compare with (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    nats_addr: std::net::SocketAddr,
+    /// Systems to measure, comma-separated: busbar, redis, nats.
+    #[arg(long, value_delimiter = ',', default_value = "busbar,redis,nats")]
+    systems: Vec<SystemArg>,
+    /// Rounds per level; the systems take turns in each round (so a busy
+    /// disk or CPU weighs on all of them) and the median round is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Threads of the load client.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Directory for the daemon's temporary data (default: the system's
+    /// temporary directory); pick one on the disk to measure.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GroupsDurabilityArg {
+    Memory,
+    Always,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SystemArg {
+    Busbar,
+    Redis,
+    Nats,
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.scenario {
         Scenario::Ingest(a) => ingest(a),
-        Scenario::Groups(a) => crate::bench_groups::run(a),
+        Scenario::Groups(a) => groups_bench(a),
         Scenario::Fanout(a) => fanout_bench(a),
     }
+}
+
+fn groups_bench(a: GroupsArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.consumers > 0 && a.batch > 0 && a.events > 0,
+        "--consumers, --batch and --events must be at least 1"
+    );
+    let plan = groups::Plan {
+        exe: std::env::current_exe().context("cannot find the busbar executable")?,
+        levels: match a.durability {
+            GroupsDurabilityArg::Memory => vec![Level::Memory],
+            GroupsDurabilityArg::Always => vec![Level::Always],
+            GroupsDurabilityArg::Both => vec![Level::Memory, Level::Always],
+        },
+        systems: a
+            .systems
+            .iter()
+            .map(|s| match s {
+                SystemArg::Busbar => System::Busbar,
+                SystemArg::Redis => System::Redis,
+                SystemArg::Nats => System::Nats,
+            })
+            .collect(),
+        consumers: a.consumers,
+        batch: a.batch,
+        events: a.events,
+        payload_bytes: a.payload_bytes,
+        max_run: Duration::from_secs(a.max_seconds.max(1)),
+        redis_url: a.redis_addr,
+        nats: a.nats_addr,
+        rounds: a.rounds.max(1),
+        client_threads: a.client_threads.max(1),
+        work_dir: a.work_dir,
+    };
+    let progress = |line: &str| eprintln!("busbar bench groups: {line}");
+    let report = groups::run(&plan, &progress).context("bench groups failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fanout_bench(a: FanoutArgs) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use busbar_config::Addresses;
 use clap::Args;
 use serde_json::Value;
 
@@ -160,10 +161,10 @@ fn base_url(args: &HttpArgs) -> String {
     if let Some(url) = &args.url {
         return url.trim_end_matches('/').to_owned();
     }
-    let from_run_file = std::fs::read(args.data_dir.join("run").join("addresses.json"))
+    let from_run_file = std::fs::read(Addresses::path(&args.data_dir))
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|v| v["http"].as_str().map(|a| format!("http://{a}")));
+        .and_then(|bytes| serde_json::from_slice::<Addresses>(&bytes).ok())
+        .map(|a| format!("http://{}", a.http));
     from_run_file.unwrap_or_else(|| "http://127.0.0.1:9479".to_owned())
 }
 

@@ -5,11 +5,11 @@
 //! - `busbar cmd <name> [json]`: a command on the command socket;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
-//! - `busbar bench ingest | fanout`: busbar's ingest against Redis `XADD`,
-//!   its live fan-out against NATS.
+//! - `busbar bench ingest | fanout | groups`: busbar's ingest against Redis
+//!   `XADD`, its live fan-out against NATS, its consumer groups against
+//!   Redis Streams and NATS JetStream (the `busbar-bench` crate).
 
 mod bench;
-mod bench_groups;
 mod client;
 mod cmd;
 mod dlq;

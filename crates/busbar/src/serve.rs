@@ -1,34 +1,21 @@
 //! `busbar serve`: wires storage, engine and transports together, and shuts
 //! them down in order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use busbar_config::{Backend, Config, OnCorruption};
+use busbar_config::{Addresses, Backend, Config, OnCorruption};
 use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Readiness};
 use busbar_ingest::{Ingest, IngestOptions};
 use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
 use busbar_store::memory::MemoryStore;
 use busbar_store::{Durability, Retention, Store};
-use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-
-/// What `<data-dir>/run/addresses.json` holds: where this daemon listens, so
-/// tools and tests find ports picked with port 0.
-#[derive(Debug, Serialize)]
-struct Addresses {
-    pid: u32,
-    backend: &'static str,
-    tcp: String,
-    http: String,
-    events_socket: PathBuf,
-    commands_socket: PathBuf,
-}
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
@@ -206,9 +193,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &addresses_path,
         &Addresses {
             pid: std::process::id(),
-            backend: engine.backend(),
-            tcp: tcp_addr.to_string(),
-            http: http_addr.to_string(),
+            backend: engine.backend().to_owned(),
+            tcp: tcp_addr,
+            http: http_addr,
             events_socket: events_path.clone(),
             commands_socket: commands_path.clone(),
         },

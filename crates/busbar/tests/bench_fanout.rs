@@ -1,25 +1,28 @@
 //! `busbar bench fanout` end to end, with tiny counts and without NATS.
 //! Checks the shape of the report and that events arrive, never the speed.
 
-use std::process::Command;
-
-use serde_json::Value;
+mod support;
 
 #[test]
 fn bench_fanout_reports_json_with_deliveries() {
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(["bench", "fanout", "--no-nats", "--json"])
-        .args(["--clients", "1,5", "--events", "200", "--rounds", "1"])
-        .args(["--max-seconds", "30", "--quiet-ms", "500"])
-        .arg("--work-dir")
-        .arg(work.path())
-        .env_remove("BUSBAR_CONFIG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = support::report(
+        &[
+            "fanout",
+            "--no-nats",
+            "--clients",
+            "1,5",
+            "--events",
+            "200",
+            "--rounds",
+            "1",
+            "--max-seconds",
+            "30",
+            "--quiet-ms",
+            "500",
+        ],
+        work.path(),
+    );
 
     assert_eq!(report["nats"]["reachable"], false);
     assert_eq!(report["rounds"], 1);
@@ -49,34 +52,35 @@ fn bench_fanout_reports_json_with_deliveries() {
         for field in ["events_per_sec", "per_subscriber_events_per_sec", "seconds"] {
             assert!(run[field].as_f64().unwrap() > 0.0, "{field} in {run}");
         }
-        for p in ["p50", "p99", "p999", "max", "mean"] {
-            assert!(run["latency_us"][p].as_f64().unwrap() > 0.0, "{p} in {run}");
-        }
+        support::assert_latency(&run["latency_us"], run);
         assert!(
             run["lag_notices"].is_u64() && run["subscriber_errors"] == 0,
             "{run}"
         );
         assert_eq!(run["rounds_events_per_sec"].as_array().unwrap().len(), 1);
     }
-    // Every daemon's temporary data directory is gone.
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
 
 #[test]
 fn bench_fanout_refuses_a_remote_nats_and_mismatched_counts() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(["bench", "fanout", "--clients", "1", "--events", "10"])
-        .args(["--nats-addr", "192.0.2.1:4222"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let said = support::refusal(&[
+        "fanout",
+        "--clients",
+        "1",
+        "--events",
+        "10",
+        "--nats-addr",
+        "192.0.2.1:4222",
+    ]);
+    assert!(said.contains("loopback"), "{said}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(["bench", "fanout", "--no-nats", "--clients", "1,2,3"])
-        .args(["--events", "10,20"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--events"));
+    let said = support::refusal(&[
+        "fanout",
+        "--no-nats",
+        "--clients",
+        "1,2,3",
+        "--events",
+        "10,20",
+    ]);
+    assert!(said.contains("--events"), "{said}");
 }

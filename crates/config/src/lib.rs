@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod env;
+mod run;
 mod sections;
 mod units;
 
@@ -48,6 +49,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use env::ENV_VARS;
+pub use run::Addresses;
 pub use sections::{
     AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
     JobsSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig,
@@ -206,9 +208,9 @@ impl Config {
             .unwrap_or_else(|| self.storage.data_dir.join("sock").join("commands.sock"))
     }
 
-    /// Where the daemon writes its run files (`addresses.json`).
+    /// Where the daemon writes its run files ([`Addresses`]).
     pub fn run_dir(&self) -> PathBuf {
-        self.storage.data_dir.join("run")
+        run::run_dir(&self.storage.data_dir)
     }
 
     /// Checks ranges and cross-key rules. Call it once every layer is in.

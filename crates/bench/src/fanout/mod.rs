@@ -23,7 +23,6 @@
 //! loopback addresses only.
 
 mod nats;
-mod procfs;
 mod publish;
 mod receive;
 pub mod report;
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
 use crate::report::Latency;
-use crate::BenchError;
+use crate::{procfs, runtime, BenchError};
 use publish::{Publish, Published};
 use receive::{Ctx, Deliveries, Subscribed};
 use report::{FanoutReport, FanoutRun, NatsStatus, ShapeReport};
@@ -103,35 +102,15 @@ pub struct Plan {
 /// is not an error: busbar is measured alone.
 pub fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Result<FanoutReport, BenchError> {
     if let Some(addr) = plan.nats {
-        if !addr.ip().is_loopback() {
-            return Err(BenchError::NatsAddr { addr });
-        }
+        crate::nats::loopback(addr)?;
     }
     let most = plan.shapes.iter().map(|s| s.subscribers).max().unwrap_or(0);
     // Both ends of every connection are in this process or its child
     // (which inherits the limit); a few hundred more for everything else.
     raise_fd_limit(most as u64 + 256)?;
     let threads = plan.client_threads.max(1);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(BenchError::Runtime)?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| BenchError::io("cannot handle SIGTERM", e))?;
-        tokio::select! {
-            result = bench(plan, threads, progress) => result,
-            _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
-            _ = term.recv() => Err(BenchError::Interrupted),
-        }
-    })
+    let runtime = runtime::runtime(threads)?;
+    runtime::until_interrupted(&runtime, bench(plan, threads, progress))
 }
 
 async fn bench(
@@ -147,7 +126,7 @@ async fn bench(
         note: None,
     };
     match plan.nats {
-        Some(addr) => match nats::version(addr) {
+        Some(addr) => match crate::nats::version(addr) {
             Ok(v) => {
                 nats.reachable = true;
                 nats.version = Some(v);
@@ -274,9 +253,9 @@ async fn nats_run(
     let (frame, json_at) = nats::pub_frame(&subject, &json);
     let framed = (frame, json_at + stamp_at);
     let measured = measure(plan, shape, subs, framed, server, move |p| {
-        let mut s = nats::publisher(addr)?;
+        let mut s = crate::nats::publisher(addr)?;
         let published = publish::publish(&mut s, p)?;
-        nats::finish_publishing(s)?;
+        crate::nats::finish_publishing(s)?;
         Ok(published)
     })
     .await?;

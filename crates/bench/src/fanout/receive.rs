@@ -33,17 +33,28 @@ pub(crate) struct Ctx {
 
 /// A system's delivery protocol, as a subscriber reads it.
 pub(crate) trait Deliveries: Send + 'static {
-    /// Counts the complete messages at the start of `buf` into `tally`,
-    /// appends what must be answered (pings) to `replies`, and returns how
-    /// many bytes it used.
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        tally: &mut Tally,
-        ctx: &Ctx,
-        now: Instant,
-        replies: &mut Vec<u8>,
-    ) -> usize;
+    /// Counts the complete messages at the start of `buf` into `got`,
+    /// with what must be answered (pings), and returns how many bytes it
+    /// used.
+    fn parse(&mut self, buf: &[u8], got: &mut Received<'_>) -> usize;
+}
+
+/// What one read of a subscriber brought.
+pub(crate) struct Received<'a> {
+    pub(crate) tally: &'a mut Tally,
+    /// Send stamps count from here.
+    pub(crate) base: Instant,
+    /// When the bytes were read.
+    pub(crate) now: Instant,
+    /// What to send back (pongs).
+    pub(crate) replies: &'a mut Vec<u8>,
+}
+
+impl Received<'_> {
+    /// Counts an event.
+    pub(crate) fn event(&mut self, msg: &[u8]) {
+        self.tally.event(msg, self.base, self.now);
+    }
 }
 
 /// A subscribed connection, with the bytes read past its setup.
@@ -68,7 +79,13 @@ pub(crate) async fn receive<P: Deliveries>(sub: Subscribed<P>, ctx: &Ctx) -> Tal
     // Whatever arrived with the setup answers is counted first.
     let mut now = Instant::now();
     loop {
-        let used = protocol.parse(&buf[..filled], &mut tally, ctx, now, &mut replies);
+        let mut got = Received {
+            tally: &mut tally,
+            base: ctx.base,
+            now,
+            replies: &mut replies,
+        };
+        let used = protocol.parse(&buf[..filled], &mut got);
         buf.copy_within(used..filled, 0);
         filled -= used;
         tally.flush(&ctx.latency);

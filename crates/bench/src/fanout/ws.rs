@@ -6,14 +6,14 @@
 //! servers, not two client libraries of different weight.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::receive::{Ctx, Deliveries, Subscribed};
+use super::receive::{Deliveries, Received, Subscribed};
 use super::stamp::Tally;
-use crate::BenchError;
+use crate::{net, BenchError};
 
 /// How long the upgrade and the `subscribed` answer may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,11 +34,7 @@ pub(crate) async fn subscribe(
     sub: &str,
 ) -> Result<Subscribed<Busbar>, BenchError> {
     let setup = async {
-        let mut s = TcpStream::connect(http)
-            .await
-            .map_err(|e| BenchError::io(format!("cannot connect to {http}"), e))?;
-        s.set_nodelay(true)
-            .map_err(|e| BenchError::io("cannot set TCP_NODELAY", e))?;
+        let mut s = net::connect(http, "busbar").await?;
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -163,25 +159,16 @@ pub(crate) fn frame_at(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)
 }
 
 impl Deliveries for Busbar {
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        tally: &mut Tally,
-        ctx: &Ctx,
-        now: Instant,
-        replies: &mut Vec<u8>,
-    ) -> usize {
+    fn parse(&mut self, buf: &[u8], got: &mut Received<'_>) -> usize {
         let mut at = 0;
         while let Some((opcode, payload, next)) = frame_at(&buf[at..]) {
             let body = &buf[at + payload.start..at + payload.end];
             match opcode {
-                OP_TEXT if body.starts_with(b"{\"type\":\"event\"") => {
-                    tally.event(body, ctx.base, now);
-                }
-                OP_TEXT => text(body, tally),
-                OP_PING => replies.extend_from_slice(&client_frame(OP_PONG, body)),
+                OP_TEXT if body.starts_with(b"{\"type\":\"event\"") => got.event(body),
+                OP_TEXT => text(body, got.tally),
+                OP_PING => got.replies.extend_from_slice(&client_frame(OP_PONG, body)),
                 OP_CLOSE => {
-                    tally
+                    got.tally
                         .error
                         .get_or_insert_with(|| "busbar closed the WebSocket".to_owned());
                 }

@@ -57,7 +57,7 @@ use tungstenite::error::ProtocolError;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Error as WsError, Message};
 
-use crate::harness::{http, Daemon, Options};
+use crate::harness::{http, options, start_in, Daemon};
 
 type Ws = tungstenite::WebSocket<MaybeTlsStream<std::net::TcpStream>>;
 
@@ -92,7 +92,7 @@ feed_capacity = 512
 #[test]
 fn subscriber_churn_returns_counts_and_memory_to_baseline() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default().config(CONFIG));
+    let d = start_in(dir.path(), &options().config(CONFIG));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = Publisher::start(&d, stop.clone());
     let anchor = Anchor::start(&d, stop.clone());
@@ -489,7 +489,7 @@ impl Counts {
         let sockets = sockets["sockets"].as_array().unwrap();
         let (status, rooms) = http(d, "GET", "/api/ops/rooms", None, None);
         assert_eq!(status, 200, "{rooms}");
-        let metrics = d.metrics();
+        let metrics = d.metrics().unwrap();
         let gauge = |prefix: &str| -> u64 {
             metrics
                 .lines()
@@ -543,7 +543,7 @@ struct Memory {
 }
 
 impl Memory {
-    fn read(pid: i32) -> Option<Memory> {
+    fn read(pid: u32) -> Option<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let field = |name: &str| -> Option<u64> {
             let line = status.lines().find(|l| l.starts_with(name))?;
@@ -574,7 +574,7 @@ fn settle(d: &Daemon, baseline: &Counts, phase: &str) -> Memory {
     std::thread::sleep(Duration::from_millis(300));
     let mut low = Memory { anon: 0, rss: 0 };
     for _ in 0..5 {
-        if let Some(m) = Memory::read(d.pid()) {
+        if let Some(m) = Memory::read(d.addresses().pid) {
             if low.anon == 0 || m.anon < low.anon {
                 low = m;
             }

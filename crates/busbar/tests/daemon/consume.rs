@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::group_client::{
     ack_op, create_group, deliveries, ids, publish_n, read_op, Conn, Delivery,
 };
-use crate::harness::{http, read_all, Daemon, Options};
+use crate::harness::{http, options, read_all, start_in, Daemon};
 
 fn conn(d: &Daemon, unix: bool) -> Conn {
     if unix {
@@ -22,7 +22,7 @@ fn conn(d: &Daemon, unix: bool) -> Conn {
 #[test]
 fn consume_a_stream_in_a_group_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     for unix in [false, true] {
         let stream = if unix { "orders-unix" } else { "orders-tcp" };
         let mut c = conn(&d, unix);
@@ -67,7 +67,7 @@ fn consume_a_stream_in_a_group_over_tcp_and_unix() {
 #[test]
 fn nack_until_dead_lettered_lands_once_in_the_dlq() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut c = Conn::tcp(&d, None);
     create_group(&mut c, "jobs", "workers", json!({"max_deliver": 2}));
     let published = publish_n(&mut c, "jobs", "job.run", 3);
@@ -128,7 +128,7 @@ fn nack_until_dead_lettered_lands_once_in_the_dlq() {
 #[test]
 fn bad_ops_are_answered_and_the_connection_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut c = Conn::tcp(&d, None);
     create_group(&mut c, "s", "g", json!({}));
     let published = publish_n(&mut c, "s", "t", 2);
@@ -204,7 +204,7 @@ fn bad_ops_are_answered_and_the_connection_goes_on() {
 #[test]
 fn a_blocking_read_wakes_on_publish_without_holding_up_earlier_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut admin = Conn::tcp(&d, None);
     create_group(&mut admin, "feed", "g", json!({}));
 
@@ -276,7 +276,7 @@ tenant = "acme"
 #[test]
 fn tcp_ops_need_the_consume_scope_and_the_right_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default().config(TOKENS));
+    let d = start_in(dir.path(), &options().config(TOKENS));
 
     let mut producer = Conn::tcp(&d, Some("producer-secret-1"));
     let a = producer.call(json!({"op": "create_group", "stream": "orders", "group": "g"}));
@@ -308,16 +308,16 @@ fn tcp_ops_need_the_consume_scope_and_the_right_tenant() {
 #[test]
 fn ops_on_a_fire_and_forget_connection_are_not_run() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut admin = Conn::tcp(&d, None);
     create_group(&mut admin, "events", "g", json!({}));
-    let mut s = d.unix();
+    let mut s = d.unix().unwrap();
     use std::io::Write;
     s.write_all(b"{\"type\":\"first\"}\n{\"op\":\"read\",\"group\":\"g\",\"consumer\":\"c\"}\n")
         .unwrap();
     drop(s);
     crate::harness::eventually("the refusal is counted", || {
-        let text = d.metrics();
+        let text = d.metrics().unwrap();
         text.lines().any(|l| {
             l.starts_with("busbar_ingest_errors_total")
                 && l.contains("reason=\"acks_required\"")
@@ -339,7 +339,7 @@ fn ops_on_a_fire_and_forget_connection_are_not_run() {
 #[test]
 fn several_consumers_share_a_group_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut admin = Conn::tcp(&d, None);
     create_group(&mut admin, "work", "g", json!({}));
     let published: HashSet<String> = publish_n(&mut admin, "work", "t", 400)

@@ -180,12 +180,12 @@ impl Conn {
 
 /// The daemon's TCP address.
 pub fn tcp_addr(d: &Daemon) -> String {
-    d.addrs["tcp"].as_str().unwrap().to_owned()
+    d.addresses().tcp.to_string()
 }
 
 /// The daemon's events socket.
 pub fn unix_path(d: &Daemon) -> String {
-    d.addrs["events_socket"].as_str().unwrap().to_owned()
+    d.addresses().events_socket.display().to_string()
 }
 
 /// A `read` op.

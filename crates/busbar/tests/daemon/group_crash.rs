@@ -19,7 +19,7 @@ use crate::group_client::{
     ack_op, create_group, deliveries, ids, long_mode, publish_n, read_op, tcp_addr, unix_path,
     Conn, Rng,
 };
-use crate::harness::{read_all, Daemon, Options};
+use crate::harness::{options, read_all, start_in, Daemon};
 
 /// An id as a sortable pair.
 fn key(id: &str) -> (u64, u64) {
@@ -67,9 +67,9 @@ impl Seen {
 }
 
 fn start(dir: &Path) -> Daemon {
-    Daemon::start_in(
+    start_in(
         dir,
-        &Options::default()
+        &options()
             .env("BUSBAR_DURABILITY", "always")
             .env("BUSBAR_GROUP_SWEEP_INTERVAL", "100ms"),
     )
@@ -243,7 +243,7 @@ fn sigkill_during_delivery_loses_nothing_and_redelivers_no_acked_event() {
         let stop = Arc::new(AtomicBool::new(false));
         let load = spawn_load(&d, "crash-b", &seen, &mut rng, &stop, true);
         std::thread::sleep(Duration::from_millis(rng.range(200, 1200)));
-        d.kill9();
+        d.kill();
         stop.store(true, Ordering::Relaxed);
         for t in load {
             t.join().unwrap();
@@ -410,7 +410,7 @@ fn sigkill_during_dead_letter_moves_keeps_each_event_in_one_place() {
         create_group(&mut admin, "crash-c", "once", policy(1));
         create_group(&mut admin, "crash-c", "twice", policy(2));
         let ids = publish_n(&mut admin, "crash-c", "t", events);
-        d.kill9();
+        d.kill();
         ids
     };
     for _ in 0..rounds {
@@ -424,7 +424,7 @@ fn sigkill_during_dead_letter_moves_keeps_each_event_in_one_place() {
         let mut load = spawn_nackers(&d, "crash-c", "once", &stop);
         load.extend(spawn_nackers(&d, "crash-c", "twice", &stop));
         std::thread::sleep(Duration::from_millis(rng.range(100, 900)));
-        d.kill9();
+        d.kill();
         stop.store(true, Ordering::Relaxed);
         for t in load {
             t.join().unwrap();

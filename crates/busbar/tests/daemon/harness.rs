@@ -1,11 +1,10 @@
-//! Starts the real `busbar serve` on a temporary data directory with
-//! ephemeral ports and talks to it over every transport.
+//! Starts the real `busbar serve` (through `busbar-testkit`) and talks to
+//! it over every transport.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::Shutdown;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,180 +19,23 @@ pub enum Transport {
 
 pub const ALL: [Transport; 3] = [Transport::Unix, Transport::Tcp, Transport::Http];
 
-/// A running daemon. Killed on drop.
-pub struct Daemon {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub addrs: Value,
-    log: PathBuf,
+pub use busbar_testkit::{Daemon, Options};
+
+/// Options that start this crate's `busbar`.
+pub fn options() -> Options {
+    Options::new(env!("CARGO_BIN_EXE_busbar"))
 }
 
-/// Options of one start.
-#[derive(Default, Clone)]
-pub struct Options {
-    pub config: Option<String>,
-    pub env: Vec<(String, String)>,
+/// Starts a daemon on `dir`; a daemon that does not start fails the test
+/// with the end of its log.
+pub fn start_in(dir: &Path, options: &Options) -> Daemon {
+    Daemon::start_in(dir, options).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Options {
-    pub fn env(mut self, k: &str, v: &str) -> Self {
-        self.env.push((k.to_owned(), v.to_owned()));
-        self
-    }
-
-    pub fn config(mut self, toml: &str) -> Self {
-        self.config = Some(toml.to_owned());
-        self
-    }
-}
-
-impl Daemon {
-    /// Starts a daemon on `dir` (created if needed).
-    pub fn start_in(dir: &Path, options: &Options) -> Daemon {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = dir.join(format!("daemon-{}.log", unique()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busbar"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .env_remove("BUSBAR_CONFIG")
-            .env("BUSBAR_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(toml) = &options.config {
-            let path = dir.join("busbar.toml");
-            std::fs::write(&path, toml).unwrap();
-            cmd.arg("--config").arg(path);
-        }
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("busbar starts");
-        let mut d = Daemon {
-            child: Some(child),
-            dir: dir.to_owned(),
-            addrs: Value::Null,
-            log,
-        };
-        d.wait_ready();
-        d
-    }
-
-    fn wait_ready(&mut self) {
-        let path = self.dir.join("data").join("run").join("addresses.json");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // A file left by a killed daemon names another pid.
-            if let Ok(bytes) = std::fs::read(&path) {
-                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                    if v["pid"].as_i64() == Some(i64::from(self.pid())) {
-                        self.addrs = v;
-                        return;
-                    }
-                }
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "busbar exited with {status} before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "busbar not ready in 20s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// What the daemon logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn backend(&self) -> &str {
-        self.addrs["backend"].as_str().unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
-    }
-
-    pub fn unix(&self) -> UnixStream {
-        let s = UnixStream::connect(self.addrs["events_socket"].as_str().unwrap()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    }
-
-    pub fn tcp(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addrs["tcp"].as_str().unwrap()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    }
-
-    pub fn http_url(&self) -> String {
-        format!("http://{}", self.addrs["http"].as_str().unwrap())
-    }
-
-    /// `/metrics` as text (within 10 s).
-    pub fn metrics(&self) -> String {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&format!("{}/metrics", self.http_url()))
-            .call()
-            .expect("/metrics")
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    pub fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit 20s after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill9(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+/// SIGTERM, then the exit status; a daemon that does not exit fails the
+/// test with the end of its log.
+pub fn stop(mut d: Daemon) -> ExitStatus {
+    d.stop().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One answer: an id or an error reason.
@@ -266,10 +108,10 @@ pub fn publish(
         None => "{\"hello\":{\"acks\":true}}".to_owned(),
     };
     match transport {
-        Transport::Unix => exchange(d.unix(), Some(&hello), lines, |s| {
+        Transport::Unix => exchange(d.unix().unwrap(), Some(&hello), lines, |s| {
             s.shutdown(Shutdown::Write).unwrap()
         }),
-        Transport::Tcp => exchange(d.tcp(), Some(&hello), lines, |s| {
+        Transport::Tcp => exchange(d.tcp().unwrap(), Some(&hello), lines, |s| {
             s.shutdown(Shutdown::Write).unwrap()
         }),
         Transport::Http => lines
@@ -304,37 +146,7 @@ pub fn http(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let url = format!("{}{path}", d.http_url());
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let result = match (method, body) {
-        ("POST", Some(b)) => {
-            let mut r = agent.post(&url).header("content-type", "application/json");
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            r.send(b)
-        }
-        _ => {
-            let mut r = agent.get(&url);
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            r.call()
-        }
-    };
-    let mut resp = result.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()
-        .unwrap();
+    let (status, text) = d.http(method, path, token, body).unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 

@@ -7,10 +7,10 @@ use std::process::Output;
 use serde_json::{json, Value};
 
 use crate::group_client::{create_group, deliveries, publish_n as publish_over, read_op, Conn};
-use crate::harness::{eventually, http, Daemon, Options};
+use crate::harness::{eventually, http, options, start_in, Daemon};
 
 fn assert_metric(d: &Daemon, line: &str) {
-    let text = d.metrics();
+    let text = d.metrics().unwrap();
     assert!(text.contains(line), "no {line} in /metrics:\n{text}");
 }
 
@@ -36,10 +36,7 @@ fn cli(d: &Daemon, args: &[&str]) -> Output {
 #[test]
 fn jobs_max_running_refuses_a_second_concurrent_job() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
-        dir.path(),
-        &Options::default().config("[jobs]\nmax_running = 1\n"),
-    );
+    let d = start_in(dir.path(), &options().config("[jobs]\nmax_running = 1\n"));
     assert_eq!(publish_n(&d, "orders", 20).0, 201);
     // One event a second: still running while the second is asked for.
     let slow = json!({"stream": "orders", "rate": 1});
@@ -74,10 +71,7 @@ fn jobs_max_running_refuses_a_second_concurrent_job() {
 #[test]
 fn health_max_dlq_zero_degrades_a_stream_with_one_dead_letter() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
-        dir.path(),
-        &Options::default().config("[health]\nmax_dlq = 0\n"),
-    );
+    let d = start_in(dir.path(), &options().config("[health]\nmax_dlq = 0\n"));
     assert_eq!(publish_n(&d, "orders", 1).0, 201);
     assert_eq!(publish_n(&d, "calm", 1).0, 201);
     let health = |stream: &str| {
@@ -126,9 +120,9 @@ fn health_max_dlq_zero_degrades_a_stream_with_one_dead_letter() {
 #[test]
 fn batch_and_read_limits_come_from_the_file_and_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
+    let d = start_in(
         dir.path(),
-        &Options::default()
+        &options()
             .config("[http]\nmax_read_count = 512\nmax_batch_events = 10\n")
             .env("BUSBAR_MAX_BATCH_EVENTS", "600"),
     );
@@ -177,9 +171,9 @@ fn batch_and_read_limits_come_from_the_file_and_the_environment() {
 #[test]
 fn a_socket_group_read_over_max_read_count_gets_that_many() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
+    let d = start_in(
         dir.path(),
-        &Options::default().config("[http]\nmax_read_count = 512\n"),
+        &options().config("[http]\nmax_read_count = 512\n"),
     );
     let mut c = Conn::tcp(&d, None);
     create_group(&mut c, "s", "g", json!({}));

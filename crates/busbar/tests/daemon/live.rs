@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{http, Daemon, Options};
+use crate::harness::{http, options, start_in, stop, Daemon};
 
 type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
 
@@ -38,7 +38,7 @@ fn next_of(ws: &mut Ws, kind: &str) -> Value {
 #[test]
 fn websocket_rooms_receive_socket_ingest_and_shutdown_closes_them() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut dash = connect(&d);
     send(
         &mut dash,
@@ -54,7 +54,7 @@ fn websocket_rooms_receive_socket_ingest_and_shutdown_closes_them() {
     let line = format!(
         r#"{{"type":"frame","stream":"telemetry","session":"car7","ts":{ts},"rpm":11000}}"#
     );
-    let mut s = d.unix();
+    let mut s = d.unix().unwrap();
     s.write_all(format!("{line}\n").as_bytes()).unwrap();
     drop(s);
     let got = next_of(&mut dash, "event");
@@ -75,7 +75,7 @@ fn websocket_rooms_receive_socket_ingest_and_shutdown_closes_them() {
 
     // An open WebSocket does not hold shutdown up.
     let started = Instant::now();
-    let status = d.terminate();
+    let status = stop(d);
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }

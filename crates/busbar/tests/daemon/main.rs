@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::{
-    eventually, exchange, http, publish, read_all, Answer, Daemon, Options, Transport, ALL,
+    eventually, exchange, http, options, publish, read_all, start_in, stop, Answer, Transport, ALL,
 };
 
 fn stream_of(t: Transport) -> &'static str {
@@ -33,7 +33,7 @@ fn stream_of(t: Transport) -> &'static str {
 #[test]
 fn publish_and_read_back_over_every_transport() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     for t in ALL {
         let stream = stream_of(t);
         let lines: Vec<String> = (0..3)
@@ -59,8 +59,8 @@ fn publish_and_read_back_over_every_transport() {
 #[test]
 fn fire_and_forget_over_the_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
-    let mut s = d.unix();
+    let d = start_in(dir.path(), &options());
+    let mut s = d.unix().unwrap();
     s.write_all(b"{\"type\":\"test\"}\n").unwrap();
     // The daemon closes its side at once: nothing will be written back.
     let mut rest = Vec::new();
@@ -72,7 +72,7 @@ fn fire_and_forget_over_the_unix_socket() {
 #[test]
 fn malformed_json_is_answered_and_the_connection_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     for t in ALL {
         let stream = stream_of(t);
         let lines = vec![
@@ -94,10 +94,7 @@ fn malformed_json_is_answered_and_the_connection_goes_on() {
 #[test]
 fn oversize_line_is_refused_and_the_connection_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
-        dir.path(),
-        &Options::default().env("BUSBAR_MAX_LINE_BYTES", "1 KiB"),
-    );
+    let d = start_in(dir.path(), &options().env("BUSBAR_MAX_LINE_BYTES", "1 KiB"));
     let big = "x".repeat(8 * 1024);
     for t in [Transport::Unix, Transport::Tcp] {
         let stream = stream_of(t);
@@ -118,7 +115,7 @@ fn oversize_line_is_refused_and_the_connection_goes_on() {
 #[test]
 fn half_closed_socket_gets_every_ack_then_eof() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let lines: Vec<String> = (0..5000)
         .map(|n| format!(r#"{{"type":"bulk","n":{n}}}"#))
         .collect();
@@ -148,7 +145,7 @@ tenant = "acme"
 #[test]
 fn tcp_hello_rejects_bad_tokens_and_other_tenants() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default().config(TOKENS));
+    let d = start_in(dir.path(), &options().config(TOKENS));
 
     let accepted = publish(
         &d,
@@ -170,9 +167,12 @@ fn tcp_hello_rejects_bad_tokens_and_other_tenants() {
         "one error, then closed"
     );
 
-    let no_hello = exchange(d.tcp(), None, &[r#"{"type":"t"}"#.to_owned()], |s| {
-        s.shutdown(Shutdown::Write).unwrap()
-    });
+    let no_hello = exchange(
+        d.tcp().unwrap(),
+        None,
+        &[r#"{"type":"t"}"#.to_owned()],
+        |s| s.shutdown(Shutdown::Write).unwrap(),
+    );
     assert_eq!(no_hello, [Answer::Error("unauthenticated".to_owned())]);
 
     let answers = publish(
@@ -210,22 +210,22 @@ fn tcp_hello_rejects_bad_tokens_and_other_tenants() {
 #[test]
 fn sigterm_drains_exits_zero_and_keeps_acked_events() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let lines: Vec<String> = (0..500)
         .map(|n| format!(r#"{{"type":"t","n":{n}}}"#))
         .collect();
     let answers = publish(&d, Transport::Unix, None, &lines);
     let acked: Vec<String> = answers.iter().map(|a| a.id().to_owned()).collect();
-    let durable = d.backend() == "embedded";
+    let durable = d.addresses().backend == "embedded";
     let log = d.log();
-    let status = d.terminate();
+    let status = stop(d);
     assert!(status.success(), "exit status {status}:\n{log}");
     assert!(
         !dir.path().join("data/sock/events.sock").exists(),
         "sockets are removed"
     );
     if durable {
-        let d = Daemon::start_in(dir.path(), &Options::default());
+        let d = start_in(dir.path(), &options());
         let ids: Vec<String> = read_all(&d, "events", None)
             .iter()
             .map(|e| e["id"].as_str().unwrap().to_owned())
@@ -239,17 +239,20 @@ fn sigterm_drains_exits_zero_and_keeps_acked_events() {
 #[test]
 fn sigkill_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options::default().env("BUSBAR_DURABILITY", "always");
-    let d = Daemon::start_in(dir.path(), &options);
-    if d.backend() != "embedded" {
-        eprintln!("skipped: the daemon runs the {} backend", d.backend());
+    let options = options().env("BUSBAR_DURABILITY", "always");
+    let d = start_in(dir.path(), &options);
+    if d.addresses().backend != "embedded" {
+        eprintln!(
+            "skipped: the daemon runs the {} backend",
+            d.addresses().backend
+        );
         return;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let mut producers = Vec::new();
     for p in 0..4 {
-        let socket = d.unix();
+        let socket = d.unix().unwrap();
         let (stop, acked) = (stop.clone(), acked.clone());
         producers.push(std::thread::spawn(move || {
             use std::io::BufRead;
@@ -286,7 +289,7 @@ fn sigkill_loses_no_acknowledged_event() {
         }));
     }
     std::thread::sleep(Duration::from_millis(400));
-    d.kill9();
+    d.kill();
     stop.store(true, Ordering::Relaxed);
     for p in producers {
         p.join().unwrap();
@@ -298,7 +301,7 @@ fn sigkill_loses_no_acknowledged_event() {
         acked.len()
     );
 
-    let d = Daemon::start_in(dir.path(), &options);
+    let d = start_in(dir.path(), &options);
     for p in 0..4 {
         let stream = format!("crash-{p}");
         let present: HashSet<String> = read_all(&d, &stream, None)
@@ -322,7 +325,7 @@ fn sigkill_loses_no_acknowledged_event() {
 #[test]
 fn command_socket_answers_each_command() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     publish(&d, Transport::Unix, None, &[r#"{"type":"t"}"#.to_owned()]);
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
@@ -366,7 +369,7 @@ fn command_socket_answers_each_command() {
 #[test]
 fn cli_publishes_and_reads_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let busbar = |args: &[&str], stdin: &str| {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
             .args(args)

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, http, publish, read_all, Daemon, Options, Transport};
+use crate::harness::{
+    eventually, http, options, publish, read_all, start_in, stop, Daemon, Transport,
+};
 use crate::TOKENS;
 
 /// One connection: lines in, lines out.
@@ -19,7 +21,7 @@ struct Client<S: std::io::Read + Write> {
 
 impl Client<std::os::unix::net::UnixStream> {
     fn unix(d: &Daemon) -> Self {
-        let s = d.unix();
+        let s = d.unix().unwrap();
         Client {
             writer: s.try_clone().unwrap(),
             reader: BufReader::new(s),
@@ -29,7 +31,7 @@ impl Client<std::os::unix::net::UnixStream> {
 
 impl Client<std::net::TcpStream> {
     fn tcp(d: &Daemon) -> Self {
-        let s = d.tcp();
+        let s = d.tcp().unwrap();
         Client {
             writer: s.try_clone().unwrap(),
             reader: BufReader::new(s),
@@ -65,7 +67,7 @@ impl<S: std::io::Read + Write> Client<S> {
 #[test]
 fn subscribe_on_the_unix_socket_from_an_id_while_tcp_publishes() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let lines: Vec<String> = (0..200)
         .map(|n| format!(r#"{{"type":"t","stream":"orders","n":{n}}}"#))
         .collect();
@@ -74,7 +76,7 @@ fn subscribe_on_the_unix_socket_from_an_id_while_tcp_publishes() {
 
     let publisher = {
         let lines = lines.clone();
-        let tcp = d.tcp();
+        let tcp = d.tcp().unwrap();
         std::thread::spawn(move || {
             let mut tcp = tcp;
             tcp.write_all(b"{\"hello\":{\"acks\":true}}\n").unwrap();
@@ -115,7 +117,7 @@ fn subscribe_on_the_unix_socket_from_an_id_while_tcp_publishes() {
 #[test]
 fn a_tcp_subscriber_that_vanishes_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut c = Client::tcp(&d);
     c.send(json!({"op":"join","room":"session:car7","stream":"telemetry"}));
     c.next_of("joined");
@@ -128,7 +130,7 @@ fn a_tcp_subscriber_that_vanishes_leaves_nothing_behind() {
 
     let (_, rooms) = http(&d, "GET", "/api/ops/rooms", None, None);
     assert_eq!(rooms["rooms"]["session:car7"], 1, "{rooms}");
-    let text = d.metrics();
+    let text = d.metrics().unwrap();
     assert!(
         text.contains("busbar_ws_clients{transport=\"tcp\",role=\"consumer\"} 1"),
         "{text}"
@@ -142,17 +144,20 @@ fn a_tcp_subscriber_that_vanishes_leaves_nothing_behind() {
             && rooms["rooms"].as_object().unwrap().is_empty()
     });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !d.metrics().contains("busbar_live_feeds 0") {
-        assert!(Instant::now() < deadline, "{}", d.metrics());
+    while !d.metrics().unwrap().contains("busbar_live_feeds 0") {
+        assert!(Instant::now() < deadline, "{}", d.metrics().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!d.metrics().contains("busbar_ws_clients{transport=\"tcp\""));
+    assert!(!d
+        .metrics()
+        .unwrap()
+        .contains("busbar_ws_clients{transport=\"tcp\""));
 }
 
 #[test]
 fn tcp_subscriptions_are_bound_to_the_hello_token() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default().config(TOKENS));
+    let d = start_in(dir.path(), &options().config(TOKENS));
     let mut c = Client::tcp(&d);
     c.send(json!({"hello":{"acks":true,"token":"acme-secret-0123"}}));
     // Acked as an ingest line, then the switch.
@@ -177,7 +182,7 @@ fn tcp_subscriptions_are_bound_to_the_hello_token() {
 #[test]
 fn the_end_of_a_socket_clients_input_answers_then_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut c = Client::unix(&d);
     c.send(json!({"op":"publish","ref":1,"events":[{"type":"a"},{"type":"b"}]}));
     c.send(json!({"op":"nope"}));
@@ -193,12 +198,12 @@ fn the_end_of_a_socket_clients_input_answers_then_closes() {
 #[test]
 fn an_open_socket_subscriber_does_not_hold_up_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(dir.path(), &Options::default());
+    let d = start_in(dir.path(), &options());
     let mut c = Client::unix(&d);
     c.send(json!({"op":"subscribe","id":"a","stream":"quiet"}));
     c.next_of("subscribed");
     let started = Instant::now();
-    let status = d.terminate();
+    let status = stop(d);
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -1,7 +1,8 @@
-//! CPU time of the processes in a run, from `/proc`: the bench itself, and
-//! the NATS server (found by the loopback port it listens on), so that
-//! both servers' CPU per delivered event can be compared on a machine
-//! whose load moves the throughput figures.
+//! What `/proc` tells about the processes in a run: CPU time of the bench
+//! itself, of the daemon and of a peer server (found by the loopback port
+//! it listens on), so that the servers' CPU per event can be compared on a
+//! machine whose load moves the throughput figures; and the daemon's
+//! resident memory.
 
 use std::time::Duration;
 
@@ -17,6 +18,19 @@ pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
     Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// Resident memory of `pid` now (`VmRSS`) and at its peak (`VmHWM`), in
+/// KiB.
+pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// This process's CPU time so far (all threads, user + system).
@@ -94,5 +108,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         assert_eq!(listener_pid(port), Some(std::process::id()));
         assert!(own_cpu_time().is_some());
+        let (rss, peak) = memory_kib(std::process::id()).unwrap();
+        assert!(rss > 0 && peak >= rss);
     }
 }
