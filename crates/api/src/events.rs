@@ -89,6 +89,7 @@ impl ReadParams {
             count: state.engine.clamp_read_count(ReadOp::Range, limit),
             reverse,
             types,
+            partition: None,
         };
         Ok((query, wait))
     }

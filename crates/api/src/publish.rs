@@ -89,6 +89,7 @@ async fn prepare(
         } else {
             Some(trim.to_trim()?)
         },
+        ..AppendOptions::default()
     };
     let bytes = read_limited(headers, body, state.cfg.max_body_bytes).await?;
     let pieces = split_events(

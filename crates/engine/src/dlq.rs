@@ -159,6 +159,7 @@ impl Engine {
                 count: page_size,
                 reverse: query.reverse,
                 types: query.types.clone(),
+                partition: None,
             };
             let events = match self.store().read(&dlq, &read).await {
                 Ok(events) => events,
@@ -363,6 +364,7 @@ impl Engine {
                     count: batch,
                     reverse: false,
                     types: types.clone(),
+                    partition: None,
                 };
                 let entries = match self.store().read(dlq, &read).await {
                     Ok(entries) => entries,

@@ -172,6 +172,7 @@ impl EngineError {
             EngineError::Store(e) => match e {
                 StoreError::NoSuchStream { .. } => "no_such_stream",
                 StoreError::NoSuchGroup { .. } => "no_such_group",
+                StoreError::NoSuchPartition { .. } => "no_such_partition",
                 StoreError::GroupExists { .. } => "group_exists",
                 StoreError::InvalidName { .. } => "invalid_name",
                 StoreError::IdNotGreater { .. } => "id_not_greater",
@@ -206,7 +207,9 @@ impl EngineError {
             }
             EngineError::Event(_) => 400,
             EngineError::Store(
-                StoreError::NoSuchStream { .. } | StoreError::NoSuchGroup { .. },
+                StoreError::NoSuchStream { .. }
+                | StoreError::NoSuchGroup { .. }
+                | StoreError::NoSuchPartition { .. },
             ) => 404,
             EngineError::Store(StoreError::GroupExists { .. }) => 409,
             EngineError::Store(StoreError::InvalidName { .. }) => 400,

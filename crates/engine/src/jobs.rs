@@ -450,6 +450,7 @@ impl Engine {
                 count: page,
                 reverse: false,
                 types: types.cloned(),
+                partition: None,
             };
             let events = match self.store().read(stream, &query).await {
                 Ok(events) => events,

@@ -68,6 +68,7 @@ async fn append_concurrently(
             max: 2_000_000,
             approx: true,
         }),
+        ..AppendOptions::default()
     };
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(appenders);

@@ -94,12 +94,37 @@ pub enum StoreError {
         /// The rule.
         reason: &'static str,
     },
+    /// A partition the stream does not have.
+    #[error("stream `{stream}` has no partition {partition} (it has {partitions})")]
+    NoSuchPartition {
+        /// The stream.
+        stream: StreamName,
+        /// The partition asked for.
+        partition: crate::partition::PartitionId,
+        /// How many it has.
+        partitions: u32,
+    },
     /// The store has been closed ([`crate::Store::close`]).
     #[error("store is closed")]
     Closed,
 }
 
 impl StoreError {
+    /// Refuses `partition` on a backend whose streams have one partition.
+    pub(crate) fn check_single_partition(
+        stream: &StreamName,
+        partition: Option<crate::partition::PartitionId>,
+    ) -> Result<()> {
+        match partition {
+            Some(p) if p.0 != 0 => Err(StoreError::NoSuchPartition {
+                stream: stream.clone(),
+                partition: p,
+                partitions: 1,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// An I/O error, or [`StoreError::Full`] when it says the disk or the
     /// quota is full.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -41,6 +41,7 @@ pub mod group;
 mod ids;
 pub mod memory;
 mod metrics;
+pub mod partition;
 mod trim;
 mod types;
 

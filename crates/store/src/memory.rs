@@ -195,10 +195,12 @@ impl Store for MemoryStore {
         batch: EventBatch,
         opts: AppendOptions,
     ) -> Result<Vec<EventId>> {
+        StoreError::check_single_partition(stream, opts.partition)?;
         self.append_sync(stream, batch, opts)
     }
 
     async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
+        StoreError::check_single_partition(stream, query.partition)?;
         if query.start > query.end {
             return Err(StoreError::InvertedRange {
                 start: query.start,
@@ -256,6 +258,7 @@ impl Store for MemoryStore {
             last_id: s.clock.last(),
             bytes: s.bytes,
             segments: 0,
+            partitions: 1,
             added: s.added,
         })
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use busbar_event::{Event, EventId, StreamName};
 use serde::Serialize;
 
+use crate::partition::PartitionId;
+
 /// What an acknowledged append survives.
 ///
 /// | policy | acknowledged after | a process crash loses | a power loss loses |
@@ -87,6 +89,9 @@ pub struct ReadQuery {
     pub reverse: bool,
     /// Only events whose type matches.
     pub types: Option<TypeFilter>,
+    /// One partition only; `None` (the default): every partition of the
+    /// stream, merged by id.
+    pub partition: Option<PartitionId>,
 }
 
 impl ReadQuery {
@@ -98,6 +103,7 @@ impl ReadQuery {
             count,
             reverse: false,
             types: None,
+            partition: None,
         }
     }
 
@@ -194,6 +200,11 @@ pub enum Trim {
 pub struct AppendOptions {
     /// A trim applied in the same operation, after the append.
     pub trim: Option<Trim>,
+    /// The partition every event of the batch goes to, for a caller that
+    /// placed the batch itself (a relay replaying one partition). `None`
+    /// (the default): each event goes where its `key` says
+    /// ([`crate::partition::partition_for`]).
+    pub partition: Option<PartitionId>,
 }
 
 /// What a store knows about one stream.
@@ -211,6 +222,8 @@ pub struct StreamInfo {
     pub bytes: u64,
     /// Segment files (0 for memory).
     pub segments: u64,
+    /// Partitions of the stream (1 for an unpartitioned stream).
+    pub partitions: u32,
     /// Events ever appended, counting those trimmed or deleted since (from
     /// when the store opened, starting at the events it held then). Only
     /// grows: `added` minus the events a reader has seen since an earlier

@@ -252,6 +252,7 @@ impl Pair {
                 }
                 let opts = AppendOptions {
                     trim: trim_to.map(|max| Trim::MaxLen { max, approx: false }),
+                    ..AppendOptions::default()
                 };
                 let r = self
                     .real()

@@ -66,7 +66,7 @@ macro_rules! store_conformance {
             read_ranges_forward_and_backward, read_filters_types, read_unknown_stream_fails,
             inverted_range_fails, trim_by_maxlen, trim_by_min_id, trim_by_age, trim_in_append,
             delete_entries, info_tracks_length_and_bytes, added_counts_removed_events,
-            last_id_survives_full_trim,
+            last_id_survives_full_trim, single_partition_streams_address_partition_zero,
             list_and_delete_streams, rotate_keeps_events, data_survives_reopen,
             concurrent_appends_are_ordered, group_lifecycle, group_delivers_each_event_once,
             group_ack_rules, group_nack_redelivers, group_ack_wait_expiry,
@@ -82,6 +82,57 @@ macro_rules! store_conformance {
             }
         )*
     };
+}
+
+/// A backend with one partition per stream reports it, takes appends and
+/// reads naming partition 0 (or none), and refuses any other partition.
+pub async fn single_partition_streams_address_partition_zero(mut h: impl Harness) {
+    use crate::partition::PartitionId;
+    let store = h.open().await;
+    let s = name("partitions");
+    let zero = AppendOptions {
+        partition: Some(PartitionId(0)),
+        ..AppendOptions::default()
+    };
+    let first = store.append(&s, batch("t", 2, 0), zero).await.unwrap();
+    let second = append(&*store, &s, batch("t", 1, 2)).await;
+    assert_eq!(store.info(&s).await.unwrap().partitions, 1);
+    let one = ReadQuery {
+        partition: Some(PartitionId(0)),
+        ..ReadQuery::all(10)
+    };
+    let all: Vec<EventId> = first.iter().chain(&second).copied().collect();
+    assert_eq!(ids(&*store, &s, one).await, all);
+    assert_eq!(ids(&*store, &s, ReadQuery::all(10)).await, all);
+    let elsewhere = AppendOptions {
+        partition: Some(PartitionId(1)),
+        ..AppendOptions::default()
+    };
+    let refused = store.append(&s, batch("t", 1, 3), elsewhere).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::NoSuchPartition {
+                partition: PartitionId(1),
+                partitions: 1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let read = ReadQuery {
+        partition: Some(PartitionId(3)),
+        ..ReadQuery::all(10)
+    };
+    assert!(matches!(
+        store.read(&s, &read).await,
+        Err(StoreError::NoSuchPartition { .. })
+    ));
+    assert_eq!(
+        store.info(&s).await.unwrap().length,
+        3,
+        "nothing refused was stored"
+    );
 }
 
 /// Ids strictly increase within a stream, across batches.
@@ -310,6 +361,7 @@ pub async fn trim_in_append(mut h: impl Harness) {
                 max: 10,
                 approx: false,
             }),
+            ..AppendOptions::default()
         };
         store
             .append(&s, batch("t", 7, round * 7), opts)

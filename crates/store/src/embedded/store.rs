@@ -27,6 +27,7 @@ impl Store for EmbeddedStore {
         batch: EventBatch,
         opts: AppendOptions,
     ) -> Result<Vec<EventId>> {
+        StoreError::check_single_partition(stream, opts.partition)?;
         let stream = stream.clone();
         self.call(|reply| Op::Append {
             stream,
@@ -38,6 +39,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
+        StoreError::check_single_partition(stream, query.partition)?;
         if query.start > query.end {
             return Err(StoreError::InvertedRange {
                 start: query.start,

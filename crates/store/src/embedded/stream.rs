@@ -104,6 +104,7 @@ impl StreamState {
             last_id: self.last_id,
             bytes: self.segments.iter().map(|s| s.event_bytes).sum(),
             segments: self.segments.len() as u64,
+            partitions: 1,
             added: self.added,
         })
     }
