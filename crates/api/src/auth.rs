@@ -9,7 +9,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use busbar_engine::{Principal, Transport};
+use busbar_engine::{bearer_token, Principal, Transport};
 
 use crate::{ApiError, AppState};
 
@@ -25,7 +25,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer);
+            .and_then(bearer_token);
         match state.engine.auth().authenticate(presented) {
             Ok(principal) => Ok(Caller(principal)),
             Err(e) => {
@@ -33,30 +33,5 @@ impl FromRequestParts<AppState> for Caller {
                 Err(e.into())
             }
         }
-    }
-}
-
-/// The token of a `Bearer` authorization value (the scheme is
-/// case-insensitive, as RFC 7235 says).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = token.trim();
-    (!token.is_empty()).then_some(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer;
-
-    #[test]
-    fn parses_bearer_values() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer  abc "), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer"), None);
-        assert_eq!(bearer("Bearer  "), None);
     }
 }

@@ -167,6 +167,22 @@ impl Auth {
     }
 }
 
+/// The token of a `Bearer` authorization value (the scheme is
+/// case-insensitive, as RFC 7235 says).
+///
+/// ```
+/// assert_eq!(busbar_engine::bearer_token("bearer  abc "), Some("abc"));
+/// assert_eq!(busbar_engine::bearer_token("Basic abc"), None);
+/// ```
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +234,19 @@ mod tests {
         assert!(p.can_access(&StreamName::new("acme:orders").unwrap()));
         assert!(!p.can_access(&StreamName::new("acmeco:orders").unwrap()));
         assert!(!p.can_access(&StreamName::new("events").unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer_token as bearer;
+
+    #[test]
+    fn parses_bearer_values() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer  "), None);
     }
 }

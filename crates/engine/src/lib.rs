@@ -25,7 +25,7 @@ mod readiness;
 mod replay;
 mod transport;
 
-pub use auth::{Auth, Principal, Scope, TokenSpec};
+pub use auth::{bearer_token, Auth, Principal, Scope, TokenSpec};
 pub use builder::{EngineBuilder, EngineConfig};
 pub use dlq::{DlqEntry, DlqPage, DlqQuery, Reprocessed};
 pub use engine::Engine;

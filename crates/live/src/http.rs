@@ -115,11 +115,7 @@ fn origin_allowed(hub: &Fanout, headers: &HeaderMap) -> bool {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    busbar_engine::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 async fn upgrade(

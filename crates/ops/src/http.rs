@@ -23,11 +23,7 @@ pub struct OpsCaller {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    busbar_engine::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// An engine error as the API's JSON error body.

@@ -200,13 +200,7 @@ impl Store for MemoryStore {
     }
 
     async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
-        StoreError::check_single_partition(stream, query.partition)?;
-        if query.start > query.end {
-            return Err(StoreError::InvertedRange {
-                start: query.start,
-                end: query.end,
-            });
-        }
+        query.check_single_partition(stream)?;
         let handle = self.stream(stream)?;
         let s = handle.lock();
         let from = s.position(query.start);

@@ -122,6 +122,26 @@ impl ReadQuery {
         self
     }
 
+    /// Refuses a query no single-partition backend can answer: an inverted
+    /// range, or a partition other than 0.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::InvertedRange`],
+    /// [`crate::StoreError::NoSuchPartition`].
+    pub(crate) fn check_single_partition(
+        &self,
+        stream: &busbar_event::StreamName,
+    ) -> crate::Result<()> {
+        crate::StoreError::check_single_partition(stream, self.partition)?;
+        if self.start > self.end {
+            return Err(crate::StoreError::InvertedRange {
+                start: self.start,
+                end: self.end,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether `event` passes the type filter.
     pub fn matches(&self, event: &Event) -> bool {
         self.types

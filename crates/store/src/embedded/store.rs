@@ -39,13 +39,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn read(&self, stream: &StreamName, query: &ReadQuery) -> Result<Vec<Event>> {
-        StoreError::check_single_partition(stream, query.partition)?;
-        if query.start > query.end {
-            return Err(StoreError::InvertedRange {
-                start: query.start,
-                end: query.end,
-            });
-        }
+        query.check_single_partition(stream)?;
         let handle = self.handle(stream)?;
         let snapshot = handle.state.read().snapshot(query.start, query.end);
         snapshot.read(query)
