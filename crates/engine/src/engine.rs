@@ -275,8 +275,13 @@ impl Engine {
                 limit: self.config.max_batch_events,
             });
         }
-        let hooks = self.hooks.load();
-        if !hooks.is_empty() {
+        // A reference of our own (not a guard) lives across the append's
+        // await; none is taken when no hook is registered.
+        let hooks = {
+            let current = self.hooks.load();
+            (!current.is_empty()).then(|| Arc::clone(&current))
+        };
+        if let Some(hooks) = &hooks {
             self.admit(&Admit::Publish {
                 principal,
                 stream,
@@ -291,7 +296,7 @@ impl Engine {
         let ids = self.store.append(stream, batch, opts).await?;
         self.metrics.append_seconds.observe(started.elapsed());
         self.appended.send_modify(|n| *n += 1);
-        for hook in hooks.iter() {
+        for hook in hooks.iter().flat_map(|h| h.iter()) {
             hook.published(stream, &ids, transport);
         }
         Ok(ids)
