@@ -9,20 +9,23 @@ use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::ApiError;
+use crate::{ApiError, HttpConfig};
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes: a
-/// declared `Content-Length` over the limit is refused before reading, and a
-/// chunked body is cut off at the limit, so memory stays bounded either way.
+/// Reads the whole body, refusing it as soon as it passes
+/// `max_body_bytes`: a declared `Content-Length` over the limit is refused
+/// before reading, and a chunked body is cut off at the limit, so memory
+/// stays bounded either way. The whole body must arrive within
+/// `body_timeout`, however it trickles in.
 ///
 /// # Errors
-/// [`ApiError::BodyTooLarge`], or [`ApiError::BodyRead`] when the client
-/// stops sending.
+/// [`ApiError::BodyTooLarge`], [`ApiError::BodyTimeout`], or
+/// [`ApiError::BodyRead`] when the client stops sending.
 pub(crate) async fn read_limited(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    cfg: &HttpConfig,
 ) -> Result<Bytes, ApiError> {
+    let limit = cfg.max_body_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -30,7 +33,17 @@ pub(crate) async fn read_limited(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = axum::body::to_bytes(body, limit);
+    let read = if cfg.body_timeout.is_zero() {
+        read.await
+    } else {
+        tokio::time::timeout(cfg.body_timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                timeout_ms: cfg.body_timeout.as_millis() as u64,
+            })?
+    };
+    read.map_err(|e| {
         if e.into_inner().downcast_ref::<LengthLimitError>().is_some() {
             ApiError::BodyTooLarge { limit }
         } else {
@@ -39,7 +52,7 @@ pub(crate) async fn read_limited(
     })
 }
 
-/// Reads a small JSON request body under `limit` and decodes it; an empty
+/// Reads a small JSON request body (as [`read_limited`]) and decodes it; an empty
 /// body decodes as `{}`, so routes whose fields are all optional take none.
 ///
 /// # Errors
@@ -47,9 +60,9 @@ pub(crate) async fn read_limited(
 pub(crate) async fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    cfg: &HttpConfig,
 ) -> Result<T, ApiError> {
-    let bytes = read_limited(headers, body, limit).await?;
+    let bytes = read_limited(headers, body, cfg).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return json(b"{}");
     }

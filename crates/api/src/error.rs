@@ -46,6 +46,12 @@ pub enum ApiError {
     /// The request body could not be read (the client went away).
     #[error("could not read the request body")]
     BodyRead,
+    /// The request body did not arrive within `[http] body_timeout`.
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    BodyTimeout {
+        /// The deadline.
+        timeout_ms: u64,
+    },
     /// The request carried no event.
     #[error("the request holds no event")]
     EmptyBatch,
@@ -82,6 +88,7 @@ impl ApiError {
             ApiError::StreamMismatch { .. } => "stream_mismatch",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyRead => "body_read_failed",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::EmptyBatch => "empty_batch",
             ApiError::InvalidParam { .. } => "invalid_param",
             ApiError::InvalidBody { .. } => "invalid_body",
@@ -101,6 +108,7 @@ impl ApiError {
             | ApiError::InvalidParam { .. }
             | ApiError::InvalidBody { .. } => 400,
             ApiError::BodyTooLarge { .. } => 413,
+            ApiError::BodyTimeout { .. } => 408,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::Internal(_) => 500,
@@ -163,6 +171,12 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"busbar\""),
             );
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body would be taken for the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(after) = self.engine_error().and_then(EngineError::retry_after) {
             // Whole seconds, rounded up: a client never retries too early.

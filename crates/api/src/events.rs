@@ -208,7 +208,7 @@ pub(crate) async fn delete_many(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Deleted>, ApiError> {
-    let bytes = read_limited(&headers, body, state.cfg.max_body_bytes).await?;
+    let bytes = read_limited(&headers, body, &state.cfg).await?;
     let request: DeleteBody = json(&bytes)?;
     let ids = request
         .ids

@@ -147,6 +147,22 @@ pub struct HttpConfig {
     pub default_read_limit: usize,
     /// Longest long poll a read may ask for with `wait_ms` (default 30 s).
     pub max_wait: Duration,
+    /// Open connections (default 1024); past it a connection is answered
+    /// 503 `too_many_connections` and closed.
+    pub max_connections: usize,
+    /// Open connections per peer address (default 256; 0: no limit).
+    pub max_connections_per_peer: usize,
+    /// How long a connection has to send a request's headers, from when
+    /// it opens or its previous response was written (default 10 s; it
+    /// also closes idle keep-alive connections; zero: no deadline).
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive (default 30 s); past
+    /// it the request is answered 408 `body_timeout`.
+    pub body_timeout: Duration,
+    /// How long shutdown waits for requests in flight (default 10 s).
+    pub drain_timeout: Duration,
+    /// The process's connection budget, shared by every listener.
+    pub budget: Option<busbar_listen::Budget>,
 }
 
 impl Default for HttpConfig {
@@ -156,6 +172,12 @@ impl Default for HttpConfig {
             event_limits: Limits::default(),
             default_read_limit: 100,
             max_wait: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            budget: None,
         }
     }
 }
@@ -327,20 +349,14 @@ pub async fn serve_with(
         tracing::info!(%addr, "HTTP API listening");
     }
     let draining = Arc::new(watch::Sender::new(false));
-    // Tapped (for TCP_NODELAY) also so the peer address is the
-    // connection's `ConnectInfo<SocketAddr>`.
-    let listener = axum::serve::ListenerExt::tap_io(
-        listener::AdmittedListener::new(listener, engine.clone()),
-        listener::Counted::set_nodelay,
-    );
-    let app = build(engine, cfg, draining.clone()).merge(extra);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let app = build(engine.clone(), cfg.clone(), draining.clone()).merge(extra);
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
+        // Long polls answer at once instead of holding the drain up.
         draining.send_replace(true);
-    })
-    .await
+        let _ = stop.send(true);
+    });
+    listener::serve(listener, engine, &cfg, app, stopping).await;
+    Ok(())
 }

@@ -1,109 +1,140 @@
-//! The HTTP listener: every accepted connection is put to the engine's
-//! admission hooks before hyper sees it, and counted while it is open.
+//! The HTTP listener: the same accept loop as every other transport
+//! (admission, the connection limits, the descriptor budget, draining),
+//! then HTTP/1.1 over hyper with a deadline for each request's headers.
+//!
+//! `header_timeout` counts from when a connection opens, and again from
+//! when each response has been written, until the next request's headers
+//! are in: a client that sends nothing, a slowloris that trickles its
+//! headers, and an idle keep-alive connection are all closed by it. A
+//! request's body must arrive within `body_timeout` (see `body.rs`).
+//! Upgraded connections (`/ws`) leave this listener's count and are the
+//! live hub's from then on.
 
-use std::io;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use busbar_engine::{Engine, EngineError, Transport};
-use busbar_metrics::Gauge;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use axum::Router;
+use busbar_engine::{Engine, Transport};
+use busbar_listen::{Accept, Limits, Rejected};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::Service;
 
-/// A TCP listener whose connections pass admission first.
-pub(crate) struct AdmittedListener {
-    inner: TcpListener,
+use crate::HttpConfig;
+
+/// Serves `app` on `listener` until `shutdown` turns true, then lets open
+/// connections finish their requests (up to `cfg.drain_timeout`).
+pub(crate) async fn serve(
+    listener: TcpListener,
     engine: Arc<Engine>,
-    open: Arc<Gauge>,
+    cfg: &HttpConfig,
+    app: Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    let limits = Limits {
+        max_connections: cfg.max_connections,
+        max_per_peer: cfg.max_connections_per_peer,
+    };
+    let accept = Accept::new(
+        &engine,
+        Transport::Http,
+        limits,
+        cfg.drain_timeout,
+        shutdown.clone(),
+    )
+    .with_budget(cfg.budget.clone());
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let header_timeout = cfg.header_timeout;
+    let timeouts = engine
+        .metrics()
+        .connection_timeouts
+        .get([Transport::Http.as_str(), "header"]);
+    accept
+        .run(
+            || listener.accept(),
+            move |stream: TcpStream, addr: SocketAddr| {
+                // Responses are small and latency-bound.
+                let _ = stream.set_nodelay(true);
+                let service = make.clone().call(addr);
+                let shutdown = shutdown.clone();
+                let timeouts = timeouts.clone();
+                async move {
+                    let Ok(service) = service.await;
+                    let mut builder = http1::Builder::new();
+                    builder.timer(TokioTimer::new());
+                    if !header_timeout.is_zero() {
+                        builder.header_read_timeout(header_timeout);
+                    }
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .with_upgrades();
+                    if let Err(e) = until_shutdown(conn, shutdown).await {
+                        if e.is_timeout() {
+                            timeouts.inc();
+                        }
+                        tracing::debug!(peer = %addr, error = %e, "HTTP connection ended");
+                    }
+                }
+            },
+            refuse,
+        )
+        .await;
 }
 
-impl AdmittedListener {
-    pub(crate) fn new(inner: TcpListener, engine: Arc<Engine>) -> Self {
-        let open = engine.metrics().connections.get([Transport::Http.as_str()]);
-        AdmittedListener {
-            inner,
-            engine,
-            open,
-        }
+/// Serves `conn` to its end; once `shutdown` turns true it finishes the
+/// request in flight and closes.
+async fn until_shutdown<C>(conn: C, mut shutdown: watch::Receiver<bool>) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>> + GracefulConnection,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        done = &mut conn => return done,
+        _ = busbar_listen::stopped(&mut shutdown) => {}
+    }
+    conn.as_mut().shut_down();
+    conn.await
+}
+
+/// A hyper connection that can be asked to stop after its current request.
+trait GracefulConnection {
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
-/// An accepted HTTP connection, counted in `busbar_connections{transport="http"}`
-/// until it is dropped.
-pub(crate) struct Counted {
-    stream: TcpStream,
-    open: Arc<Gauge>,
-}
-
-impl Counted {
-    /// Responses are small and latency-bound.
-    pub(crate) fn set_nodelay(&mut self) {
-        let _ = self.stream.set_nodelay(true);
+/// Answers a connection turned away before it was served (a limit or
+/// admission), then closes it.
+async fn refuse(mut stream: TcpStream, why: Rejected) {
+    let body = serde_json::json!({"error": why.reason(), "message": why.message()}).to_string();
+    let retry = match &why {
+        Rejected::Refused(e) => e.retry_after(),
+        _ => Some(Duration::from_secs(1)),
     }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.open.add(-1);
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// Answers a connection admission refused, then closes it.
-async fn refuse(mut stream: TcpStream, error: EngineError) {
-    let body =
-        serde_json::json!({"error": error.reason(), "message": error.to_string()}).to_string();
-    let retry = error
-        .retry_after()
-        .map(|d| {
-            format!(
-                "Retry-After: {}\r\n",
-                d.as_secs_f64().ceil().max(1.0) as u64
-            )
-        })
-        .unwrap_or_default();
+    .map(|d| {
+        format!(
+            "Retry-After: {}\r\n",
+            d.as_secs_f64().ceil().max(1.0) as u64
+        )
+    })
+    .unwrap_or_default();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n{retry}\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -111,52 +142,4 @@ async fn refuse(mut stream: TcpStream, error: EngineError) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
-}
-
-impl axum::serve::Listener for AdmittedListener {
-    type Io = Counted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
-        loop {
-            let (stream, addr) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    ) {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning on the error.
-                        tracing::warn!(transport = "http", error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    continue;
-                }
-            };
-            if let Err(e) = self
-                .engine
-                .admit_connection(Transport::Http, &addr.to_string())
-            {
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), refuse(stream, e)).await;
-                });
-                continue;
-            }
-            self.open.add(1);
-            return (
-                Counted {
-                    stream,
-                    open: self.open.clone(),
-                },
-                addr,
-            );
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
 }

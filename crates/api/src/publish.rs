@@ -91,7 +91,7 @@ async fn prepare(
         },
         ..AppendOptions::default()
     };
-    let bytes = read_limited(headers, body, state.cfg.max_body_bytes).await?;
+    let bytes = read_limited(headers, body, &state.cfg).await?;
     let pieces = split_events(
         &bytes,
         declares_ndjson(headers),

@@ -78,7 +78,7 @@ pub(crate) async fn trim(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Trimmed>, ApiError> {
-    let bytes = read_limited(&headers, body, state.cfg.max_body_bytes).await?;
+    let bytes = read_limited(&headers, body, &state.cfg).await?;
     let spec: TrimSpec = json(&bytes)?;
     let trim = spec.to_trim()?;
     let removed = state.engine.trim(&principal, &path.stream, trim).await?;

@@ -133,6 +133,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on HTTP {}", config.http.addr))?;
     let http_addr = http.local_addr().context("cannot read the HTTP address")?;
 
+    // Every listener's connections together stay within the open-file
+    // limit, less what the store and the rest of the process need.
+    let cap = (config.listen.max_connections > 0).then_some(config.listen.max_connections);
+    let (budget, open_files) =
+        busbar_listen::Budget::from_open_file_limit(config.listen.fd_reserve, cap);
+    tracing::info!(
+        open_files,
+        connections = budget.max(),
+        "connection budget set from the open-file limit"
+    );
     let live = busbar_fanout::Fanout::new(engine.clone(), live_config(&config));
     busbar_live::register_ops(&live, &ops);
 
@@ -146,7 +156,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         IngestOptions {
             max_line_bytes: config.ingest.max_line_bytes.as_usize(),
             max_connections: config.ingest.max_connections,
+            max_connections_per_peer: config.ingest.max_connections_per_peer,
+            first_line_timeout: config.ingest.first_line_timeout.0,
+            idle_timeout: config.ingest.idle_timeout.0,
+            max_unauthenticated: config.ingest.max_unauthenticated,
+            unauthenticated_bytes: config.ingest.unauthenticated_bytes.as_usize(),
             drain_timeout: config.ingest.drain_timeout.0,
+            budget: Some(budget.clone()),
         },
         stopping.clone(),
     )
@@ -170,6 +186,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             event_limits: busbar_event::Limits {
                 max_event_bytes: config.ingest.max_line_bytes.as_usize(),
             },
+            max_connections: config.http.max_connections,
+            max_connections_per_peer: config.http.max_connections_per_peer,
+            header_timeout: config.http.header_timeout.0,
+            body_timeout: config.http.body_timeout.0,
+            drain_timeout: config.ingest.drain_timeout.0,
+            budget: Some(budget.clone()),
             ..busbar_api::HttpConfig::default()
         };
         let mut stopping = stopping.clone();
@@ -180,7 +202,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             closing.shutdown();
         };
         let engine = engine.clone();
-        let live_routes = busbar_live::router(live.clone()).merge(ops.router());
+        let live_routes =
+            busbar_live::router(live.clone(), Some(budget.clone())).merge(ops.router());
         tasks.spawn(async move {
             let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
             if let Err(e) = served.await {
@@ -289,6 +312,7 @@ fn live_config(config: &Config) -> busbar_fanout::FanoutConfig {
         feed_capacity: l.feed_capacity,
         send_queue: l.send_queue,
         write_deadline: l.write_deadline.0,
+        stall_timeout: l.stall_timeout.0,
         heartbeat: l.heartbeat.0,
         max_message_bytes: l.max_message_bytes.as_usize(),
         allowed_origins: l.allowed_origins.clone(),

@@ -44,6 +44,7 @@ mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -52,8 +53,8 @@ pub use env::ENV_VARS;
 pub use run::Addresses;
 pub use sections::{
     AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
-    JobsSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig, RetentionConfig,
-    StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
+    JobsSection, ListenSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig,
+    RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -139,6 +140,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[readiness]`
     pub readiness: ReadinessConfig,
+    /// `[listen]`
+    pub listen: ListenSection,
 }
 
 impl Config {
@@ -245,6 +248,25 @@ impl Config {
         if self.ingest.max_connections == 0 {
             return invalid("ingest.max_connections", "must be greater than 0");
         }
+        if self.ingest.max_unauthenticated == 0 {
+            return invalid("ingest.max_unauthenticated", "must be greater than 0");
+        }
+        if self.ingest.first_line_timeout.0.is_zero() {
+            return invalid("ingest.first_line_timeout", "must be greater than 0");
+        }
+        let idle = self.ingest.idle_timeout.0;
+        if !idle.is_zero() && idle <= Duration::from_secs(60) {
+            return invalid(
+                "ingest.idle_timeout",
+                "must be 0 (never) or more than 1m, the longest a blocking group read waits",
+            );
+        }
+        if self.ingest.unauthenticated_bytes.bytes() < 256 {
+            return invalid("ingest.unauthenticated_bytes", "must be at least 256 bytes");
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "must be greater than 0");
+        }
         for (key, value) in [
             ("live.feed_capacity", self.live.feed_capacity),
             ("live.send_queue", self.live.send_queue),
@@ -257,6 +279,9 @@ impl Config {
         }
         if self.live.feed_capacity > 1 << 24 {
             return invalid("live.feed_capacity", "must be at most 16777216");
+        }
+        if self.live.stall_timeout.0.is_zero() {
+            return invalid("live.stall_timeout", "must be greater than 0");
         }
         if self.live.heartbeat.0.is_zero() || self.live.write_deadline.0.is_zero() {
             return invalid(

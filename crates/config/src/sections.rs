@@ -151,6 +151,22 @@ pub struct IngestConfig {
     pub max_line_bytes: ByteSize,
     /// Open connections per transport. Default 1024.
     pub max_connections: usize,
+    /// Open TCP connections per peer address (0: no limit). Default 256.
+    pub max_connections_per_peer: usize,
+    /// How long a new connection has to send its first complete line (its
+    /// hello, or its first event or op). Default 10s.
+    pub first_line_timeout: HumanDuration,
+    /// How long a connection past its first line may send nothing before
+    /// it is closed (0: never; otherwise more than a minute, the longest
+    /// blocking group read). Default 5m.
+    pub idle_timeout: HumanDuration,
+    /// TCP connections that have not sent their hello yet, at once, when
+    /// tokens are configured: they can never take the slots of
+    /// authenticated producers. Default 64.
+    pub max_unauthenticated: usize,
+    /// Bytes a TCP connection may send before its hello line ends, when
+    /// tokens are configured. Default 64 KiB.
+    pub unauthenticated_bytes: ByteSize,
     /// How long shutdown waits for connections to finish their appends.
     pub drain_timeout: HumanDuration,
 }
@@ -163,6 +179,11 @@ impl Default for IngestConfig {
             tcp_addr: DEFAULT_TCP_ADDR,
             max_line_bytes: ByteSize::mib(1),
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            first_line_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(300)),
+            max_unauthenticated: 64,
+            unauthenticated_bytes: ByteSize::kib(64),
             drain_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
@@ -198,6 +219,11 @@ pub struct LiveSection {
     /// How long a message may wait to reach a client before a
     /// `slow: disconnect` subscription closes the connection. Default 10s.
     pub write_deadline: HumanDuration,
+    /// How long a client may take nothing of what is written to it before
+    /// its connection is closed, whatever its subscriptions (a slower
+    /// client keeps its connection; its `slow: drop` subscriptions skip
+    /// events and get `lagged` notices). Default 60s.
+    pub stall_timeout: HumanDuration,
     /// Ping interval; a WebSocket client silent for two of them is closed
     /// (socket clients get no pings). Default 15s.
     pub heartbeat: HumanDuration,
@@ -223,6 +249,7 @@ impl Default for LiveSection {
             feed_capacity: 4096,
             send_queue: 1024,
             write_deadline: HumanDuration(Duration::from_secs(10)),
+            stall_timeout: HumanDuration(Duration::from_secs(60)),
             heartbeat: HumanDuration(Duration::from_secs(15)),
             max_message_bytes: ByteSize::mib(1),
             allowed_origins: Vec::new(),
@@ -252,6 +279,18 @@ pub struct HttpSection {
     /// ack or nack request. A read asking for more gets this many (with
     /// `next` where the answer has one). Default 10000.
     pub max_read_count: usize,
+    /// Open HTTP connections (WebSocket connections leave this count once
+    /// upgraded; `[live] max_connections` counts them). Default 1024.
+    pub max_connections: usize,
+    /// Open HTTP connections per peer address (0: no limit). Default 256.
+    pub max_connections_per_peer: usize,
+    /// How long a connection has to send a request's headers, counted from
+    /// when it opens or its previous response was written; it also closes
+    /// idle keep-alive connections (0: no deadline). Default 10s.
+    pub header_timeout: HumanDuration,
+    /// How long a request's body may take to arrive (0: no deadline).
+    /// Default 30s.
+    pub body_timeout: HumanDuration,
 }
 
 impl Default for HttpSection {
@@ -261,6 +300,31 @@ impl Default for HttpSection {
             max_body_bytes: ByteSize::mib(4),
             max_batch_events: 10_000,
             max_read_count: 10_000,
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `[listen]`: what every listener shares.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenSection {
+    /// File descriptors kept out of the connection budget, for the store's
+    /// segment files and everything else the process opens. Default 256.
+    pub fd_reserve: usize,
+    /// Connections every listener together may hold (0: as many as the
+    /// open-file limit allows, less `fd_reserve`). Default 0.
+    pub max_connections: usize,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            fd_reserve: 256,
+            max_connections: 0,
         }
     }
 }

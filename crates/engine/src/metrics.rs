@@ -21,7 +21,13 @@ pub struct Metrics {
     /// [`names::CONNECTIONS`]
     pub connections: Family<Gauge, 1>,
     /// [`names::CONNECTIONS_REJECTED`]
-    pub connections_rejected: Family<Counter, 1>,
+    pub connections_rejected: Family<Counter, 2>,
+    /// [`names::ACCEPT_ERRORS`] by transport and reason.
+    pub accept_errors: Family<Counter, 2>,
+    /// [`names::CONNECTION_TIMEOUTS`] by transport and deadline.
+    pub connection_timeouts: Family<Counter, 2>,
+    /// [`names::UNAUTHENTICATED`] by transport.
+    pub unauthenticated: Family<Gauge, 1>,
     /// [`names::COMMAND_SECONDS`]
     pub command_seconds: Family<Histogram, 1>,
     /// [`names::HTTP_REQUESTS`]
@@ -63,7 +69,10 @@ impl Default for Metrics {
             ingest_errors: Family::new(["transport", "reason"]),
             append_seconds: Histogram::default(),
             connections: Family::new(["transport"]),
-            connections_rejected: Family::new(["transport"]),
+            connections_rejected: Family::new(["transport", "reason"]),
+            accept_errors: Family::new(["transport", "reason"]),
+            connection_timeouts: Family::new(["transport", "deadline"]),
+            unauthenticated: Family::new(["transport"]),
             command_seconds: Family::new(["command"]),
             http_requests: Family::new(["route", "status"]),
             group_deliveries: Family::new(["stream", "group"]),
@@ -109,8 +118,23 @@ impl Collector for Metrics {
         );
         out.counters(
             names::CONNECTIONS_REJECTED,
-            "Connections refused at the connection limit, by transport.",
+            "Connections refused at a limit, by transport and reason (too_many_connections, too_many_from_peer, out_of_descriptors, too_many_unauthenticated).",
             &self.connections_rejected,
+        );
+        out.counters(
+            names::CONNECTION_TIMEOUTS,
+            "Connections closed by a deadline, by transport and deadline (first_line, idle, header, body).",
+            &self.connection_timeouts,
+        );
+        out.gauges(
+            names::UNAUTHENTICATED,
+            "Connections that have not authenticated yet, by transport.",
+            &self.unauthenticated,
+        );
+        out.counters(
+            names::ACCEPT_ERRORS,
+            "Failed accepts, by transport and reason (out_of_descriptors, other).",
+            &self.accept_errors,
         );
         out.histograms(
             names::COMMAND_SECONDS,

@@ -26,7 +26,7 @@ use crate::rooms::Room;
 use crate::sockets::SocketGuard;
 use crate::subscribe::{self, Filter, Outbox};
 
-use crate::{Fanout, FanoutError, Outgoing, Text};
+use crate::{CloseReason, Fanout, FanoutError, Outgoing, Text};
 
 /// What a client sent.
 #[derive(Debug)]
@@ -50,6 +50,10 @@ pub enum Incoming {
     /// The client's input ended (a socket's end of file): answers already
     /// due are written before the connection closes.
     End,
+    /// The client broke the transport's rules (a message over the size
+    /// limit, a protocol error): the connection is closed with this reason,
+    /// which a WebSocket client gets as its close frame's code.
+    Violation(CloseReason),
 }
 
 /// The receiving half of a connection.
@@ -87,6 +91,12 @@ pub trait Outbound: Send + 'static {
     /// file).
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
+
+/// The close reason of connections the hub closes as busbar shuts down.
+const GOING_AWAY: CloseReason = CloseReason {
+    code: 1001,
+    reason: "going away",
+};
 
 /// How long a client that sent a close frame waits for the answering one.
 const GOODBYE: Duration = Duration::from_secs(1);
@@ -141,6 +151,7 @@ pub async fn serve<I: Inbound, O: Outbound>(
     let (close, mut closed) = watch::channel(false);
     let guard = Arc::new(guard);
     let out = Outbox {
+        hub: live.clone(),
         queue: queue.clone(),
         close: close.clone(),
         guard: guard.clone(),
@@ -150,17 +161,33 @@ pub async fn serve<I: Inbound, O: Outbound>(
     // Writer: the only task that touches the sink. It takes every message
     // waiting (up to WRITE_BATCH), encodes them into the WebSocket's or
     // the line writer's buffer and flushes once: one write to the socket
-    // for the batch, not one per message. The write deadline bounds the
-    // whole batch.
+    // for the batch, not one per message. A client that takes none of a
+    // batch for `stall_timeout` is disconnected; a slower one just lets the
+    // send queue fill, and its lossy subscriptions skip events (and say
+    // so) while its connection stays.
     let writer_close = close.clone();
-    let deadline = config.write_deadline;
+    let stall = config.stall_timeout;
     let writer_queue = queue.clone();
+    let stalled = live.clone();
+    let socket_id = guard.id();
     let mut writer = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while writer_queue.pop_many(&mut batch, WRITE_BATCH).await {
-            match tokio::time::timeout(deadline, sink.write(&mut batch)).await {
+            match tokio::time::timeout(stall, sink.write(&mut batch)).await {
                 Ok(Ok(Flow::More)) => {}
-                _ => break,
+                Ok(_) => break,
+                Err(_) => {
+                    stalled.count_close("too_slow");
+                    if let Some(suppressed) = stalled.slow_log.ready() {
+                        tracing::info!(
+                            socket = socket_id,
+                            suppressed,
+                            stall_ms = stall.as_millis() as u64,
+                            "closing a live client that took nothing for the stall timeout"
+                        );
+                    }
+                    break;
+                }
             }
         }
         // Senders fail from now on instead of filling a queue nobody reads.
@@ -191,6 +218,8 @@ pub async fn serve<I: Inbound, O: Outbound>(
     let mut ended = false;
     // The client sent a close frame: answer it (the closing handshake).
     let mut goodbye = false;
+    // Close with this reason (a rule broken, or busbar going away).
+    let mut farewell: Option<CloseReason> = None;
     loop {
         tokio::select! {
             incoming = source.next() => {
@@ -208,6 +237,11 @@ pub async fn serve<I: Inbound, O: Outbound>(
                         ended = true;
                         break;
                     }
+                    Incoming::Violation(reason) => {
+                        live.count_close(reason.reason);
+                        farewell = Some(reason);
+                        break;
+                    }
                 }
             }
             _ = tick(&mut heartbeat) => {
@@ -221,19 +255,26 @@ pub async fn serve<I: Inbound, O: Outbound>(
             }
             _ = closed.changed() => break,
             // The hub only ever flips this to true: shutting down.
-            Ok(()) = closing.changed() => break,
-            () = stopped(&mut shutdown) => break,
+            Ok(()) = closing.changed() => {
+                farewell = Some(GOING_AWAY);
+                break;
+            }
+            () = stopped(&mut shutdown) => {
+                farewell = Some(GOING_AWAY);
+                break;
+            }
         }
     }
     // Subscriptions and rooms end with the connection; the guard (dropped
     // with the last Arc) removes the socket and its room memberships.
     drop(conn);
-    if ended {
+    if ended || farewell.is_some() {
         // Like an ingest producer that half-closes, the client gets the
         // answers to everything it sent: the writer stops at the `Close`,
-        // after the messages queued before it.
+        // after the messages queued before it (a WebSocket client gets the
+        // reason as its close frame).
         let _ = tokio::time::timeout(config.write_deadline, async {
-            if queue.push(Outgoing::Close(None)).await.is_ok() {
+            if queue.push(Outgoing::Close(farewell)).await.is_ok() {
                 let _ = (&mut writer).await;
             }
         })

@@ -57,9 +57,14 @@ pub struct FanoutConfig {
     pub feed_capacity: usize,
     /// Messages a connection's send queue holds.
     pub send_queue: usize,
-    /// How long one message may take to reach a client before the
-    /// connection is considered stuck.
+    /// How long a message of a `slow: disconnect` subscription may wait
+    /// for room in the send queue before the connection is closed.
     pub write_deadline: Duration,
+    /// How long a client may take none of what is written to it before its
+    /// connection is closed, whatever its subscriptions: a slower client
+    /// that still reads keeps its connection, and its lossy subscriptions
+    /// skip events (with `lagged` notices).
+    pub stall_timeout: Duration,
     /// Ping interval; a WebSocket client silent for two intervals is
     /// disconnected (socket clients get no pings, see [`protocol`]).
     pub heartbeat: Duration,
@@ -86,6 +91,7 @@ impl Default for FanoutConfig {
             feed_capacity: 4096,
             send_queue: 1024,
             write_deadline: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(15),
             max_message_bytes: 1024 * 1024,
             allowed_origins: Vec::new(),
@@ -174,6 +180,41 @@ pub struct Fanout {
     sockets: Arc<sockets::Sockets>,
     delays: Arc<rooms::Delays>,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Rate limit of the log lines about slow clients.
+    slow_log: Throttled,
+}
+
+/// A warning logged at most once per interval, with how many were
+/// suppressed since (a crowd of slow clients must not flood the log).
+#[derive(Debug)]
+pub(crate) struct Throttled {
+    every: Duration,
+    state: parking_lot::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttled {
+    fn new(every: Duration) -> Self {
+        Throttled {
+            every,
+            state: parking_lot::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be written now.
+    pub(crate) fn ready(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        let now = std::time::Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                state.0 = Some(now);
+                Some(std::mem::take(&mut state.1))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Fanout {
@@ -217,6 +258,7 @@ impl Fanout {
             engine: engine.clone(),
             config,
             closing: tokio::sync::watch::Sender::new(false),
+            slow_log: Throttled::new(Duration::from_secs(10)),
         });
         // Weak: the registry must not keep the hub alive.
         let weak: std::sync::Weak<dyn busbar_metrics::Collector> = Arc::downgrade(&hub) as _;
@@ -263,6 +305,12 @@ impl Fanout {
     /// Broadcast delays.
     pub fn delays(&self) -> &rooms::Delays {
         &self.delays
+    }
+
+    /// Counts a connection busbar closed, by reason (`too_slow`,
+    /// `message too big`...).
+    pub fn count_close(&self, reason: &'static str) {
+        self.metrics.closes.get([reason]).inc();
     }
 
     /// Counts a refused connection (an upgrade or hand-over) by reason.

@@ -19,6 +19,8 @@ pub struct FanoutMetrics {
     pub rejected: Family<Counter, 1>,
     /// Failed reads of live feeds, by reason.
     pub feed_errors: Family<Counter, 1>,
+    /// Connections busbar closed, by reason.
+    pub closes: Family<Counter, 1>,
 }
 
 impl Default for FanoutMetrics {
@@ -28,6 +30,7 @@ impl Default for FanoutMetrics {
             dropped: Family::new(["kind"]),
             rejected: Family::new(["reason"]),
             feed_errors: Family::new(["reason"]),
+            closes: Family::new(["reason"]),
         }
     }
 }
@@ -54,6 +57,11 @@ impl Collector for Fanout {
             names::LIVE_FEED_ERRORS,
             "Failed reads of live feeds (retried), by reason.",
             &m.feed_errors,
+        );
+        out.counters(
+            names::LIVE_CLOSES,
+            "Live connections busbar closed, by reason (too_slow, message too big, protocol error, ...).",
+            &m.closes,
         );
         out.header(
             names::WS_CLIENTS,

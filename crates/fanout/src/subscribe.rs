@@ -53,6 +53,7 @@ impl Filter {
 /// and a way to close it.
 #[derive(Clone)]
 pub(crate) struct Outbox {
+    pub hub: Arc<Fanout>,
     pub queue: Arc<SendQueue>,
     pub close: watch::Sender<bool>,
     pub guard: Arc<SocketGuard>,
@@ -73,10 +74,14 @@ impl Outbox {
                 match tokio::time::timeout(self.write_deadline, self.queue.push(msg)).await {
                     Ok(r) => r.is_ok(),
                     Err(_) => {
-                        tracing::info!(
-                            socket = self.guard.id(),
-                            "closing a client slower than the write deadline"
-                        );
+                        self.hub.count_close("too_slow");
+                        if let Some(suppressed) = self.hub.slow_log.ready() {
+                            tracing::info!(
+                                socket = self.guard.id(),
+                                suppressed,
+                                "closing a client slower than the write deadline (slow: disconnect)"
+                            );
+                        }
                         let _ = self.close.send(true);
                         false
                     }
@@ -234,6 +239,14 @@ pub(crate) async fn live(r: Reader, mut rx: FeedReceiver) {
         if dropped > 0 {
             out.guard.dropped(dropped);
             dropped_total.add(dropped);
+            if let Some(suppressed) = live.slow_log.ready() {
+                tracing::info!(
+                    socket = out.guard.id(),
+                    dropped,
+                    suppressed,
+                    "a live client reads slower than its stream: skipping events (it is told how many)"
+                );
+            }
         }
         for failure in failures.drain(..) {
             if out.try_send(failure_frame(&sub, &failure)).is_err() {

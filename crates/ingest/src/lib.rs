@@ -165,10 +165,12 @@
 mod answer;
 mod batcher;
 mod connection;
+mod hello;
 pub mod lines;
 mod listener;
 pub mod live;
 mod ops;
+mod publish;
 
 pub use listener::{Ingest, IngestOptions};
 pub use live::{LiveConnection, LiveUpgrade};

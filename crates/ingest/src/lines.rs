@@ -36,6 +36,11 @@ impl LineSplitter {
         }
     }
 
+    /// Changes the longest line taken from now on.
+    pub fn set_limit(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
     /// Calls `f` with every complete line of `buf` and removes them from it.
     /// At `eof` the unterminated rest counts as a last line.
     ///

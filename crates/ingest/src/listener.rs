@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_engine::{Engine, Transport};
-use busbar_listen::{Accept, Rejected, UnixSocket};
+use busbar_listen::{Accept, Limits, Rejected, UnixSocket};
+use busbar_metrics::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{ConnectionContext, Peer};
 use crate::live::LiveUpgrade;
@@ -28,9 +29,32 @@ pub struct IngestOptions {
     /// Open connections per transport; past it a connection gets one
     /// `too_many_connections` error line and is closed.
     pub max_connections: usize,
+    /// Open TCP connections per peer address (0: no limit); past it,
+    /// `too_many_from_peer`.
+    pub max_connections_per_peer: usize,
+    /// How long a new connection has to send its first complete line (the
+    /// hello, or its first event or op); then it gets
+    /// `first_line_timeout` and is closed.
+    pub first_line_timeout: Duration,
+    /// How long a connection may send nothing once it is past its first
+    /// line; then it gets `idle_timeout` and is closed. Zero: never.
+    /// Connections that switched to the live protocol are the live hub's.
+    pub idle_timeout: Duration,
+    /// TCP connections that have not authenticated yet, when tokens are
+    /// configured; past it a new connection gets
+    /// `too_many_unauthenticated` and is closed, so unauthenticated peers
+    /// can never take the slots of authenticated ones.
+    pub max_unauthenticated: usize,
+    /// Bytes an unauthenticated TCP connection may send before its hello
+    /// line ends; a longer first line gets `too_large` and the
+    /// connection is closed.
+    pub unauthenticated_bytes: usize,
     /// How long shutdown waits for open connections to publish and answer
     /// what they have read.
     pub drain_timeout: Duration,
+    /// The process's connection budget, shared by every listener (`None`:
+    /// none).
+    pub budget: Option<busbar_listen::Budget>,
 }
 
 impl Default for IngestOptions {
@@ -38,7 +62,13 @@ impl Default for IngestOptions {
         IngestOptions {
             max_line_bytes: 1024 * 1024,
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            first_line_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_unauthenticated: 64,
+            unauthenticated_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
+            budget: None,
         }
     }
 }
@@ -54,6 +84,8 @@ pub struct Ingest {
     options: IngestOptions,
     shutdown: watch::Receiver<bool>,
     live: Option<Arc<dyn LiveUpgrade>>,
+    /// Slots of TCP connections not authenticated yet.
+    unauthenticated: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -72,11 +104,15 @@ impl Ingest {
         options: IngestOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let unauthenticated = Arc::new(Semaphore::new(
+            options.max_unauthenticated.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Ingest {
             engine,
             options,
             shutdown,
             live: None,
+            unauthenticated,
         }
     }
 
@@ -88,13 +124,18 @@ impl Ingest {
     }
 
     fn accept(&self, transport: Transport) -> Accept {
+        let limits = Limits {
+            max_connections: self.options.max_connections,
+            max_per_peer: self.options.max_connections_per_peer,
+        };
         Accept::new(
             &self.engine,
             transport,
-            self.options.max_connections,
+            limits,
             self.options.drain_timeout,
             self.shutdown.clone(),
         )
+        .with_budget(self.options.budget.clone())
     }
 
     fn context(&self, transport: Transport) -> ConnectionContext {
@@ -102,8 +143,36 @@ impl Ingest {
             engine: self.engine.clone(),
             transport,
             max_line: self.options.max_line_bytes,
+            first_line_timeout: self.options.first_line_timeout,
+            idle_timeout: self.options.idle_timeout,
+            unauthenticated_bytes: self.options.unauthenticated_bytes,
             live: self.live.clone(),
         }
+    }
+
+    /// A slot among the unauthenticated, for a TCP connection when tokens
+    /// are configured (`Ok(None)`: nothing to authenticate).
+    fn unauthenticated_slot(&self) -> Result<Option<Unauthenticated>, Rejected> {
+        if !self.engine.auth().enabled() {
+            return Ok(None);
+        }
+        let permit = self
+            .unauthenticated
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Rejected::TooManyUnauthenticated {
+                limit: self.options.max_unauthenticated,
+            })?;
+        let gauge = self
+            .engine
+            .metrics()
+            .unauthenticated
+            .get([Transport::Tcp.as_str()]);
+        gauge.add(1);
+        Ok(Some(Unauthenticated {
+            _permit: permit,
+            gauge,
+        }))
     }
 
     /// Serves the events Unix socket (callers are trusted).
@@ -120,7 +189,7 @@ impl Ingest {
                     let pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     async move {
                         let (r, w) = stream.into_split();
-                        ctx.serve(r, w, Peer::Unix { pid }, shutdown).await;
+                        ctx.serve(r, w, Peer::Unix { pid }, shutdown, None).await;
                     }
                 },
                 reject_unix,
@@ -134,13 +203,32 @@ impl Ingest {
         let ctx = self.context(Transport::Tcp);
         let shutdown = self.shutdown.clone();
         let accept = self.accept(Transport::Tcp);
+        let ingest = self.clone();
         accept
             .run(
                 || listener.accept(),
                 move |stream: TcpStream, addr| {
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
+                    let unauthenticated = ingest.unauthenticated_slot();
+                    let engine = ingest.engine.clone();
                     async move {
+                        let unauthenticated = match unauthenticated {
+                            Ok(slot) => slot,
+                            Err(why) => {
+                                engine
+                                    .metrics()
+                                    .connections_rejected
+                                    .get([Transport::Tcp.as_str(), why.reason()])
+                                    .inc();
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    reject_tcp(stream, why),
+                                )
+                                .await;
+                                return;
+                            }
+                        };
                         // Acks are small and latency-bound.
                         let _ = stream.set_nodelay(true);
                         let keepalive = socket2::TcpKeepalive::new()
@@ -149,12 +237,27 @@ impl Ingest {
                             .with_retries(KEEPALIVE_PROBES);
                         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                         let (r, w) = stream.into_split();
-                        ctx.serve(r, w, Peer::Tcp(addr), shutdown).await;
+                        ctx.serve(r, w, Peer::Tcp(addr), shutdown, unauthenticated)
+                            .await;
                     }
                 },
                 reject_tcp,
             )
             .await;
+    }
+}
+
+/// A TCP connection's place among the unauthenticated, given back once it
+/// authenticates (or ends), counted in
+/// `busbar_unauthenticated_connections{transport}` meanwhile.
+pub(crate) struct Unauthenticated {
+    _permit: OwnedSemaphorePermit,
+    gauge: Arc<Gauge>,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.gauge.add(-1);
     }
 }
 

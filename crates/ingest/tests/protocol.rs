@@ -38,6 +38,7 @@ async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
         max_line_bytes: 256,
         max_connections,
         drain_timeout: Duration::from_secs(2),
+        ..IngestOptions::default()
     };
     let ingest = Ingest::new(engine.clone(), options, rx);
     let i2 = ingest.clone();
@@ -193,7 +194,11 @@ async fn connections_over_the_limit_get_an_error_line() {
     let answers = read_lines(refused).await;
     assert_eq!(answers[0]["error"], "too_many_connections");
     assert_eq!(
-        s.engine.metrics().connections_rejected.get(["unix"]).get(),
+        s.engine
+            .metrics()
+            .connections_rejected
+            .get(["unix", "too_many_connections"])
+            .get(),
         1
     );
     drop(held);

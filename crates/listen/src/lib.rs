@@ -11,11 +11,13 @@
 #![warn(missing_docs)]
 
 mod accept;
+mod budget;
 mod error;
 mod tcp;
 mod unix;
 
-pub use accept::{stopped, Accept, PeerName, Rejected};
+pub use accept::{stopped, Accept, Limits, PeerName, Rejected};
+pub use budget::{open_file_limit, Budget, BudgetPermit, DEFAULT_FD_RESERVE};
 pub use error::ListenError;
 pub use tcp::bind_tcp;
 pub use unix::{bind_unix, UnixSocket};

@@ -10,17 +10,30 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use busbar_engine::{EngineError, Transport};
+use busbar_engine::Transport;
 use busbar_fanout::connection::{serve, Caller, Outbound};
 use busbar_fanout::{CloseReason, Fanout, Outgoing};
+use busbar_listen::Budget;
 use busbar_ops::{Ops, OpsCaller};
 use serde::Deserialize;
 
 use crate::ws::{split, Handshake};
 
-/// The `/ws` route. Merge it into the daemon's router.
-pub fn router(hub: Arc<Fanout>) -> Router {
-    Router::new().route("/ws", get(upgrade)).with_state(hub)
+/// What the `/ws` route needs.
+#[derive(Clone)]
+struct WsState {
+    hub: Arc<Fanout>,
+    /// The process's connection budget: an upgraded connection leaves the
+    /// HTTP listener's count and takes a slot of its own here.
+    budget: Option<Budget>,
+}
+
+/// The `/ws` route. Merge it into the daemon's router. With a `budget`,
+/// every WebSocket connection holds one of its slots while it is open.
+pub fn router(hub: Arc<Fanout>, budget: Option<Budget>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(WsState { hub, budget })
 }
 
 /// Registers the hub's ops routes with `ops`: `/api/ops/sessions`,
@@ -73,13 +86,13 @@ struct WsQuery {
 }
 
 /// `{"type":"error","error":<reason>,"message":..,"retry_after_ms":n}`.
-fn refusal_frame(e: &EngineError) -> String {
+fn refusal_frame(reason: &str, message: &str, retry_after: Option<std::time::Duration>) -> String {
     let mut frame = serde_json::json!({
         "type": "error",
-        "error": e.reason(),
-        "message": e.to_string(),
+        "error": reason,
+        "message": message,
     });
-    if let Some(after) = e.retry_after() {
+    if let Some(after) = retry_after {
         frame["retry_after_ms"] = serde_json::json!(after.as_millis() as u64);
     }
     frame.to_string()
@@ -119,7 +132,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn upgrade(
-    State(hub): State<Arc<Fanout>>,
+    State(WsState { hub, budget }): State<WsState>,
     Query(q): Query<WsQuery>,
     mut request: Request<Body>,
 ) -> Response {
@@ -153,10 +166,26 @@ async fn upgrade(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_owned(), |ConnectInfo(a)| a.to_string());
-    let refused = hub
+    let mut refused = hub
         .engine()
         .admit_connection(Transport::WebSocket, &remote)
-        .err();
+        .err()
+        .map(|e| (e.reason(), e.to_string(), e.retry_after()));
+    let slot = match &budget {
+        Some(budget) if refused.is_none() => {
+            let slot = budget.try_take();
+            if slot.is_none() {
+                refused = Some((
+                    "out_of_descriptors",
+                    "busbar holds as many connections as its file descriptors allow; retry later"
+                        .to_owned(),
+                    Some(std::time::Duration::from_secs(1)),
+                ));
+            }
+            slot
+        }
+        _ => None,
+    };
     if let Some((reason, message)) = hub.refusal() {
         return refuse(&hub, StatusCode::SERVICE_UNAVAILABLE, reason, message);
     }
@@ -172,15 +201,16 @@ async fn upgrade(
         }
     };
     let limit = hub.config().max_message_bytes;
-    if let Some(e) = refused {
-        // Refused by admission: a browser cannot read an HTTP status from
-        // a failed handshake, so the refusal is a WebSocket close with code
-        // 1013 (try again later), after an error message with the reason.
-        hub.count_rejected(e.reason());
+    if let Some((reason, message, retry_after)) = refused {
+        // Refused by admission or the descriptor budget: a browser cannot
+        // read an HTTP status from a failed handshake, so the refusal is a
+        // WebSocket close with code 1013 (try again later), after an error
+        // message with the reason.
+        hub.count_rejected(reason);
         return handshake.accept(limit, move |socket| async move {
             let (_, mut outbound) = split(socket);
             let mut answer = vec![
-                Outgoing::from(refusal_frame(&e)),
+                Outgoing::from(refusal_frame(reason, &message, retry_after)),
                 Outgoing::Close(Some(CloseReason {
                     code: 1013,
                     reason: "try again later",
@@ -191,6 +221,7 @@ async fn upgrade(
         });
     }
     handshake.accept(limit, move |socket| async move {
+        let _slot = slot;
         let guard = hub
             .sockets()
             .register(Transport::WebSocket, remote, busbar_event::now_ms());

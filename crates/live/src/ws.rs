@@ -11,7 +11,7 @@ use std::io;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use busbar_fanout::connection::{Flow, Inbound, Incoming, Outbound};
-use busbar_fanout::{Outgoing, Text};
+use busbar_fanout::{CloseReason, Outgoing, Text};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -145,7 +145,10 @@ impl Inbound for WsInbound {
         match self.0.next().await {
             Some(Ok(Message::Text(text))) => match Text::from_utf8(Bytes::from(text)) {
                 Ok(text) => Incoming::Text(text),
-                Err(_) => Incoming::Closed,
+                Err(_) => Incoming::Violation(CloseReason {
+                    code: 1007,
+                    reason: "text that is not UTF-8",
+                }),
             },
             Some(Ok(Message::Binary(_))) => Incoming::Refused {
                 reason: "unsupported",
@@ -153,6 +156,18 @@ impl Inbound for WsInbound {
             },
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Incoming::Heard,
             Some(Ok(Message::Close(_))) => Incoming::CloseFrame,
+            Some(Err(tungstenite::Error::Capacity(_))) => Incoming::Violation(CloseReason {
+                code: 1009,
+                reason: "message too big",
+            }),
+            Some(Err(tungstenite::Error::Protocol(_))) => Incoming::Violation(CloseReason {
+                code: 1002,
+                reason: "protocol error",
+            }),
+            Some(Err(tungstenite::Error::Utf8)) => Incoming::Violation(CloseReason {
+                code: 1007,
+                reason: "text that is not UTF-8",
+            }),
             Some(Err(_)) | None => Incoming::Closed,
         }
     }

@@ -44,7 +44,7 @@ async fn server_with(
     let live = Live::new(engine.clone(), config);
     let ops = busbar_ops::Ops::new(engine.clone());
     busbar_live::register_ops(&live, &ops);
-    let app = busbar_live::router(live.clone()).merge(ops.router());
+    let app = busbar_live::router(live.clone(), None).merge(ops.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

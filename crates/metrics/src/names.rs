@@ -21,7 +21,7 @@ pub const STREAM_BYTES: &str = "busbar_stream_bytes";
 pub const STREAM_SEGMENTS: &str = "busbar_stream_segments";
 /// Open connections, by transport.
 pub const CONNECTIONS: &str = "busbar_connections";
-/// Connections refused at the limit, by transport.
+/// Connections refused at a limit, by transport and reason.
 pub const CONNECTIONS_REJECTED: &str = "busbar_connections_rejected_total";
 /// Command-socket command latency, by command.
 pub const COMMAND_SECONDS: &str = "busbar_command_duration_seconds";
@@ -101,3 +101,12 @@ pub const STORAGE_WRITE_ERRORS: &str = "busbar_storage_write_errors_total";
 /// 0 when the store takes writes, 1 while its disk is full, 2 while its
 /// writes fail for another reason.
 pub const STORAGE_WRITE_STATE: &str = "busbar_storage_write_state";
+/// Failed accepts, by transport and reason (`out_of_descriptors`, `other`).
+pub const ACCEPT_ERRORS: &str = "busbar_accept_errors_total";
+/// Connections closed by a deadline, by transport and which
+/// (`first_line`, `idle`, `header`, `body`).
+pub const CONNECTION_TIMEOUTS: &str = "busbar_connection_timeouts_total";
+/// Connections that have not authenticated yet, by transport.
+pub const UNAUTHENTICATED: &str = "busbar_unauthenticated_connections";
+/// Live connections busbar closed, by reason.
+pub const LIVE_CLOSES: &str = "busbar_live_closes_total";

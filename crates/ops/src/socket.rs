@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_engine::Transport;
-use busbar_listen::{stopped, Accept, Rejected, UnixSocket};
+use busbar_listen::{stopped, Accept, Limits, Rejected, UnixSocket};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ pub async fn serve_commands(socket: UnixSocket, ops: Arc<Ops>, shutdown: watch::
     let accept = Accept::new(
         ops.engine(),
         Transport::Command,
-        MAX_COMMAND_CONNECTIONS,
+        Limits::total(MAX_COMMAND_CONNECTIONS),
         DRAIN,
         shutdown.clone(),
     );

@@ -84,7 +84,15 @@ async fn metrics_pass_promtool() {
         .expect(400);
     let metrics = server.engine.metrics();
     metrics.connections.get(["http"]).add(1);
-    metrics.connections_rejected.get(["tcp"]).inc();
+    metrics
+        .connections_rejected
+        .get(["tcp", "too_many_connections"])
+        .inc();
+    metrics
+        .accept_errors
+        .get(["tcp", "out_of_descriptors"])
+        .inc();
+    metrics.connection_timeouts.get(["http", "header"]).inc();
     metrics
         .command_seconds
         .get(["health"])
