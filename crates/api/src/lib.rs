@@ -161,7 +161,7 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// How long shutdown waits for requests in flight (default 10 s).
     pub drain_timeout: Duration,
-    /// The process's connection budget, shared by every listener.
+    /// The HTTP listener's share of the process's connection budget.
     pub budget: Option<busbar_listen::Budget>,
 }
 

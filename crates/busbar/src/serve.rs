@@ -138,9 +138,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let cap = (config.listen.max_connections > 0).then_some(config.listen.max_connections);
     let (budget, open_files) =
         busbar_listen::Budget::from_open_file_limit(config.listen.fd_reserve, cap);
+    // One share per listener (Unix socket, TCP, HTTP, WebSocket): a flood
+    // spends its own listener's share, never the others'.
+    let [unix_budget, tcp_budget, http_budget, ws_budget]: [busbar_listen::Budget; 4] = budget
+        .shares(4)
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the connection budget did not split in four"))?;
     tracing::info!(
         open_files,
         connections = budget.max(),
+        per_listener = unix_budget.max(),
         "connection budget set from the open-file limit"
     );
     let live = busbar_fanout::Fanout::new(engine.clone(), live_config(&config));
@@ -160,9 +167,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             first_line_timeout: config.ingest.first_line_timeout.0,
             idle_timeout: config.ingest.idle_timeout.0,
             max_unauthenticated: config.ingest.max_unauthenticated,
+            max_unauthenticated_per_peer: config.ingest.max_unauthenticated_per_peer,
             unauthenticated_bytes: config.ingest.unauthenticated_bytes.as_usize(),
             drain_timeout: config.ingest.drain_timeout.0,
-            budget: Some(budget.clone()),
+            budget: Some(tcp_budget),
+            unix_budget: Some(unix_budget),
         },
         stopping.clone(),
     )
@@ -191,7 +200,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             header_timeout: config.http.header_timeout.0,
             body_timeout: config.http.body_timeout.0,
             drain_timeout: config.ingest.drain_timeout.0,
-            budget: Some(budget.clone()),
+            budget: Some(http_budget),
             ..busbar_api::HttpConfig::default()
         };
         let mut stopping = stopping.clone();
@@ -202,8 +211,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             closing.shutdown();
         };
         let engine = engine.clone();
-        let live_routes =
-            busbar_live::router(live.clone(), Some(budget.clone())).merge(ops.router());
+        let live_routes = busbar_live::router(live.clone(), Some(ws_budget)).merge(ops.router());
         tasks.spawn(async move {
             let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
             if let Err(e) = served.await {

@@ -44,7 +44,6 @@ mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -253,13 +252,6 @@ impl Config {
         }
         if self.ingest.first_line_timeout.0.is_zero() {
             return invalid("ingest.first_line_timeout", "must be greater than 0");
-        }
-        let idle = self.ingest.idle_timeout.0;
-        if !idle.is_zero() && idle <= Duration::from_secs(60) {
-            return invalid(
-                "ingest.idle_timeout",
-                "must be 0 (never) or more than 1m, the longest a blocking group read waits",
-            );
         }
         if self.ingest.unauthenticated_bytes.bytes() < 256 {
             return invalid("ingest.unauthenticated_bytes", "must be at least 256 bytes");

@@ -156,14 +156,17 @@ pub struct IngestConfig {
     /// How long a new connection has to send its first complete line (its
     /// hello, or its first event or op). Default 10s.
     pub first_line_timeout: HumanDuration,
-    /// How long a connection past its first line may send nothing before
-    /// it is closed (0: never; otherwise more than a minute, the longest
-    /// blocking group read). Default 5m.
+    /// How long a connection past its first line may send nothing, while
+    /// no answer of its is pending, before it is closed (0: never).
+    /// Default 5m.
     pub idle_timeout: HumanDuration,
     /// TCP connections that have not sent their hello yet, at once, when
     /// tokens are configured: they can never take the slots of
     /// authenticated producers. Default 64.
     pub max_unauthenticated: usize,
+    /// Of those, how many one peer address may hold (0: no limit of its
+    /// own). Default 16.
+    pub max_unauthenticated_per_peer: usize,
     /// Bytes a TCP connection may send before its hello line ends, when
     /// tokens are configured. Default 64 KiB.
     pub unauthenticated_bytes: ByteSize,
@@ -183,6 +186,7 @@ impl Default for IngestConfig {
             first_line_timeout: HumanDuration(Duration::from_secs(10)),
             idle_timeout: HumanDuration(Duration::from_secs(300)),
             max_unauthenticated: 64,
+            max_unauthenticated_per_peer: 16,
             unauthenticated_bytes: ByteSize::kib(64),
             drain_timeout: HumanDuration(Duration::from_secs(10)),
         }
@@ -315,8 +319,9 @@ pub struct ListenSection {
     /// File descriptors kept out of the connection budget, for the store's
     /// segment files and everything else the process opens. Default 256.
     pub fd_reserve: usize,
-    /// Connections every listener together may hold (0: as many as the
-    /// open-file limit allows, less `fd_reserve`). Default 0.
+    /// Connections the Unix socket, TCP, HTTP and WebSocket listeners
+    /// together may hold, a quarter each (0: as many as the open-file limit
+    /// allows, less `fd_reserve`). Default 0.
     pub max_connections: usize,
 }
 

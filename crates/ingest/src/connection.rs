@@ -3,6 +3,7 @@
 //! the hand-over to the live hub when the connection sends a live op.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,9 +104,12 @@ impl ConnectionContext {
     {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
         let mut reader = reader;
+        // Chunks handed to the publisher and not answered yet: a connection
+        // waiting for its answers (a blocking group read) is not idle.
+        let busy = AtomicUsize::new(0);
         let (switch, writer) = tokio::join!(
-            self.read_side(&mut reader, tx, shutdown.clone(), unauthenticated),
-            self.publish_side(writer, rx)
+            self.read_side(&mut reader, tx, shutdown.clone(), unauthenticated, &busy),
+            self.publish_side(writer, rx, &busy)
         );
         if let (Some(switch), Some(writer), Some(live)) = (switch, writer, &self.live) {
             let conn = LiveConnection {
@@ -141,6 +145,7 @@ impl ConnectionContext {
         tx: mpsc::Sender<Work>,
         mut shutdown: watch::Receiver<bool>,
         mut unauthenticated: Option<Unauthenticated>,
+        busy: &AtomicUsize,
     ) -> Option<Switch> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let first_limit = match unauthenticated {
@@ -172,6 +177,7 @@ impl ConnectionContext {
                 permit = tx.reserve(), if has_work => {
                     let Ok(permit) = permit else { return None };
                     if let Some(b) = batcher.as_mut() {
+                        busy.fetch_add(1, Ordering::AcqRel);
                         permit.send(Work::Chunk(b.take()));
                     }
                     continue;
@@ -187,6 +193,11 @@ impl ConnectionContext {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
                     let which = deadline.map_or("idle", |(_, which)| which);
+                    if which == "idle" && busy.load(Ordering::Acquire) > 0 {
+                        // Waiting for its answers, not idle: look again later.
+                        last_heard = Instant::now();
+                        continue;
+                    }
                     self.timed_out(which, batcher.as_mut(), &tx).await;
                     return None;
                 }

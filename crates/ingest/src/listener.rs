@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_engine::{Engine, Transport};
-use busbar_listen::{Accept, Limits, Rejected, UnixSocket};
+use busbar_listen::{Accept, Limits, PeerSlot, PerPeer, Rejected, UnixSocket};
 use busbar_metrics::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -37,7 +37,8 @@ pub struct IngestOptions {
     /// `first_line_timeout` and is closed.
     pub first_line_timeout: Duration,
     /// How long a connection may send nothing once it is past its first
-    /// line; then it gets `idle_timeout` and is closed. Zero: never.
+    /// line, while no answer of its is pending; then it gets
+    /// `idle_timeout` and is closed. Zero: never.
     /// Connections that switched to the live protocol are the live hub's.
     pub idle_timeout: Duration,
     /// TCP connections that have not authenticated yet, when tokens are
@@ -45,6 +46,9 @@ pub struct IngestOptions {
     /// `too_many_unauthenticated` and is closed, so unauthenticated peers
     /// can never take the slots of authenticated ones.
     pub max_unauthenticated: usize,
+    /// Of those, how many one peer address may hold, so one client cannot
+    /// take the others' places (0: no limit of its own).
+    pub max_unauthenticated_per_peer: usize,
     /// Bytes an unauthenticated TCP connection may send before its hello
     /// line ends; a longer first line gets `too_large` and the
     /// connection is closed.
@@ -52,9 +56,11 @@ pub struct IngestOptions {
     /// How long shutdown waits for open connections to publish and answer
     /// what they have read.
     pub drain_timeout: Duration,
-    /// The process's connection budget, shared by every listener (`None`:
-    /// none).
+    /// The TCP listener's share of the process's connection budget
+    /// (`None`: none).
     pub budget: Option<busbar_listen::Budget>,
+    /// The Unix socket's share.
+    pub unix_budget: Option<busbar_listen::Budget>,
 }
 
 impl Default for IngestOptions {
@@ -66,9 +72,11 @@ impl Default for IngestOptions {
             first_line_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_unauthenticated: 64,
+            max_unauthenticated_per_peer: 16,
             unauthenticated_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
             budget: None,
+            unix_budget: None,
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct Ingest {
     live: Option<Arc<dyn LiveUpgrade>>,
     /// Slots of TCP connections not authenticated yet.
     unauthenticated: Arc<Semaphore>,
+    /// The same, per peer address.
+    unauthenticated_per_peer: Option<Arc<PerPeer>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -107,12 +117,15 @@ impl Ingest {
         let unauthenticated = Arc::new(Semaphore::new(
             options.max_unauthenticated.clamp(1, Semaphore::MAX_PERMITS),
         ));
+        let unauthenticated_per_peer = (options.max_unauthenticated_per_peer > 0)
+            .then(|| PerPeer::new(options.max_unauthenticated_per_peer));
         Ingest {
             engine,
             options,
             shutdown,
             live: None,
             unauthenticated,
+            unauthenticated_per_peer,
         }
     }
 
@@ -135,7 +148,10 @@ impl Ingest {
             self.options.drain_timeout,
             self.shutdown.clone(),
         )
-        .with_budget(self.options.budget.clone())
+        .with_budget(match transport {
+            Transport::Unix => self.options.unix_budget.clone(),
+            _ => self.options.budget.clone(),
+        })
     }
 
     fn context(&self, transport: Transport) -> ConnectionContext {
@@ -152,10 +168,19 @@ impl Ingest {
 
     /// A slot among the unauthenticated, for a TCP connection when tokens
     /// are configured (`Ok(None)`: nothing to authenticate).
-    fn unauthenticated_slot(&self) -> Result<Option<Unauthenticated>, Rejected> {
+    fn unauthenticated_slot(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<Unauthenticated>, Rejected> {
         if !self.engine.auth().enabled() {
             return Ok(None);
         }
+        let peer = match &self.unauthenticated_per_peer {
+            Some(peers) => Some(peers.take(ip).ok_or(Rejected::TooManyUnauthenticated {
+                limit: peers.limit(),
+            })?),
+            None => None,
+        };
         let permit = self
             .unauthenticated
             .clone()
@@ -171,6 +196,7 @@ impl Ingest {
         gauge.add(1);
         Ok(Some(Unauthenticated {
             _permit: permit,
+            _peer: peer,
             gauge,
         }))
     }
@@ -210,7 +236,7 @@ impl Ingest {
                 move |stream: TcpStream, addr| {
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
-                    let unauthenticated = ingest.unauthenticated_slot();
+                    let unauthenticated = ingest.unauthenticated_slot(addr.ip());
                     let engine = ingest.engine.clone();
                     async move {
                         let unauthenticated = match unauthenticated {
@@ -252,6 +278,7 @@ impl Ingest {
 /// `busbar_unauthenticated_connections{transport}` meanwhile.
 pub(crate) struct Unauthenticated {
     _permit: OwnedSemaphorePermit,
+    _peer: Option<PeerSlot>,
     gauge: Arc<Gauge>,
 }
 

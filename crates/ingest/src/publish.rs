@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use busbar_engine::Principal;
@@ -24,6 +25,7 @@ impl ConnectionContext {
         &self,
         mut writer: W,
         mut rx: mpsc::Receiver<Work>,
+        busy: &AtomicUsize,
     ) -> Option<W> {
         let mut out = Vec::with_capacity(16 * 1024);
         let mut writable = true;
@@ -55,6 +57,7 @@ impl ConnectionContext {
                     }
                     self.answer_chunk(chunk, &mut writer, &mut writable, &mut out)
                         .await;
+                    busy.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }

@@ -24,6 +24,19 @@ struct Server {
 }
 
 async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
+    start_with(
+        tokens,
+        IngestOptions {
+            max_line_bytes: 256,
+            max_connections,
+            drain_timeout: Duration::from_secs(2),
+            ..IngestOptions::default()
+        },
+    )
+    .await
+}
+
+async fn start_with(tokens: Vec<TokenSpec>, options: IngestOptions) -> Server {
     let engine = Engine::builder(Arc::new(MemoryStore::new()))
         .auth(Auth::new(tokens))
         .config(EngineConfig::default())
@@ -34,12 +47,6 @@ async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
     let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let tcp = listener.local_addr().unwrap();
     let (stop, rx) = watch::channel(false);
-    let options = IngestOptions {
-        max_line_bytes: 256,
-        max_connections,
-        drain_timeout: Duration::from_secs(2),
-        ..IngestOptions::default()
-    };
     let ingest = Ingest::new(engine.clone(), options, rx);
     let i2 = ingest.clone();
     tokio::spawn(async move { ingest.serve_unix(socket).await });
@@ -330,4 +337,157 @@ async fn refused_connections_get_one_error_line_on_both_sockets() {
             .get(),
         2
     );
+}
+
+fn producer_token() -> Vec<TokenSpec> {
+    vec![TokenSpec {
+        name: "p".into(),
+        secret: "p-secret".into(),
+        scopes: vec![Scope::Publish, Scope::Consume],
+        tenant: None,
+    }]
+}
+
+#[tokio::test]
+async fn a_connection_without_a_first_line_is_told_and_closed() {
+    let s = start_with(
+        vec![],
+        IngestOptions {
+            first_line_timeout: Duration::from_millis(300),
+            ..IngestOptions::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut c = TcpStream::connect(s.tcp).await.unwrap();
+    // Half a line is not a first line.
+    c.write_all(b"{\"type\":").await.unwrap();
+    let answers = read_lines(c).await;
+    assert_eq!(answers[0]["error"], "first_line_timeout", "{answers:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        s.engine
+            .metrics()
+            .connection_timeouts
+            .get(["tcp", "first_line"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_not_one_waiting_for_its_answer() {
+    let s = start_with(
+        vec![],
+        IngestOptions {
+            idle_timeout: Duration::from_millis(400),
+            ..IngestOptions::default()
+        },
+    )
+    .await;
+    // Acked, then silent: closed after the idle timeout, answers first.
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    w.write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"t\"}\n")
+        .await
+        .unwrap();
+    let answers = read_lines(r).await;
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+    assert_eq!(answers[1]["error"], "idle_timeout", "{answers:?}");
+    // A blocking group read longer than the idle timeout is waiting for
+    // its answer, not idle: it gets its deliveries.
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    w.write_all(
+        b"{\"op\":\"create_group\",\"stream\":\"s\",\"group\":\"g\",\"start\":\"$\"}\n\
+          {\"op\":\"read\",\"stream\":\"s\",\"group\":\"g\",\"consumer\":\"c\",\"block_ms\":1500}\n",
+    )
+    .await
+    .unwrap();
+    let engine = s.engine.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let mut b = busbar_event::EventBatch::new();
+        b.push(&busbar_event::NewEvent::new("t", b"{}")).unwrap();
+        engine
+            .publish(
+                &Principal::Trusted,
+                &StreamName::new("s").unwrap(),
+                b,
+                Default::default(),
+                busbar_engine::Transport::Local,
+            )
+            .await
+            .unwrap();
+    });
+    let mut lines = BufReader::new(r).lines();
+    let created: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert!(created["group"].is_object(), "{created}");
+    let read: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(read["deliveries"].as_array().unwrap().len(), 1, "{read}");
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_have_a_budget_and_a_byte_limit() {
+    let s = start_with(
+        producer_token(),
+        IngestOptions {
+            max_unauthenticated: 3,
+            max_unauthenticated_per_peer: 2,
+            unauthenticated_bytes: 1024,
+            first_line_timeout: Duration::from_secs(30),
+            ..IngestOptions::default()
+        },
+    )
+    .await;
+    // Two silent connections take this peer's share...
+    let silent: Vec<TcpStream> = futures_join(2, s.tcp).await;
+    let gauge = || s.engine.metrics().unauthenticated.get(["tcp"]).get();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gauge() < 2 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...so a third from the same address is refused at once.
+    let answers = read_lines(TcpStream::connect(s.tcp).await.unwrap()).await;
+    assert_eq!(
+        answers[0]["error"], "too_many_unauthenticated",
+        "{answers:?}"
+    );
+    drop(silent);
+    // A first line longer than the unauthenticated limit is refused, and
+    // the connection closed.
+    let mut c = TcpStream::connect(s.tcp).await.unwrap();
+    let long = format!("{{\"hello\":{{\"token\":\"{}\"}}}}\n", "x".repeat(4096));
+    c.write_all(long.as_bytes()).await.unwrap();
+    let answers = read_lines(c).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["error"], "unauthenticated", "{answers:?}");
+    // A producer that authenticates gets the full line limit back at once,
+    // for what follows its hello in the same write.
+    let c = TcpStream::connect(s.tcp).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let big = format!("{{\"type\":\"t\",\"pad\":\"{}\"}}\n", "y".repeat(8192));
+    w.write_all(
+        format!("{{\"hello\":{{\"acks\":true,\"token\":\"p-secret\"}}}}\n{big}").as_bytes(),
+    )
+    .await
+    .unwrap();
+    w.shutdown().await.unwrap();
+    let answers = read_lines(r).await;
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gauge() != 0 {
+        assert!(std::time::Instant::now() < deadline, "gauge {}", gauge());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `n` connections to `addr`.
+async fn futures_join(n: usize, addr: std::net::SocketAddr) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TcpStream::connect(addr).await.unwrap());
+    }
+    out
 }

@@ -191,15 +191,16 @@ pub struct Accept {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Connections held per peer address.
+/// Connections held per peer address, at most `limit` each.
 #[derive(Debug)]
-struct PerPeer {
+pub struct PerPeer {
     limit: usize,
     held: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection's share of its peer's limit, returned when dropped.
-struct PeerSlot {
+#[derive(Debug)]
+pub struct PeerSlot {
     peers: Arc<PerPeer>,
     ip: IpAddr,
 }
@@ -217,7 +218,21 @@ impl Drop for PeerSlot {
 }
 
 impl PerPeer {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+    /// At most `limit` connections per address.
+    pub fn new(limit: usize) -> Arc<PerPeer> {
+        Arc::new(PerPeer {
+            limit,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot for a connection from `ip`, if it holds fewer than the limit.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
         let mut held = self.held.lock();
         let n = held.entry(ip).or_insert(0);
         if *n >= self.limit {
@@ -271,12 +286,7 @@ impl Accept {
     ) -> Self {
         let max = u32::try_from(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS))
             .unwrap_or(u32::MAX);
-        let per_peer = (limits.max_per_peer > 0).then(|| {
-            Arc::new(PerPeer {
-                limit: limits.max_per_peer,
-                held: Mutex::new(HashMap::new()),
-            })
-        });
+        let per_peer = (limits.max_per_peer > 0).then(|| PerPeer::new(limits.max_per_peer));
         Accept {
             engine: engine.clone(),
             transport,

@@ -1,6 +1,9 @@
 //! The process's connection budget: file descriptors are shared by every
 //! listener and the store, so a flood on one transport must not take the
-//! descriptors the others (and the store's segment files) need.
+//! descriptors the others (and the store's segment files) need. The
+//! budget is the open-file limit less a reserve for the store and the
+//! rest of the process, split in equal [`Budget::shares`], one per
+//! listener: a flood spends its listener's share and no more.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +48,14 @@ impl Budget {
             .max(1);
         let max = cap.map_or(by_fds, |c| c.min(by_fds));
         (Budget::new(max), limit)
+    }
+
+    /// This budget split in `parts` budgets of equal size (at least one
+    /// slot each), one per listener: together they hold no more than this
+    /// one, and none can take another's slots.
+    pub fn shares(&self, parts: usize) -> Vec<Budget> {
+        let parts = parts.max(1);
+        (0..parts).map(|_| Budget::new(self.max / parts)).collect()
     }
 
     /// Takes a slot if one is free.
@@ -131,6 +142,17 @@ mod tests {
         let (from_limit, limit) = Budget::from_open_file_limit(16, Some(8));
         assert!(limit > 16);
         assert_eq!(from_limit.max(), 8);
+        let shares = from_limit.shares(3);
+        assert_eq!(
+            shares.iter().map(Budget::max).collect::<Vec<_>>(),
+            [2, 2, 2]
+        );
+        let _taken: Vec<_> = (0..2).filter_map(|_| shares[0].try_take()).collect();
+        assert!(shares[0].try_take().is_none());
+        assert!(
+            shares[1].try_take().is_some(),
+            "one share spent, the others whole"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod error;
 mod tcp;
 mod unix;
 
-pub use accept::{stopped, Accept, Limits, PeerName, Rejected};
+pub use accept::{stopped, Accept, Limits, PeerName, PeerSlot, PerPeer, Rejected};
 pub use budget::{open_file_limit, Budget, BudgetPermit, DEFAULT_FD_RESERVE};
 pub use error::ListenError;
 pub use tcp::bind_tcp;

@@ -764,3 +764,69 @@ async fn a_feed_that_cannot_read_says_so_and_loses_nothing_once_it_can() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_message_is_closed_with_1009_and_the_reason() {
+    let s = server(
+        LiveConfig {
+            max_message_bytes: 1024,
+            ..LiveConfig::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut ws = connect(&s, "").await;
+    let big = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(4096));
+    ws.send(Message::Text(big.into())).await.unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 5s")
+    .expect("with a code");
+    assert_eq!(u16::from(close.code), 1009);
+    assert_eq!(close.reason.as_str(), "message too big");
+    assert_eq!(s.live.metrics().closes.get(["message too big"]).get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_is_closed_with_1002() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    // A client's frame must be masked: this one is not.
+    tcp.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    // A close frame (opcode 8) with code 1002 first in its payload.
+    let at = answer
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
+    assert_eq!(
+        &answer[at + 2..at + 4],
+        &1002u16.to_be_bytes(),
+        "{answer:?}"
+    );
+}
