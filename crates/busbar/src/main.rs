@@ -27,6 +27,20 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// jemalloc, with a background thread that hands pages freed by a
+/// connection storm back to the system within a second or two; glibc's
+/// allocator keeps them in its arenas until the process exits (measured in
+/// BENCHMARKS.md, "Memory after a connection storm").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start-up: purge dirty and muzzy pages
+/// one second after they are freed, from jemalloc's own background thread,
+/// so an idle daemon returns memory too.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 #[derive(Parser)]
 #[command(name = "busbar", version, about = "An event bus in one binary")]
 struct Cli {
