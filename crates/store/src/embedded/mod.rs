@@ -87,6 +87,10 @@
 //! each batch with one `write`, then makes the whole group durable with one
 //! `fdatasync` per touched segment before answering any of them. The longer
 //! an `fdatasync` takes, the more appends the next one covers.
+//! Trims, deletions, rotations, stream deletions and
+//! [`Store::sync`](crate::Store::sync) are barriers: the group before them
+//! is committed first, then each runs alone and is committed as a group of
+//! its own before it is answered.
 //! A segment is sealed (fsynced whatever the policy, index written) when the
 //! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
 //! [`Store::rotate`](crate::Store::rotate). New files and directories are

@@ -7,8 +7,9 @@
 //! that arrive while a commit's `fdatasync` runs queue up and share the next
 //! one — group commit.
 //!
-//! Trims, deletions, rotations and stream deletion are barriers: pending
-//! appends are committed first, then the operation runs alone.
+//! Trims, deletions, rotations, stream deletion and syncs are barriers:
+//! pending appends are committed first, then the operation runs alone and
+//! is committed as a group of its own before it is answered.
 //!
 //! A write that fails fails alone; a sync that fails fails its whole group
 //! and the streams it touched are recovered from disk ([`super::repair`]).
@@ -250,6 +251,7 @@ impl Writer {
                     self.trim(&stream, trim)?;
                     Ok(ids)
                 });
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Trim {
@@ -260,32 +262,48 @@ impl Writer {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.trim(&stream, trim));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Delete { stream, ids, reply } => {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.delete(&stream, ids));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Rotate { stream, reply } => {
                 let result = self.commit_checked().and_then(|()| self.rotate(&stream));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::DeleteStream { stream, reply } => {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.delete_stream(&stream));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Sync { reply } => {
                 let result = self.commit_checked().and_then(|()| self.sync_all());
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Tick => self.commit(),
             Op::Close { reply } => return Some(reply),
         }
         None
+    }
+
+    /// Commits a barrier operation as a group of its own before its caller
+    /// is answered, so the answer comes after the store's write health says
+    /// what the operation did (a control record that went through after a
+    /// failed one brings it back to `Ok`). A commit that fails undoes what
+    /// the operation wrote, so it fails the operation too.
+    fn commit_alone<T>(&mut self, result: Result<T>) -> Result<T> {
+        let committed = self.commit_checked();
+        let value = result?;
+        committed.map(|()| value)
     }
 
     fn close(&mut self) -> Result<()> {
