@@ -133,10 +133,14 @@
 //!   power loss. Streams of the same group whose own sync succeeded keep
 //!   their events, although their callers got the error: as with a lost
 //!   acknowledgement, a retry may store an event twice.
+//!   [`Store::sync`](crate::Store::sync) (and `close`) never calls such a
+//!   loss durable: it recovers a broken stream first and fails when that
+//!   fails, and it fails once after a recovery that cut off acknowledged
+//!   events.
 //! - **The recovery fails too**: the stream stays broken, the health stays
 //!   `Failed`, and the recovery is tried again on the next write to that
-//!   stream (and at every commit that wrote something). Reads keep working
-//!   throughout, from the state published before the failure.
+//!   stream (at every commit that wrote something, and on `sync`). Reads
+//!   keep working throughout, from the state published before the failure.
 //! - **A read fails** (`EIO`): that read returns [`StoreError::Io`], never
 //!   fewer events; nothing else changes.
 //!

@@ -225,7 +225,17 @@ impl Writer {
         if lost > 0 {
             // Only possible under `interval` or `never`: events acknowledged
             // since the last successful sync, as a power loss would lose.
+            // A later `sync` must not report them durable.
             tracing::warn!(stream = %name, events = lost, "events acknowledged since the last successful sync were lost with it");
+            self.lost_since_sync.get_or_insert_with(|| {
+                StoreError::io(
+                    "sync segment",
+                    &path,
+                    std::io::Error::other(format!(
+                        "{lost} acknowledged events were lost when the stream was recovered after a failed write"
+                    )),
+                )
+            });
         }
         ws.clock = IdClock::new(ws.clock.last().max(clock.last()));
         ws.active = active;

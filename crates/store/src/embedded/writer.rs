@@ -134,6 +134,9 @@ pub(crate) struct Writer {
     /// Streams broken during this group: none of their writes in it is
     /// acknowledged, and they are recovered at its commit.
     pub(crate) broken_in_group: Vec<StreamName>,
+    /// Acknowledged events a recovery cut off since the last
+    /// [`Writer::sync_all`]: the next one reports them.
+    pub(crate) lost_since_sync: Option<StoreError>,
     pub(crate) closed: bool,
 }
 
@@ -159,6 +162,7 @@ impl Writer {
             last_sync: Instant::now(),
             last_write: None,
             broken_in_group: Vec::new(),
+            lost_since_sync: None,
             closed: false,
         }
     }
@@ -530,11 +534,35 @@ impl Writer {
         }
     }
 
+    /// Syncs every stream, whatever the policy ([`crate::Store::sync`],
+    /// closing). It fails unless every acknowledged append is durable: a
+    /// stream broken by an earlier failure cannot be synced (its descriptor
+    /// is never synced again) and is recovered now instead, which cuts off
+    /// what followed its last successful sync; and acknowledged events that
+    /// a recovery since the last call cut off are reported here, once.
     fn sync_all(&mut self) -> Result<()> {
+        let broken: Vec<StreamName> = self
+            .streams
+            .iter()
+            .filter(|(_, ws)| ws.active.broken)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut first = None;
+        for name in broken {
+            if let Err(e) = self.repair(&name) {
+                first.get_or_insert(e);
+            }
+        }
         for ws in self.streams.values_mut() {
             ws.unsynced = true;
         }
-        self.sync_unsynced()
+        if let Err(e) = self.sync_unsynced() {
+            first.get_or_insert(e);
+        }
+        if let Some(lost) = self.lost_since_sync.take() {
+            first.get_or_insert(lost);
+        }
+        first.map_or(Ok(()), Err)
     }
 
     pub(crate) fn publish(&mut self) {
