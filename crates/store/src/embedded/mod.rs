@@ -95,9 +95,11 @@
 //! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
 //! [`Store::rotate`](crate::Store::rotate). New files and directories are
 //! fsynced in their parent before an append in them is acknowledged under
-//! `always` (`streams/` itself when the store first opens). Dead letters
-//! are fsynced before the removal from the pending list is logged (under
-//! `always`); a crash between the two is completed on open.
+//! `always` (`streams/` itself when the store first opens), and never
+//! before the segment they name: a name that survived a power cut without
+//! its header would read as damage. Dead letters are fsynced before the
+//! removal from the pending list is logged (under `always`); a crash
+//! between the two is completed on open.
 //!
 //! # What an I/O error does
 //! A storage error is a state, not the end. [`Store::write_health`](crate::Store::write_health) says
