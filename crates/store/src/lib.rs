@@ -167,7 +167,8 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every acknowledged append durable now, whatever the policy.
     ///
     /// # Errors
-    /// I/O.
+    /// I/O, including when an acknowledged append can no longer be made
+    /// durable (a failed write cost it, as a power loss would).
     async fn sync(&self) -> Result<()>;
 
     /// Stops accepting work, makes everything durable and releases files.

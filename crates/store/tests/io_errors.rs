@@ -14,7 +14,7 @@ use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
 use busbar_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use busbar_store::fs::{Fault, FaultFs, FaultOp, Injection, RealFs};
 use busbar_store::group::{GroupConfig, GroupStart};
-use busbar_store::{ReadQuery, Result, Store, StoreError, WriteHealth};
+use busbar_store::{Durability, ReadQuery, Result, Store, StoreError, WriteHealth};
 
 fn stream() -> StreamName {
     StreamName::new("s").unwrap()
@@ -355,4 +355,53 @@ async fn enospc_on_a_trim_record_fails_the_trim_and_keeps_every_event() {
     acked.drain(..3);
     assert_eq!(ids(&store).await, acked);
     assert_eq!(reopen_ids(store, dir.path()).await, acked);
+}
+
+/// Under `never`, events appended since the last `sync` are acknowledged
+/// from the page cache. A seal whose `fdatasync` fails counts as a power
+/// loss of the segment (the recovery that follows cuts those events off,
+/// at once when `repair_fails` is 0, at the next `sync` otherwise), so
+/// the next `sync` must fail instead of calling them durable; the one
+/// after it has nothing left to report.
+async fn sync_after_a_failed_seal(repair_fails: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultFs::new(RealFs);
+    let mut c = config(dir.path(), &faults);
+    c.durability = Durability::Never;
+    let store = EmbeddedStore::open(c).expect("open");
+    let synced = append(&store, "synced", 2).await.unwrap();
+    store.sync().await.unwrap();
+    append(&store, "in the page cache", 2).await.unwrap();
+
+    faults.inject(
+        Injection::new(FaultOp::Sync, Fault::Io)
+            .matching(".seg")
+            .times(1 + repair_fails),
+    );
+    assert!(store.rotate(&stream()).await.is_err());
+    assert_eq!(faults.injected(FaultOp::Sync), 1 + repair_fails);
+    assert!(matches!(store.write_health(), WriteHealth::Failed { .. }));
+
+    let after = store.sync().await;
+    assert!(
+        matches!(after, Err(StoreError::Io { .. })),
+        "acknowledged events were lost: {after:?}"
+    );
+    assert_eq!(ids(&store).await, synced);
+    store.sync().await.expect("the loss is reported once");
+
+    let mut acked = synced;
+    acked.extend(append(&store, "after", 1).await.expect("repaired"));
+    assert_eq!(store.write_health(), WriteHealth::Ok);
+    assert_eq!(reopen_ids(store, dir.path()).await, acked);
+}
+
+#[tokio::test]
+async fn sync_fails_when_a_recovery_cut_off_acknowledged_events() {
+    sync_after_a_failed_seal(0).await;
+}
+
+#[tokio::test]
+async fn sync_fails_on_a_stream_broken_by_a_failed_fdatasync() {
+    sync_after_a_failed_seal(1).await;
 }

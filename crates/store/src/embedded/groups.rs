@@ -120,9 +120,10 @@ impl GroupHost for WriterHost<'_> {
             // a crash in between leaves the entry in the dead-letter stream
             // and still pending, which the next open reconciles. A failed
             // sync fails this operation and breaks the streams it concerns,
-            // which the commit recovers.
-            self.writer.sync_dirs()?;
+            // which the commit recovers. The segment first, then the names
+            // of any new files, as at every commit.
             self.writer.sync_stream(&dlq)?;
+            self.writer.sync_dirs()?;
         }
         Ok(ids)
     }

@@ -87,13 +87,19 @@
 //! each batch with one `write`, then makes the whole group durable with one
 //! `fdatasync` per touched segment before answering any of them. The longer
 //! an `fdatasync` takes, the more appends the next one covers.
+//! Trims, deletions, rotations, stream deletions and
+//! [`Store::sync`](crate::Store::sync) are barriers: the group before them
+//! is committed first, then each runs alone and is committed as a group of
+//! its own before it is answered.
 //! A segment is sealed (fsynced whatever the policy, index written) when the
 //! next batch would take it past [`EmbeddedConfig::segment_bytes`], or on
 //! [`Store::rotate`](crate::Store::rotate). New files and directories are
 //! fsynced in their parent before an append in them is acknowledged under
-//! `always` (`streams/` itself when the store first opens). Dead letters
-//! are fsynced before the removal from the pending list is logged (under
-//! `always`); a crash between the two is completed on open.
+//! `always` (`streams/` itself when the store first opens), and never
+//! before the segment they name: a name that survived a power cut without
+//! its header would read as damage. Dead letters are fsynced before the
+//! removal from the pending list is logged (under `always`); a crash
+//! between the two is completed on open.
 //!
 //! # What an I/O error does
 //! A storage error is a state, not the end. [`Store::write_health`](crate::Store::write_health) says
@@ -129,10 +135,14 @@
 //!   power loss. Streams of the same group whose own sync succeeded keep
 //!   their events, although their callers got the error: as with a lost
 //!   acknowledgement, a retry may store an event twice.
+//!   [`Store::sync`](crate::Store::sync) (and `close`) never calls such a
+//!   loss durable: it recovers a broken stream first and fails when that
+//!   fails, and it fails once after a recovery that cut off acknowledged
+//!   events.
 //! - **The recovery fails too**: the stream stays broken, the health stays
 //!   `Failed`, and the recovery is tried again on the next write to that
-//!   stream (and at every commit that wrote something). Reads keep working
-//!   throughout, from the state published before the failure.
+//!   stream (at every commit that wrote something, and on `sync`). Reads
+//!   keep working throughout, from the state published before the failure.
 //! - **A read fails** (`EIO`): that read returns [`StoreError::Io`], never
 //!   fewer events; nothing else changes.
 //!

@@ -159,8 +159,13 @@ impl Writer {
         }
     }
 
-    /// Syncs the directories whose entries changed. A directory that fails
-    /// may have lost entries: every stream in it is treated as crashed.
+    /// Syncs the directories whose entries changed, each only after the
+    /// active segment of the stream it holds: a segment's name made durable
+    /// before its header could come back from a power cut naming a file of
+    /// zeros, which recovery rightly takes for damage. A directory whose
+    /// stream is broken is left to that stream's recovery, which syncs it
+    /// once the segment is cut back. A directory that fails may have lost
+    /// entries: every stream in it is treated as crashed.
     pub(crate) fn sync_dirs(&mut self) -> Result<()> {
         let fs = self.config.fs.clone();
         let mut dirs = std::mem::take(&mut self.dirs_to_sync);
@@ -168,6 +173,24 @@ impl Writer {
         dirs.dedup();
         let mut first = None;
         for dir in dirs {
+            let mut ready = true;
+            for (name, ws) in self.streams.iter_mut().filter(|(_, ws)| ws.dir == dir) {
+                if ws.active.broken {
+                    ready = false;
+                } else if ws.unsynced {
+                    match ws.active.sync() {
+                        Ok(()) => ws.unsynced = false,
+                        Err(e) => {
+                            self.broken_in_group.push(name.clone());
+                            first.get_or_insert(e);
+                            ready = false;
+                        }
+                    }
+                }
+            }
+            if !ready {
+                continue;
+            }
             if let Err(e) = sync_dir(&*fs, &dir) {
                 for (name, ws) in self.streams.iter_mut() {
                     if ws.dir.starts_with(&dir) {
@@ -225,7 +248,17 @@ impl Writer {
         if lost > 0 {
             // Only possible under `interval` or `never`: events acknowledged
             // since the last successful sync, as a power loss would lose.
+            // A later `sync` must not report them durable.
             tracing::warn!(stream = %name, events = lost, "events acknowledged since the last successful sync were lost with it");
+            self.lost_since_sync.get_or_insert_with(|| {
+                StoreError::io(
+                    "sync segment",
+                    &path,
+                    std::io::Error::other(format!(
+                        "{lost} acknowledged events were lost when the stream was recovered after a failed write"
+                    )),
+                )
+            });
         }
         ws.clock = IdClock::new(ws.clock.last().max(clock.last()));
         ws.active = active;

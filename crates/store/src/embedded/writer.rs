@@ -7,8 +7,9 @@
 //! that arrive while a commit's `fdatasync` runs queue up and share the next
 //! one — group commit.
 //!
-//! Trims, deletions, rotations and stream deletion are barriers: pending
-//! appends are committed first, then the operation runs alone.
+//! Trims, deletions, rotations, stream deletion and syncs are barriers:
+//! pending appends are committed first, then the operation runs alone and
+//! is committed as a group of its own before it is answered.
 //!
 //! A write that fails fails alone; a sync that fails fails its whole group
 //! and the streams it touched are recovered from disk ([`super::repair`]).
@@ -133,6 +134,9 @@ pub(crate) struct Writer {
     /// Streams broken during this group: none of their writes in it is
     /// acknowledged, and they are recovered at its commit.
     pub(crate) broken_in_group: Vec<StreamName>,
+    /// Acknowledged events a recovery cut off since the last
+    /// [`Writer::sync_all`]: the next one reports them.
+    pub(crate) lost_since_sync: Option<StoreError>,
     pub(crate) closed: bool,
 }
 
@@ -158,6 +162,7 @@ impl Writer {
             last_sync: Instant::now(),
             last_write: None,
             broken_in_group: Vec::new(),
+            lost_since_sync: None,
             closed: false,
         }
     }
@@ -250,6 +255,7 @@ impl Writer {
                     self.trim(&stream, trim)?;
                     Ok(ids)
                 });
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Trim {
@@ -260,32 +266,48 @@ impl Writer {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.trim(&stream, trim));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Delete { stream, ids, reply } => {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.delete(&stream, ids));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Rotate { stream, reply } => {
                 let result = self.commit_checked().and_then(|()| self.rotate(&stream));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::DeleteStream { stream, reply } => {
                 let result = self
                     .commit_checked()
                     .and_then(|()| self.delete_stream(&stream));
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Sync { reply } => {
                 let result = self.commit_checked().and_then(|()| self.sync_all());
+                let result = self.commit_alone(result);
                 let _ = reply.send(result);
             }
             Op::Tick => self.commit(),
             Op::Close { reply } => return Some(reply),
         }
         None
+    }
+
+    /// Commits a barrier operation as a group of its own before its caller
+    /// is answered, so the answer comes after the store's write health says
+    /// what the operation did (a control record that went through after a
+    /// failed one brings it back to `Ok`). A commit that fails undoes what
+    /// the operation wrote, so it fails the operation too.
+    fn commit_alone<T>(&mut self, result: Result<T>) -> Result<T> {
+        let committed = self.commit_checked();
+        let value = result?;
+        committed.map(|()| value)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -512,11 +534,35 @@ impl Writer {
         }
     }
 
+    /// Syncs every stream, whatever the policy ([`crate::Store::sync`],
+    /// closing). It fails unless every acknowledged append is durable: a
+    /// stream broken by an earlier failure cannot be synced (its descriptor
+    /// is never synced again) and is recovered now instead, which cuts off
+    /// what followed its last successful sync; and acknowledged events that
+    /// a recovery since the last call cut off are reported here, once.
     fn sync_all(&mut self) -> Result<()> {
+        let broken: Vec<StreamName> = self
+            .streams
+            .iter()
+            .filter(|(_, ws)| ws.active.broken)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut first = None;
+        for name in broken {
+            if let Err(e) = self.repair(&name) {
+                first.get_or_insert(e);
+            }
+        }
         for ws in self.streams.values_mut() {
             ws.unsynced = true;
         }
-        self.sync_unsynced()
+        if let Err(e) = self.sync_unsynced() {
+            first.get_or_insert(e);
+        }
+        if let Some(lost) = self.lost_since_sync.take() {
+            first.get_or_insert(lost);
+        }
+        first.map_or(Ok(()), Err)
     }
 
     pub(crate) fn publish(&mut self) {
