@@ -48,6 +48,6 @@ mod instruments;
 pub mod names;
 mod registry;
 
-pub use encode::{Encoder, Kind, Value};
+pub use encode::{Encoder, Kind, StreamFilter, Value};
 pub use instruments::{Counter, Family, Gauge, Histogram, LATENCY_BUCKETS};
 pub use registry::{resident_bytes, Collector, ProcessMetrics, Registry};
