@@ -560,12 +560,33 @@ impl Engine {
     /// streams' figures from the store in one call, then renders the
     /// registry.
     pub async fn render_metrics(&self) -> String {
+        self.refresh_gauges().await;
+        self.registry.render()
+    }
+
+    /// [`Engine::render_metrics`] as `principal` may see it: it needs the
+    /// `metrics` scope (which `admin` implies), and a tenant-bound
+    /// principal gets only the samples whose `stream` label names one of
+    /// its streams, besides the process-wide ones (no `stream` label).
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub async fn render_metrics_for(&self, principal: &Principal) -> Result<String, EngineError> {
+        principal.require(Scope::Metrics)?;
+        self.refresh_gauges().await;
+        if principal.tenant().is_none() {
+            return Ok(self.registry.render());
+        }
+        let keep = |stream: &str| principal.can_access_name(stream);
+        Ok(self.registry.render_streams(&keep))
+    }
+
+    async fn refresh_gauges(&self) {
         let streams = self.store.stats().await.unwrap_or_default();
         let jobs = crate::JobKind::ALL
             .iter()
             .map(|&kind| (kind, self.running_jobs(kind)))
             .collect();
         self.gauges.update(streams, jobs, self.store.write_health());
-        self.registry.render()
     }
 }
