@@ -24,7 +24,7 @@
 //! | `/api/streams/{stream}/groups/{group}/pending` | GET | the pending list (`XPENDING`) |
 //! | `/api/streams/{stream}/groups/{group}/pause`, `/resume` | POST | stop or restart delivery to a group (admin) |
 //! | `/api/streams/{stream}/groups/{group}/consumers/{consumer}` | DELETE | remove a consumer, releasing its entries (admin) |
-//! | `/api/consumers/pause`, `/api/consumers/resume` | POST | all delivery at once, or `{"stream","group"}` (admin) |
+//! | `/api/consumers/pause`, `/api/consumers/resume` | POST | all delivery at once (a tenant-bound token's: its tenant's), or `{"stream","group"}` (admin) |
 //! | `/api/streams/{stream}/dlq` | GET | dead letters: `?type=&from=&to=&error=&limit=&reverse=`, paged with `next` |
 //! | `/api/streams/{stream}/dlq/{id}` | GET, DELETE | one dead letter; delete it (admin) |
 //! | `/api/streams/{stream}/dlq/{id}/reprocess` | POST | move it back onto the stream (admin) |
@@ -63,7 +63,11 @@
 //! apart from missing ones (on `/events/health`, which reports missing
 //! streams as 404, another tenant's stream is that same 404). `/metrics`
 //! shows it only the samples whose `stream` label is one of its streams,
-//! plus the process-wide ones.
+//! plus the process-wide ones. Pausing or resuming all delivery
+//! (`/api/consumers/pause|resume` without a body) is its tenant's groups'
+//! (an untenanted admin's is everyone's; the two, and each group's own
+//! pause, are independent, and a group's info says `paused` while any of
+//! them holds).
 //!
 //! ## Groups, dead letters and replays
 //! A read delivers due redeliveries first, then new events; each delivery

@@ -55,7 +55,7 @@ pub struct Engine {
     pub(crate) gauges: Arc<ScrapeGauges>,
     pub(crate) readiness: Readiness,
     pub(crate) appended: watch::Sender<u64>,
-    pub(crate) paused_all: std::sync::atomic::AtomicBool,
+    pub(crate) pauses: crate::groups::Pauses,
     pub(crate) jobs: crate::jobs::Jobs,
     /// Serialises moves out of dead-letter streams, so two requests never
     /// move the same entry twice.

@@ -1,5 +1,6 @@
-//! What one tenant's token reaches of another tenant: nothing. Scrapes
-//! and the runbook's health, each named after a leak it closes. (Every route against every token is the matrix in
+//! What one tenant's token reaches of another tenant: nothing. Scrapes,
+//! the runbook's health and pausing all delivery, each named after a leak
+//! it closes. (Every route against every token is the matrix in
 //! `busbar-live`'s `tests/tenancy.rs`.)
 
 use busbar_engine::{Scope, TokenSpec};
@@ -170,4 +171,100 @@ async fn events_health_needs_consume_and_is_no_oracle_for_another_tenants_stream
         .expect(403);
     assert_eq!(reply.reason(), "forbidden");
     health("ops-secret", "?stream=a:orders").await.expect(200);
+}
+
+async fn paused(server: &Server, secret: &str, stream: &str, group: &str) -> bool {
+    let info = server
+        .get(&format!("/api/streams/{stream}/groups/{group}"))
+        .token(secret)
+        .send()
+        .await
+        .expect(200)
+        .json();
+    info["paused"].as_bool().unwrap()
+}
+
+/// How many events one read of `group` delivers.
+async fn delivered(server: &Server, secret: &str, stream: &str, group: &str) -> usize {
+    let reply = server
+        .post(&format!("/api/streams/{stream}/groups/{group}/read"))
+        .token(secret)
+        .json(&json!({"consumer": "w", "count": 10}))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    reply["deliveries"].as_array().unwrap().len()
+}
+
+async fn set_all(server: &Server, secret: &str, pause: bool) -> Value {
+    let verb = if pause { "pause" } else { "resume" };
+    server
+        .post(&format!("/api/consumers/{verb}"))
+        .token(secret)
+        .send()
+        .await
+        .expect(200)
+        .json()
+}
+
+#[tokio::test]
+async fn a_tenant_admins_pause_all_pauses_only_its_groups_and_group_info_says_so() {
+    let server = server().await;
+    seed(&server, "a:orders", "ga", 1).await;
+    seed(&server, "b:orders", "gb", 2).await;
+
+    let answer = set_all(&server, "a-secret", true).await;
+    assert_eq!(answer, json!({"paused": true, "tenant": "a"}));
+    assert!(paused(&server, "a-secret", "a:orders", "ga").await);
+    assert_eq!(delivered(&server, "a-secret", "a:orders", "ga").await, 0);
+    // b is untouched, and its info says so.
+    assert!(!paused(&server, "b-secret", "b:orders", "gb").await);
+    assert_eq!(delivered(&server, "b-secret", "b:orders", "gb").await, 2);
+    // A group created under a tenant's pause is paused too.
+    let created = server
+        .post("/api/streams/a:orders/groups")
+        .token("a-secret")
+        .json(&json!({"name": "late"}))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(created["paused"], true);
+
+    // The operator's pause covers everyone; its resume lifts only its own.
+    set_all(&server, "ops-secret", true).await;
+    assert!(paused(&server, "b-secret", "b:orders", "gb").await);
+    let listed = server
+        .get("/api/streams/b:orders/groups")
+        .token("b-secret")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["groups"][0]["paused"], true);
+    assert_eq!(
+        set_all(&server, "ops-secret", false).await,
+        json!({"paused": false})
+    );
+    assert!(!paused(&server, "b-secret", "b:orders", "gb").await);
+    assert!(paused(&server, "ops-secret", "a:orders", "ga").await);
+
+    // b's resume does nothing to a.
+    set_all(&server, "b-secret", false).await;
+    assert!(paused(&server, "a-secret", "a:orders", "ga").await);
+    set_all(&server, "a-secret", false).await;
+    assert!(!paused(&server, "a-secret", "a:orders", "ga").await);
+    assert_eq!(delivered(&server, "a-secret", "a:orders", "ga").await, 1);
+
+    // A group's own pause outlives a resume of all delivery.
+    server
+        .post("/api/streams/a:orders/groups/ga/pause")
+        .token("a-secret")
+        .send()
+        .await
+        .expect(200);
+    set_all(&server, "a-secret", false).await;
+    set_all(&server, "ops-secret", false).await;
+    assert!(paused(&server, "a-secret", "a:orders", "ga").await);
 }
