@@ -523,7 +523,8 @@ impl Engine {
         Ok(self.store.delete_stream(stream).await?)
     }
 
-    /// Seals the active segment of one stream, or of every stream (admin).
+    /// Seals the active segment of one stream, or of every stream the
+    /// principal may see (admin).
     ///
     /// # Errors
     /// As [`Engine::trim`].
@@ -535,7 +536,11 @@ impl Engine {
         principal.require(Scope::Admin)?;
         let targets = match stream {
             Some(s) => vec![s.clone()],
-            None => self.store.streams().await?,
+            None => {
+                let mut all = self.store.streams().await?;
+                all.retain(|s| principal.can_access(s));
+                all
+            }
         };
         let mut out = Vec::new();
         for s in targets {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use busbar_engine::{Engine, Principal, Scope};
-use busbar_event::StreamName;
+use busbar_engine::{Engine, Principal, Scope, Transport};
+use busbar_event::{EventBatch, NewEvent, StreamName};
 use busbar_store::memory::MemoryStore;
 
 fn tenant(t: &str) -> Principal {
@@ -13,6 +13,35 @@ fn tenant(t: &str) -> Principal {
         scopes: vec![Scope::Admin, Scope::Publish, Scope::Consume],
         tenant: Some(t.into()),
     }
+}
+
+async fn seed(e: &Engine, streams: &[&str]) {
+    for s in streams {
+        let mut batch = EventBatch::new();
+        batch.push(&NewEvent::new("t", b"{}")).unwrap();
+        let stream = StreamName::new(s).unwrap();
+        e.publish(
+            &Principal::Trusted,
+            &stream,
+            batch,
+            Default::default(),
+            Transport::Local,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn rotating_every_stream_rotates_only_the_callers() {
+    let e = Engine::builder(Arc::new(MemoryStore::new())).build();
+    seed(&e, &["a:one", "b:one", "events", "a:two"]).await;
+    let rotated = e.rotate(&tenant("a"), None).await.unwrap();
+    let mut names: Vec<&str> = rotated.iter().map(|(s, _)| s.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a:one", "a:two"]);
+    let all = e.rotate(&Principal::Trusted, None).await.unwrap();
+    assert_eq!(all.len(), 4);
 }
 
 #[tokio::test]
