@@ -1,6 +1,6 @@
 //! What one tenant's token reaches of another tenant: nothing. Scrapes,
-//! the runbook's health and pausing all delivery, each named after a leak
-//! it closes. (Every route against every token is the matrix in
+//! the runbook's health, pausing all delivery and jobs, each named after a
+//! leak it closes. (Every route against every token is the matrix in
 //! `busbar-live`'s `tests/tenancy.rs`.)
 
 use busbar_engine::{Scope, TokenSpec};
@@ -267,4 +267,49 @@ async fn a_tenant_admins_pause_all_pauses_only_its_groups_and_group_info_says_so
     set_all(&server, "a-secret", false).await;
     set_all(&server, "ops-secret", false).await;
     assert!(paused(&server, "a-secret", "a:orders", "ga").await);
+}
+
+#[tokio::test]
+async fn another_tenants_job_is_neither_visible_nor_cancellable() {
+    let server = server().await;
+    seed(&server, "a:orders", "ga", 50).await;
+    let job = server
+        .post("/api/replay")
+        .token("a-secret")
+        .json(&json!({"stream": "a:orders", "rate": 1, "batchSize": 1}))
+        .send()
+        .await
+        .expect(202)
+        .json();
+    let id = job["id"].as_str().unwrap().to_owned();
+    for path in [format!("/api/jobs/{id}"), format!("/api/replay/{id}")] {
+        let reply = server.get(&path).token("b-secret").send().await.expect(404);
+        assert_eq!(reply.reason(), "no_such_job");
+        let cancel = format!("{path}/cancel");
+        let reply = server
+            .post(&cancel)
+            .token("b-secret")
+            .send()
+            .await
+            .expect(404);
+        assert_eq!(reply.reason(), "no_such_job");
+    }
+    for list in ["/api/jobs", "/api/replay"] {
+        let listed = server.get(list).token("b-secret").send().await.expect(200);
+        assert!(!listed.text().contains(&id), "{}", listed.text());
+    }
+    let status = server
+        .get(&format!("/api/jobs/{id}"))
+        .token("a-secret")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(status["state"], "running");
+    server
+        .post(&format!("/api/jobs/{id}/cancel"))
+        .token("a-secret")
+        .send()
+        .await
+        .expect(200);
 }
