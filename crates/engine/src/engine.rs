@@ -289,7 +289,7 @@ impl Engine {
                 transport,
             })?;
             for hook in hooks.iter() {
-                hook.publishing(stream, &batch);
+                hook.publishing(principal, stream, &batch);
             }
         }
         let started = Instant::now();
