@@ -13,6 +13,10 @@
 //!   join rooms (`session:<id>` live, `broadcast:session:<id>` delayed),
 //!   publish, and set broadcast delays (director capability). The protocol
 //!   is in [`protocol`].
+//! - Tenants: a tenant-bound caller reaches only its tenant's streams and
+//!   events, a session id belongs to the tenant that used it first
+//!   ([`sessions`]), and every connection carries its caller's tenant
+//!   ([`sockets`]), so the ops routes can answer each tenant with its own.
 //! - Producer sessions with frame counts, rates and clock drift
 //!   ([`sessions`]); connections with role and rooms ([`sockets`]); room
 //!   sizes and delays ([`rooms`]). The ops routes that show them are
