@@ -61,13 +61,15 @@
 //! of another tenant is refused with 403 `wrong_tenant` by its name alone,
 //! whether or not it exists, so no answer tells another tenant's streams
 //! apart from missing ones (on `/events/health`, which reports missing
-//! streams as 404, another tenant's stream is that same 404). `/metrics`
-//! shows it only the samples whose `stream` label is one of its streams,
-//! plus the process-wide ones. Pausing or resuming all delivery
-//! (`/api/consumers/pause|resume` without a body) is its tenant's groups'
-//! (an untenanted admin's is everyone's; the two, and each group's own
-//! pause, are independent, and a group's info says `paused` while any of
-//! them holds).
+//! streams as 404, another tenant's stream is that same 404). Everything
+//! else is filtered the same way: `/metrics` shows it only the samples whose
+//! `stream` label is one of its streams, plus the process-wide ones;
+//! pausing or resuming all delivery (`/api/consumers/pause|resume` without
+//! a body) is its tenant's groups' (an untenanted admin's is everyone's; the
+//! two, and each group's own pause, are independent, and a group's info
+//! says `paused` while any of them holds); job listings, status and
+//! cancelling only ever show its own streams' jobs; `/api/ops/*` answers
+//! with its own sessions, connections and rooms.
 //!
 //! ## Groups, dead letters and replays
 //! A read delivers due redeliveries first, then new events; each delivery

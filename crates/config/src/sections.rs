@@ -320,7 +320,8 @@ pub struct AuthConfig {
     /// `admin`, `director`, `metrics`; `admin` implies `metrics`), tenant.
     /// None: open, `/metrics` and `/events/health` included (a
     /// single-tenant deployment). A tenant-bound token reaches only its
-    /// tenant's streams, and their samples on `/metrics`.
+    /// tenant's streams, groups, jobs, samples, sessions and connections
+    /// (`busbar.example.toml` says how).
     pub tokens: Vec<TokenSpec>,
     /// Allow binding TCP or HTTP to a non-loopback address without tokens.
     pub allow_unauthenticated_remote: bool,

@@ -6,6 +6,10 @@
 //!
 //! A tenant-bound token sees only streams named `<tenant>:...`, and events it
 //! publishes carry its tenant (an event naming another tenant is refused).
+//! Everything else it reaches is filtered the same way: the `/metrics`
+//! samples of its streams, its groups' pauses, its jobs, its producer
+//! sessions and live connections. A token without a tenant is the
+//! operator's: it sees every tenant.
 
 use busbar_event::StreamName;
 use serde::{Deserialize, Serialize};
