@@ -19,7 +19,6 @@
 //! use std::sync::Arc;
 //! use busbar_metrics::{Collector, Counter, Encoder, Family, Kind, Registry};
 //!
-//! #[derive(Default)]
 //! struct Relay {
 //!     sent: Family<Counter, 1>,
 //! }
