@@ -163,7 +163,8 @@ pub(crate) async fn delete(
     }))
 }
 
-/// Whether delivery is paused, for one group or all.
+/// Whether delivery is paused, for one group or all (of a tenant, for a
+/// tenant-bound caller).
 #[derive(Debug, Serialize)]
 pub(crate) struct Paused {
     paused: bool,
@@ -171,6 +172,8 @@ pub(crate) struct Paused {
     stream: Option<StreamName>,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
 }
 
 async fn set_group_paused(
@@ -188,6 +191,7 @@ async fn set_group_paused(
         paused,
         stream: Some(path.stream),
         group: Some(group),
+        tenant: None,
     }))
 }
 
@@ -252,11 +256,13 @@ async fn pause_all(
     match (request.stream, request.group) {
         (None, None) => {
             state.engine.set_all_paused(&principal, paused)?;
-            tracing::info!(paused, "all group delivery paused or resumed");
+            let tenant = principal.tenant().map(str::to_owned);
+            tracing::info!(paused, ?tenant, "all group delivery paused or resumed");
             Ok(Json(Paused {
                 paused,
                 stream: None,
                 group: None,
+                tenant,
             }))
         }
         (Some(stream), Some(group)) => {
@@ -269,6 +275,7 @@ async fn pause_all(
                 paused,
                 stream: Some(stream),
                 group: Some(group),
+                tenant: None,
             }))
         }
         _ => Err(ApiError::param(
@@ -279,8 +286,10 @@ async fn pause_all(
 }
 
 /// `POST /api/consumers/pause` (admin): stops all group delivery (or one
-/// group's, with `{"stream","group"}`) until resumed. Not persisted: a
-/// restart resumes all delivery.
+/// group's, with `{"stream","group"}`) until resumed. For a tenant-bound
+/// token "all" is its tenant's streams' groups (the answer names the
+/// tenant); an untenanted one pauses every group. Not persisted: a restart
+/// resumes all delivery.
 pub(crate) async fn pause_everything(
     State(state): State<AppState>,
     Caller(principal): Caller,

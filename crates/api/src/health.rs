@@ -8,6 +8,7 @@ use axum::Json;
 use busbar_event::StreamName;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::params::query;
 use crate::{ApiError, AppState};
 
@@ -31,22 +32,24 @@ pub(crate) struct EventsHealth {
 
 /// `GET /events/health[?stream=]`: the runbook's
 /// `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}`
-/// for the `events` stream or the one named. Open like `/metrics`. A
-/// default stream not created yet reports zeros; a named one that does not
-/// exist is 404.
+/// for the caller's default stream (`events`, or `<tenant>:events` for a
+/// tenant-bound token) or the one named. Once tokens are configured it
+/// needs the `consume` scope, like a read. A default stream not created
+/// yet reports zeros; a named one that does not exist, or that the caller
+/// may not see, is 404 (the same answer, so it tells nothing about another
+/// tenant's streams).
 pub(crate) async fn events_health(
     State(state): State<AppState>,
+    Caller(principal): Caller,
     uri: Uri,
 ) -> Result<Json<EventsHealth>, ApiError> {
     let params: HealthParams = query(&uri)?;
     let named = params.stream.is_some();
-    let stream = StreamName::new(
-        params
-            .stream
-            .as_deref()
-            .unwrap_or(busbar_event::DEFAULT_STREAM),
-    )?;
-    let health = state.engine.stream_health(&stream).await?;
+    let stream = match params.stream.as_deref() {
+        Some(name) => StreamName::new(name)?,
+        None => state.engine.default_stream(&principal),
+    };
+    let health = state.engine.stream_health(&principal, &stream).await?;
     if named && !health.exists {
         let missing = busbar_store::StoreError::NoSuchStream { stream };
         return Err(busbar_engine::EngineError::from(missing).into());

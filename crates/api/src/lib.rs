@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `/health` | GET | liveness: `{"status":"ok"}` |
 //! | `/readyz` | GET | readiness: 200 `{"status":"ready"}` or 503 with reasons |
-//! | `/metrics` | GET | Prometheus text format |
+//! | `/metrics` | GET | Prometheus text format (`metrics` scope) |
 //! | `/api/openapi.json` | GET | the OpenAPI 3.0 document of this table |
 //! | `/api/streams` | GET | `{"streams":[StreamInfo...]}` the caller may see |
 //! | `/api/streams/{stream}` | GET, DELETE | one stream's info; delete it (admin) |
@@ -24,7 +24,7 @@
 //! | `/api/streams/{stream}/groups/{group}/pending` | GET | the pending list (`XPENDING`) |
 //! | `/api/streams/{stream}/groups/{group}/pause`, `/resume` | POST | stop or restart delivery to a group (admin) |
 //! | `/api/streams/{stream}/groups/{group}/consumers/{consumer}` | DELETE | remove a consumer, releasing its entries (admin) |
-//! | `/api/consumers/pause`, `/api/consumers/resume` | POST | all delivery at once, or `{"stream","group"}` (admin) |
+//! | `/api/consumers/pause`, `/api/consumers/resume` | POST | all delivery at once (a tenant-bound token's: its tenant's), or `{"stream","group"}` (admin) |
 //! | `/api/streams/{stream}/dlq` | GET | dead letters: `?type=&from=&to=&error=&limit=&reverse=`, paged with `next` |
 //! | `/api/streams/{stream}/dlq/{id}` | GET, DELETE | one dead letter; delete it (admin) |
 //! | `/api/streams/{stream}/dlq/{id}/reprocess` | POST | move it back onto the stream (admin) |
@@ -34,7 +34,7 @@
 //! | `/api/replay/{job}`, `/api/jobs/{job}` | GET | a job's progress |
 //! | `/api/replay/{job}/cancel`, `/api/jobs/{job}/cancel` | POST | stop a job (admin) |
 //! | `/api/jobs` | GET | every job: replays and DLQ reprocessing |
-//! | `/events/health` | GET | the HYVVE runbook's `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}` |
+//! | `/events/health` | GET | the HYVVE runbook's `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}` (`consume` scope) |
 //!
 //! ## Errors
 //! Every error is `{"error":"<reason>","message":"<human text>"}` with the
@@ -46,11 +46,30 @@
 //! that batch is appended.
 //!
 //! ## Authentication
-//! Once any token is configured, every `/api/*` route needs
-//! `Authorization: Bearer <token>`; `/health`, `/readyz`, `/metrics` and
-//! `/events/health` stay open so probes and scrapers need no secret.
-//! Reading and consuming need the `consume` scope; deleting groups, pausing,
-//! everything that changes a dead-letter stream, and replays need `admin`.
+//! Once any token is configured, every route but `/health` and `/readyz`
+//! (liveness and readiness probes, which tell nothing of any stream) needs
+//! `Authorization: Bearer <token>`. Reading and consuming need the
+//! `consume` scope, and so does `/events/health`; deleting groups,
+//! pausing, everything that changes a dead-letter stream, and replays need
+//! `admin`; `/metrics` needs `metrics` (give Prometheus a token with only
+//! that scope; `admin` implies it). With no token configured everything is
+//! open, `/metrics` and `/events/health` included: a single-tenant
+//! deployment.
+//!
+//! ## Tenants
+//! A tenant-bound token reaches only streams named `<tenant>:...`; a stream
+//! of another tenant is refused with 403 `wrong_tenant` by its name alone,
+//! whether or not it exists, so no answer tells another tenant's streams
+//! apart from missing ones (on `/events/health`, which reports missing
+//! streams as 404, another tenant's stream is that same 404). Everything
+//! else is filtered the same way: `/metrics` shows it only the samples whose
+//! `stream` label is one of its streams, plus the process-wide ones;
+//! pausing or resuming all delivery (`/api/consumers/pause|resume` without
+//! a body) is its tenant's groups' (an untenanted admin's is everyone's; the
+//! two, and each group's own pause, are independent, and a group's info
+//! says `paused` while any of them holds); job listings, status and
+//! cancelling only ever show its own streams' jobs; `/api/ops/*` answers
+//! with its own sessions, connections and rooms.
 //!
 //! ## Groups, dead letters and replays
 //! A read delivers due redeliveries first, then new events; each delivery

@@ -70,14 +70,20 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, Ap
     Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
 }
 
-/// `GET /metrics`: every metric in the Prometheus text format.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.engine.render_metrics().await;
-    (
+/// `GET /metrics`: every metric in the Prometheus text format. Once tokens
+/// are configured it needs the `metrics` scope (or `admin`), and a
+/// tenant-bound token sees only its streams' samples and the process-wide
+/// ones.
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
+    let text = state.engine.render_metrics_for(&principal).await?;
+    Ok((
         [(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT))],
         text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /api/openapi.json`.

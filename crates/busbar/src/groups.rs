@@ -226,7 +226,10 @@ fn pause(client: &Client, as_json: bool, p: PauseArgs, paused: bool) -> anyhow::
     } else {
         let what = match (answer["stream"].as_str(), answer["group"].as_str()) {
             (Some(s), Some(g)) => format!("group {g} of {s}"),
-            _ => "all group delivery".to_owned(),
+            _ => match answer["tenant"].as_str() {
+                Some(t) => format!("all group delivery of tenant {t}"),
+                None => "all group delivery".to_owned(),
+            },
         };
         println!("{what}: {}", if paused { "paused" } else { "resumed" });
     }

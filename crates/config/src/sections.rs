@@ -385,7 +385,12 @@ impl Default for HealthSection {
 #[derive(Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `[[auth.tokens]]`: name, secret, scopes, tenant. None: open.
+    /// `[[auth.tokens]]`: name, secret, scopes (`publish`, `consume`,
+    /// `admin`, `director`, `metrics`; `admin` implies `metrics`), tenant.
+    /// None: open, `/metrics` and `/events/health` included (a
+    /// single-tenant deployment). A tenant-bound token reaches only its
+    /// tenant's streams, groups, jobs, samples, sessions and connections
+    /// (`busbar.example.toml` says how).
     pub tokens: Vec<TokenSpec>,
     /// Allow binding TCP or HTTP to a non-loopback address without tokens.
     pub allow_unauthenticated_remote: bool,

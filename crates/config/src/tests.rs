@@ -128,6 +128,10 @@ fn remote_bind_without_tokens_is_refused() {
         secret = "0123456789abcdef"
         scopes = ["admin", "publish"]
         tenant = "acme"
+        [[auth.tokens]]
+        name = "prometheus"
+        secret = "fedcba9876543210"
+        scopes = ["metrics", "director"]
         "#,
         "t",
     )
@@ -136,6 +140,10 @@ fn remote_bind_without_tokens_is_refused() {
     assert_eq!(
         with_token.auth.tokens[0].scopes,
         [Scope::Admin, Scope::Publish]
+    );
+    assert_eq!(
+        with_token.auth.tokens[1].scopes,
+        [Scope::Metrics, Scope::Director]
     );
     // Debug output never carries a secret.
     assert!(!format!("{with_token:?}").contains("0123456789abcdef"));

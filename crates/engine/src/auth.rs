@@ -6,6 +6,10 @@
 //!
 //! A tenant-bound token sees only streams named `<tenant>:...`, and events it
 //! publishes carry its tenant (an event naming another tenant is refused).
+//! Everything else it reaches is filtered the same way: the `/metrics`
+//! samples of its streams, its groups' pauses, its jobs, its producer
+//! sessions and live connections. A token without a tenant is the
+//! operator's: it sees every tenant.
 
 use busbar_event::StreamName;
 use serde::{Deserialize, Serialize};
@@ -21,10 +25,14 @@ pub enum Scope {
     Publish,
     /// Read streams (and, later, consume in groups).
     Consume,
-    /// Trim, delete, rotate and run operator commands.
+    /// Trim, delete, rotate and run operator commands. Implies
+    /// [`Scope::Metrics`].
     Admin,
     /// Set broadcast delays of live sessions.
     Director,
+    /// Scrape `/metrics` (for Prometheus; a tenant-bound token sees only
+    /// its streams' samples and the process-wide ones).
+    Metrics,
 }
 
 impl Scope {
@@ -35,6 +43,7 @@ impl Scope {
             Scope::Consume => "consume",
             Scope::Admin => "admin",
             Scope::Director => "director",
+            Scope::Metrics => "metrics",
         }
     }
 }
@@ -77,13 +86,24 @@ impl Principal {
     /// # Errors
     /// [`EngineError::Forbidden`].
     pub fn require(&self, scope: Scope) -> Result<(), EngineError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(EngineError::Forbidden {
+                scope: scope.as_str(),
+            })
+        }
+    }
+
+    /// Whether the principal has `scope` (`admin` implies `metrics`; open
+    /// and trusted callers have every scope).
+    pub fn has(&self, scope: Scope) -> bool {
         match self {
-            Principal::Token { scopes, .. } if !scopes.contains(&scope) => {
-                Err(EngineError::Forbidden {
-                    scope: scope.as_str(),
-                })
+            Principal::Token { scopes, .. } => {
+                scopes.contains(&scope)
+                    || (scope == Scope::Metrics && scopes.contains(&Scope::Admin))
             }
-            _ => Ok(()),
+            _ => true,
         }
     }
 
@@ -97,12 +117,27 @@ impl Principal {
 
     /// Whether the principal may see `stream`.
     pub fn can_access(&self, stream: &StreamName) -> bool {
+        self.can_access_name(stream.as_str())
+    }
+
+    /// [`Principal::can_access`] for a name that may not be a valid
+    /// stream name (a metric's `stream` label).
+    pub fn can_access_name(&self, stream: &str) -> bool {
         match self.tenant() {
             None => true,
             Some(t) => stream
-                .as_str()
                 .strip_prefix(t)
                 .is_some_and(|rest| rest.starts_with(':')),
+        }
+    }
+
+    /// Whether the principal may see what belongs to `tenant` (a producer
+    /// session, a live connection): an untenanted principal sees every
+    /// tenant's, a tenant-bound one only its own.
+    pub fn sees_tenant(&self, tenant: Option<&str>) -> bool {
+        match self.tenant() {
+            None => true,
+            Some(t) => tenant == Some(t),
         }
     }
 
@@ -229,11 +264,35 @@ mod tests {
     }
 
     #[test]
+    fn admin_implies_metrics_and_nothing_else_does() {
+        let with = |scopes: Vec<Scope>| Principal::Token {
+            name: "t".into(),
+            scopes,
+            tenant: None,
+        };
+        assert!(with(vec![Scope::Admin]).require(Scope::Metrics).is_ok());
+        assert!(with(vec![Scope::Metrics]).require(Scope::Metrics).is_ok());
+        assert!(with(vec![Scope::Metrics]).require(Scope::Admin).is_err());
+        for other in [Scope::Publish, Scope::Consume, Scope::Director] {
+            assert!(matches!(
+                with(vec![other]).require(Scope::Metrics),
+                Err(EngineError::Forbidden { scope: "metrics" })
+            ));
+        }
+        assert!(Principal::Open.has(Scope::Metrics));
+        assert!(Principal::Trusted.has(Scope::Metrics));
+    }
+
+    #[test]
     fn tenant_tokens_see_only_their_streams() {
         let p = auth().authenticate(Some("acme")).unwrap();
         assert!(p.can_access(&StreamName::new("acme:orders").unwrap()));
         assert!(!p.can_access(&StreamName::new("acmeco:orders").unwrap()));
         assert!(!p.can_access(&StreamName::new("events").unwrap()));
+        assert!(p.sees_tenant(Some("acme")));
+        assert!(!p.sees_tenant(Some("acmeco")));
+        assert!(!p.sees_tenant(None));
+        assert!(Principal::Open.sees_tenant(Some("acme")));
     }
 }
 

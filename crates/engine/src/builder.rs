@@ -118,7 +118,7 @@ impl EngineBuilder {
             gauges,
             readiness: self.readiness.unwrap_or_else(|| Readiness::new(None, 0)),
             appended,
-            paused_all: std::sync::atomic::AtomicBool::new(false),
+            pauses: crate::groups::Pauses::default(),
             jobs,
             dlq_moves: tokio::sync::Mutex::new(()),
             hooks: ArcSwap::from_pointee(Vec::new()),

@@ -55,7 +55,7 @@ pub struct Engine {
     pub(crate) gauges: Arc<ScrapeGauges>,
     pub(crate) readiness: Readiness,
     pub(crate) appended: watch::Sender<u64>,
-    pub(crate) paused_all: std::sync::atomic::AtomicBool,
+    pub(crate) pauses: crate::groups::Pauses,
     pub(crate) jobs: crate::jobs::Jobs,
     /// Serialises moves out of dead-letter streams, so two requests never
     /// move the same entry twice.
@@ -289,7 +289,7 @@ impl Engine {
                 transport,
             })?;
             for hook in hooks.iter() {
-                hook.publishing(stream, &batch);
+                hook.publishing(principal, stream, &batch);
             }
         }
         let started = Instant::now();
@@ -523,7 +523,8 @@ impl Engine {
         Ok(self.store.delete_stream(stream).await?)
     }
 
-    /// Seals the active segment of one stream, or of every stream (admin).
+    /// Seals the active segment of one stream, or of every stream the
+    /// principal may see (admin).
     ///
     /// # Errors
     /// As [`Engine::trim`].
@@ -535,7 +536,11 @@ impl Engine {
         principal.require(Scope::Admin)?;
         let targets = match stream {
             Some(s) => vec![s.clone()],
-            None => self.store.streams().await?,
+            None => {
+                let mut all = self.store.streams().await?;
+                all.retain(|s| principal.can_access(s));
+                all
+            }
         };
         let mut out = Vec::new();
         for s in targets {
@@ -560,12 +565,33 @@ impl Engine {
     /// streams' figures from the store in one call, then renders the
     /// registry.
     pub async fn render_metrics(&self) -> String {
+        self.refresh_gauges().await;
+        self.registry.render()
+    }
+
+    /// [`Engine::render_metrics`] as `principal` may see it: it needs the
+    /// `metrics` scope (which `admin` implies), and a tenant-bound
+    /// principal gets only the samples whose `stream` label names one of
+    /// its streams, besides the process-wide ones (no `stream` label).
+    ///
+    /// # Errors
+    /// [`EngineError::Forbidden`].
+    pub async fn render_metrics_for(&self, principal: &Principal) -> Result<String, EngineError> {
+        principal.require(Scope::Metrics)?;
+        self.refresh_gauges().await;
+        if principal.tenant().is_none() {
+            return Ok(self.registry.render());
+        }
+        let keep = |stream: &str| principal.can_access_name(stream);
+        Ok(self.registry.render_streams(&keep))
+    }
+
+    async fn refresh_gauges(&self) {
         let streams = self.store.stats().await.unwrap_or_default();
         let jobs = crate::JobKind::ALL
             .iter()
             .map(|&kind| (kind, self.running_jobs(kind)))
             .collect();
         self.gauges.update(streams, jobs, self.store.write_health());
-        self.registry.render()
     }
 }

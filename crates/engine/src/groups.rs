@@ -1,10 +1,23 @@
 //! Consumer groups through the engine: scopes and tenants checked, blocking
 //! reads, metrics, the sweeper that dead-letters exhausted entries nobody
 //! reads, and pausing all delivery at once.
+//!
+//! ## Pausing
+//! Delivery to a group stops when any of three pauses covers it: its own
+//! (`set_group_paused`, kept by the store, so it survives a restart), its
+//! tenant's, or everyone's (`set_all_paused`: in memory, a restart resumes).
+//! "All delivery" means what the caller may see: a tenant-bound admin
+//! pauses and resumes its tenant's streams' groups, an untenanted admin
+//! every group. The three are independent (resuming one never lifts
+//! another), and a group's info says `paused` when any of them holds, so it
+//! always tells whether it is being delivered to.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use busbar_event::{EventId, StreamName};
 use busbar_store::group::{
@@ -23,10 +36,41 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 
 type Result<T> = std::result::Result<T, EngineError>;
 
+/// The pauses of all delivery: everyone's, and each tenant's. Not
+/// persisted.
+#[derive(Debug, Default)]
+pub(crate) struct Pauses {
+    all: AtomicBool,
+    tenants: RwLock<BTreeSet<String>>,
+}
+
+impl Pauses {
+    /// Whether delivery to the groups of `stream` is paused.
+    fn cover(&self, stream: &StreamName) -> bool {
+        if self.all.load(Ordering::Acquire) {
+            return true;
+        }
+        let tenants = self.tenants.read();
+        tenants.iter().any(|t| {
+            stream
+                .as_str()
+                .strip_prefix(t.as_str())
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+    }
+}
+
 impl Engine {
     fn group_access(&self, p: &Principal, stream: &StreamName, scope: Scope) -> Result<()> {
         p.require(scope)?;
         p.check_stream(stream)
+    }
+
+    /// `info` as it is delivered to: paused when a pause of all delivery
+    /// covers it too.
+    fn truthful(&self, mut info: GroupInfo) -> GroupInfo {
+        info.paused |= self.delivery_paused(&info.stream);
+        info
     }
 
     /// Creates a group (the `consume` scope suffices: services create their
@@ -43,10 +87,11 @@ impl Engine {
         config: GroupConfig,
     ) -> Result<GroupInfo> {
         self.group_access(p, stream, Scope::Consume)?;
-        Ok(self
+        let info = self
             .store()
             .create_group(stream, group, start, config)
-            .await?)
+            .await?;
+        Ok(self.truthful(info))
     }
 
     /// Deletes a group (admin).
@@ -63,16 +108,18 @@ impl Engine {
         Ok(self.store().delete_group(stream, group).await?)
     }
 
-    /// Every group of a stream.
+    /// Every group of a stream (`paused` as in [`Engine::group`]).
     ///
     /// # Errors
     /// Scope/tenant errors, store errors.
     pub async fn groups(&self, p: &Principal, stream: &StreamName) -> Result<Vec<GroupInfo>> {
         self.group_access(p, stream, Scope::Consume)?;
-        Ok(self.store().groups(stream).await?)
+        let groups = self.store().groups(stream).await?;
+        Ok(groups.into_iter().map(|g| self.truthful(g)).collect())
     }
 
-    /// One group.
+    /// One group. `paused` says whether it is delivered to: its own pause,
+    /// or a pause of all delivery that covers it (see the module docs).
     ///
     /// # Errors
     /// Scope/tenant errors, store errors (`NoSuchGroup`).
@@ -83,7 +130,7 @@ impl Engine {
         group: &str,
     ) -> Result<GroupInfo> {
         self.group_access(p, stream, Scope::Consume)?;
-        Ok(self.store().group(stream, group).await?)
+        Ok(self.truthful(self.store().group(stream, group).await?))
     }
 
     /// Delivers up to `count` events to `consumer`, waiting up to `block`
@@ -144,7 +191,7 @@ impl Engine {
         loop {
             let mut appended = self.subscribe_appends();
             appended.mark_unchanged();
-            let out = if self.all_paused() {
+            let out = if self.delivery_paused(stream) {
                 // Still checks the group exists, so a typo is an error.
                 self.store().group(stream, group).await?;
                 ReadOutcome::default()
@@ -319,20 +366,40 @@ impl Engine {
         Ok(self.store().set_paused(stream, group, paused).await?)
     }
 
-    /// Pauses or resumes all group delivery at once (admin). Publishing
-    /// goes on; nothing is lost. Not persisted: a restart resumes.
+    /// Pauses or resumes all group delivery the caller may see at once
+    /// (admin): a tenant-bound caller's tenant's streams' groups, an
+    /// untenanted caller's every group. Publishing goes on; nothing is
+    /// lost. Not persisted: a restart resumes. Other pauses are left as
+    /// they are (see the module docs).
     ///
     /// # Errors
     /// [`EngineError::Forbidden`].
     pub fn set_all_paused(&self, p: &Principal, paused: bool) -> Result<()> {
         p.require(Scope::Admin)?;
-        self.paused_all.store(paused, Ordering::Release);
+        match p.tenant() {
+            None => self.pauses.all.store(paused, Ordering::Release),
+            Some(t) => {
+                let mut tenants = self.pauses.tenants.write();
+                if paused {
+                    tenants.insert(t.to_owned());
+                } else {
+                    tenants.remove(t);
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Whether all delivery is paused.
+    /// Whether everyone's delivery is paused (by an untenanted caller).
     pub fn all_paused(&self) -> bool {
-        self.paused_all.load(Ordering::Acquire)
+        self.pauses.all.load(Ordering::Acquire)
+    }
+
+    /// Whether a pause of all delivery (everyone's, or the tenant's of
+    /// `stream`) stops delivery to the groups of `stream`. A group's own
+    /// pause is in its info.
+    pub fn delivery_paused(&self, stream: &StreamName) -> bool {
+        self.pauses.cover(stream)
     }
 
     /// Removes a consumer (admin); its pending entries go to whoever reads

@@ -5,16 +5,18 @@
 //! `degraded` means the runbook's warning level is crossed: more than
 //! [`HealthThresholds::max_dlq`] dead letters (default 100), or a group
 //! more than [`HealthThresholds::max_lag`] events behind (default 1000).
-//! The numbers are the ones `/metrics` exports, so this needs no token;
-//! `/metrics` also exports the verdict of every stream as
-//! `busbar_stream_degraded`.
+//! The numbers are the ones `/metrics` exports (which also exports the
+//! verdict of every stream as `busbar_stream_degraded`); like a read of the
+//! stream they need the `consume` scope, and a stream the caller may not
+//! see is reported exactly as one that does not exist, so the answer is no
+//! existence oracle for another tenant's streams.
 
 use busbar_event::StreamName;
 use busbar_store::group::dlq_stream;
 use busbar_store::StoreError;
 use serde::Serialize;
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, Principal, Scope};
 
 /// When a stream's health turns `degraded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +82,19 @@ pub struct StreamHealth {
 }
 
 impl Engine {
-    /// The health of `stream`. Like `/metrics`, it needs no principal.
+    /// The health of `stream` as `principal` may see it: the `consume`
+    /// scope is needed, and a stream of another tenant is reported as
+    /// missing (`exists: false`, every number zero), exactly like a stream
+    /// that does not exist.
     ///
     /// # Errors
-    /// Store errors other than a missing stream.
-    pub async fn stream_health(&self, stream: &StreamName) -> Result<StreamHealth, EngineError> {
+    /// [`EngineError::Forbidden`]; store errors other than a missing stream.
+    pub async fn stream_health(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+    ) -> Result<StreamHealth, EngineError> {
+        principal.require(Scope::Consume)?;
         let mut health = StreamHealth {
             status: HealthStatus::Healthy,
             exists: true,
@@ -94,6 +104,10 @@ impl Engine {
             max_lag: 0,
             last_processed_ms: None,
         };
+        if !principal.can_access(stream) {
+            health.exists = false;
+            return Ok(health);
+        }
         match self.store().info(stream).await {
             Ok(info) => health.stream_length = info.length,
             Err(StoreError::NoSuchStream { .. }) => {

@@ -14,9 +14,9 @@
 //!   HTTP 503 with the reason and `Retry-After`, an error line on the
 //!   sockets, an error message (or, for a refused connection, close code
 //!   1013 "try again later") on WebSocket.
-//! - [`Hook::publishing`] sees every batch a client publishes just before it
-//!   is appended (the live hub counts producer sessions and clock drift
-//!   here); [`Hook::published`] sees the ids once the append is durable
+//! - [`Hook::publishing`] sees every batch a client publishes, and who
+//!   publishes it, just before it is appended (the live hub counts producer
+//!   sessions and clock drift here, by the publisher's tenant); [`Hook::published`] sees the ids once the append is durable
 //!   (audit, relay wake-ups, ops counters). Engine-internal appends (DLQ
 //!   reprocessing, replays) are not publishes and do not reach them.
 //!
@@ -157,9 +157,10 @@ pub trait Hook: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A client's `batch` is about to be appended to `stream`.
-    fn publishing(&self, stream: &StreamName, batch: &EventBatch) {
-        let _ = (stream, batch);
+    /// A client's `batch` is about to be appended to `stream` for
+    /// `principal` (whose tenant, if any, is the events' tenant).
+    fn publishing(&self, principal: &Principal, stream: &StreamName, batch: &EventBatch) {
+        let _ = (principal, stream, batch);
     }
 
     /// A client's batch was appended to `stream` as `ids` (durable as the

@@ -544,12 +544,12 @@ async fn health_follows_the_runbook_thresholds() {
         ..EngineConfig::default()
     });
     let s = stream("events");
-    let missing = e.stream_health(&s).await.unwrap();
+    let missing = e.stream_health(&P, &s).await.unwrap();
     assert!(!missing.exists);
     assert_eq!(missing.status, HealthStatus::Healthy);
 
     dead_letter(&e, &s, &["a"]).await;
-    let h = e.stream_health(&s).await.unwrap();
+    let h = e.stream_health(&P, &s).await.unwrap();
     assert_eq!(
         (h.stream_length, h.dlq_length, h.consumer_groups),
         (1, 1, 1)
@@ -560,7 +560,7 @@ async fn health_follows_the_runbook_thresholds() {
     let metrics = e.render_metrics().await;
     assert!(metrics.contains("busbar_stream_degraded{stream=\"events\"} 0\n"));
     dead_letter(&e, &s, &["b"]).await;
-    let h = e.stream_health(&s).await.unwrap();
+    let h = e.stream_health(&P, &s).await.unwrap();
     assert_eq!(h.status, HealthStatus::Degraded);
     // The same verdict on /metrics; never for the dead-letter stream itself.
     let metrics = e.render_metrics().await;
@@ -583,7 +583,7 @@ async fn health_follows_the_runbook_thresholds() {
         .create_group(&P, &s, "g", GroupStart::Beginning, GroupConfig::default())
         .await
         .unwrap();
-    let h = lagging.stream_health(&s).await.unwrap();
+    let h = lagging.stream_health(&P, &s).await.unwrap();
     assert_eq!((h.max_lag, h.status), (4, HealthStatus::Degraded));
     let metrics = lagging.render_metrics().await;
     assert!(metrics.contains("busbar_stream_degraded{stream=\"events\"} 1\n"));

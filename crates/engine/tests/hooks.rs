@@ -61,10 +61,13 @@ impl Hook for Recorder {
         }
     }
 
-    fn publishing(&self, stream: &StreamName, batch: &EventBatch) {
-        self.log
-            .lock()
-            .push(format!("{} publishing {stream} {}", self.name, batch.len()));
+    fn publishing(&self, principal: &Principal, stream: &StreamName, batch: &EventBatch) {
+        let tenant = principal.tenant().unwrap_or("-");
+        self.log.lock().push(format!(
+            "{} publishing {stream} {} {tenant}",
+            self.name,
+            batch.len()
+        ));
     }
 
     fn published(&self, stream: &StreamName, ids: &[EventId], transport: Transport) {
@@ -95,8 +98,8 @@ async fn hooks_run_in_registration_order_and_all_see_each_batch() {
         [
             "first admit publish",
             "second admit publish",
-            "first publishing orders 3",
-            "second publishing orders 3",
+            "first publishing orders 3 -",
+            "second publishing orders 3 -",
             "first published orders 3 tcp",
             "second published orders 3 tcp",
         ]

@@ -23,7 +23,7 @@ use tokio::time::Interval;
 use crate::protocol::{error_frame, parse_from, ClientOp, From, SlowPolicy};
 use crate::queue::SendQueue;
 use crate::rooms::Room;
-use crate::sockets::SocketGuard;
+use crate::sockets::{Role, SocketGuard};
 use crate::subscribe::{self, Filter, Outbox};
 
 use crate::{CloseReason, Fanout, FanoutError, Outgoing, Text};
@@ -339,11 +339,7 @@ impl Conn {
             Err(reason) => return self.fail(&FanoutError::BadMessage { reason }, None).await,
         };
         let result = match op {
-            ClientOp::Hello { role, session } => {
-                self.out.guard.hello(role, session.clone());
-                self.hello_session = session;
-                Ok(())
-            }
+            ClientOp::Hello { role, session } => self.hello(role, session),
             ClientOp::Ping => {
                 self.reply(r#"{"type":"pong"}"#.to_owned()).await;
                 Ok(())
@@ -573,7 +569,9 @@ impl Conn {
         if let Some(session) = &self.hello_session {
             let now = busbar_event::now_ms();
             for ts in hello_frames {
-                self.live.sessions.observe(session, ts, now);
+                self.live
+                    .sessions
+                    .observe(self.principal.tenant(), session, ts, now);
             }
         }
         Ok(order
@@ -582,18 +580,56 @@ impl Conn {
             .collect())
     }
 
+    /// A hello names the connection's role and, for a producer, its
+    /// session, which must not be another tenant's (see
+    /// [`crate::sessions`]); a refused hello changes nothing.
+    fn hello(&mut self, role: Role, session: Option<String>) -> Result<(), FanoutError> {
+        if let Some(id) = &session {
+            let tenant = self.principal.tenant();
+            self.live
+                .sessions
+                .claim(tenant, id, busbar_event::now_ms())
+                .map_err(|_| FanoutError::SessionTaken {
+                    session: id.clone(),
+                })?;
+        }
+        self.out.guard.hello(role, session.clone());
+        self.hello_session = session;
+        Ok(())
+    }
+
+    /// Sets a session's broadcast delay: the director scope, and the
+    /// session's tenant. A tenant-bound director claims a session nobody
+    /// used yet; an untenanted one may direct any session, and its delay is
+    /// kept with the session's owner.
     async fn set_delay(&self, session: &str, delay_ms: u64) -> Result<(), FanoutError> {
         self.principal.require(Scope::Director)?;
         let room: Room = format!("broadcast:session:{session}").parse()?;
+        let delay = Duration::from_millis(delay_ms);
+        self.live.delays.check(delay)?;
+        let now = busbar_event::now_ms();
+        let tenant = match self.principal.tenant() {
+            Some(t) => {
+                self.live
+                    .sessions
+                    .claim(Some(t), room.session(), now)
+                    .map_err(|_| FanoutError::SessionTaken {
+                        session: session.to_owned(),
+                    })?;
+                Some(t.to_owned())
+            }
+            None => self.live.sessions.owner(room.session()).flatten(),
+        };
         self.live
             .delays
-            .set(room.session(), Duration::from_millis(delay_ms))?;
-        tracing::info!(session, delay_ms, "broadcast delay set");
+            .set(room.session(), tenant.as_deref(), delay)?;
+        tracing::info!(session, ?tenant, delay_ms, "broadcast delay set");
         self.live.sessions.record(
             "broadcast:delay:set",
+            tenant.as_deref(),
             session,
             format!("broadcast delay set to {delay_ms} ms"),
-            busbar_event::now_ms(),
+            now,
         );
         self.reply(
             serde_json::json!({"type": "delay", "session": session, "delay_ms": delay_ms})

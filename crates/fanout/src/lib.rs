@@ -13,6 +13,10 @@
 //!   join rooms (`session:<id>` live, `broadcast:session:<id>` delayed),
 //!   publish, and set broadcast delays (director capability). The protocol
 //!   is in [`protocol`].
+//! - Tenants: a tenant-bound caller reaches only its tenant's streams and
+//!   events, a session id belongs to the tenant that used it first
+//!   ([`sessions`]), and every connection carries its caller's tenant
+//!   ([`sockets`]), so the ops routes can answer each tenant with its own.
 //! - Producer sessions with frame counts, rates and clock drift
 //!   ([`sessions`]); connections with role and rooms ([`sockets`]); room
 //!   sizes and delays ([`rooms`]). The ops routes that show them are
@@ -44,7 +48,7 @@ mod subscribe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_engine::{Engine, EngineError, Hook};
+use busbar_engine::{Engine, EngineError, Hook, Principal};
 use busbar_event::{EventBatch, StreamName};
 use thiserror::Error;
 
@@ -140,6 +144,12 @@ pub enum FanoutError {
         /// The maximum.
         max_ms: u64,
     },
+    /// A session id that belongs to another tenant (see [`sessions`]).
+    #[error("session `{session}` belongs to another tenant")]
+    SessionTaken {
+        /// The id.
+        session: String,
+    },
     /// The engine refused (scope, tenant, storage).
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -165,6 +175,7 @@ impl FanoutError {
             FanoutError::BadRoom { .. } => "bad_room",
             FanoutError::TooManySubscriptions { .. } => "too_many_subscriptions",
             FanoutError::DelayTooLong { .. } => "delay_too_long",
+            FanoutError::SessionTaken { .. } => "session_taken",
             FanoutError::Engine(e) => e.reason(),
         }
     }
@@ -225,7 +236,8 @@ impl std::fmt::Debug for Fanout {
     }
 }
 
-/// Counts producer sessions and clock drift from every published batch.
+/// Counts producer sessions and clock drift from every published batch,
+/// under the publisher's tenant (see [`sessions`]).
 struct SessionHook(Arc<sessions::Sessions>);
 
 impl Hook for SessionHook {
@@ -233,10 +245,10 @@ impl Hook for SessionHook {
         "live-sessions"
     }
 
-    fn publishing(&self, _stream: &StreamName, batch: &EventBatch) {
+    fn publishing(&self, principal: &Principal, _stream: &StreamName, batch: &EventBatch) {
         let now = busbar_event::now_ms();
         for (session, ts) in batch.sessions() {
-            self.0.observe(session, ts, now);
+            self.0.observe(principal.tenant(), session, ts, now);
         }
     }
 }

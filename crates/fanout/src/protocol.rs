@@ -35,6 +35,20 @@
 //! `broadcast:session:<id>` delivers them after the session's broadcast
 //! delay, from the log.
 //!
+//! # Tenants
+//! A tenant-bound token subscribes to, joins rooms on and publishes to its
+//! tenant's streams only, and its subscriptions and rooms carry only events
+//! of its tenant (whatever `tenant` a `subscribe` asks for). A session id
+//! belongs to the tenant that used it first (a `hello`, an event naming
+//! it, a `set_delay`; "no tenant" is an owner too): a `hello` or a
+//! `set_delay` naming another tenant's session is answered
+//! `{"type":"error","error":"session_taken",...}` and changes nothing.
+//! `set_delay` needs the `director` scope and the session's tenant (an
+//! untenanted director may set any session's delay), and a delay applies to
+//! the rooms of that tenant only. Events another tenant publishes naming
+//! the id are its own data: they count in its own statistics of the id,
+//! never the owner's (see [`crate::sessions`]).
+//!
 //! # Over the Unix socket and TCP
 //!
 //! An ingest connection (`data/sock/events.sock`, TCP port 9478) switches

@@ -2,9 +2,11 @@
 //!
 //! `session:<id>` carries a session's events as they are published;
 //! `broadcast:session:<id>` carries the same events `delay` later. The delay
-//! is per session, set and changed at run time by a director; delayed rooms
-//! read from the log, so a change of delay loses nothing: a shorter delay
-//! delivers the backlog at once, a longer one holds delivery back.
+//! is per session, set and changed at run time by a director of the
+//! session's tenant (or an untenanted one); delayed rooms read from the
+//! log, so a change of delay loses nothing: a shorter delay delivers the
+//! backlog at once, a longer one holds delivery back. A room only ever
+//! carries events of the streams and tenant its member may see.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -77,16 +79,20 @@ impl Room {
 pub struct DelayState {
     /// The session.
     pub session: String,
+    /// The tenant of the session it was set for (`None`: no tenant).
+    pub tenant: Option<String>,
     /// The delay in ms.
     pub delay_ms: u64,
 }
 
-/// Broadcast delays per session.
+/// Broadcast delays per session, each kept with the tenant of the session
+/// it was set for: it applies to that tenant's rooms (and untenanted
+/// callers'), never to another tenant's rooms of the same id.
 #[derive(Debug)]
 pub struct Delays {
     default: Duration,
     max: Duration,
-    map: RwLock<HashMap<String, Duration>>,
+    map: RwLock<HashMap<String, (Duration, Option<String>)>>,
 }
 
 impl Delays {
@@ -99,26 +105,43 @@ impl Delays {
         }
     }
 
-    /// The delay of `session`.
-    pub fn get(&self, session: &str) -> Duration {
-        self.map
-            .read()
-            .get(session)
-            .copied()
-            .unwrap_or(self.default)
+    /// The delay of `session` in the rooms of a caller whose tenant is
+    /// `viewer`: the delay set for it if it was set for `viewer`'s session
+    /// (any, for an untenanted `viewer`), the default otherwise.
+    pub fn get(&self, session: &str, viewer: Option<&str>) -> Duration {
+        match self.map.read().get(session) {
+            Some((delay, tenant)) if viewer.is_none() || tenant.as_deref() == viewer => *delay,
+            _ => self.default,
+        }
     }
 
-    /// Sets the delay of `session`.
+    /// Fails unless `delay` is at most the configured maximum.
     ///
     /// # Errors
-    /// [`FanoutError::DelayTooLong`] past the configured maximum.
-    pub fn set(&self, session: &str, delay: Duration) -> Result<(), FanoutError> {
+    /// [`FanoutError::DelayTooLong`].
+    pub fn check(&self, delay: Duration) -> Result<(), FanoutError> {
         if delay > self.max {
             return Err(FanoutError::DelayTooLong {
                 max_ms: self.max.as_millis() as u64,
             });
         }
-        self.map.write().insert(session.to_owned(), delay);
+        Ok(())
+    }
+
+    /// Sets the delay of `tenant`'s `session`.
+    ///
+    /// # Errors
+    /// [`FanoutError::DelayTooLong`] past the configured maximum.
+    pub fn set(
+        &self,
+        session: &str,
+        tenant: Option<&str>,
+        delay: Duration,
+    ) -> Result<(), FanoutError> {
+        self.check(delay)?;
+        self.map
+            .write()
+            .insert(session.to_owned(), (delay, tenant.map(str::to_owned)));
         Ok(())
     }
 
@@ -128,8 +151,9 @@ impl Delays {
             .map
             .read()
             .iter()
-            .map(|(s, d)| DelayState {
+            .map(|(s, (d, tenant))| DelayState {
                 session: s.clone(),
+                tenant: tenant.clone(),
                 delay_ms: d.as_millis() as u64,
             })
             .collect();
@@ -160,9 +184,19 @@ mod tests {
     #[test]
     fn delays_are_bounded() {
         let d = Delays::new(Duration::ZERO, Duration::from_secs(60));
-        assert_eq!(d.get("x"), Duration::ZERO);
-        d.set("x", Duration::from_secs(5)).unwrap();
-        assert_eq!(d.get("x"), Duration::from_secs(5));
-        assert!(d.set("x", Duration::from_secs(61)).is_err());
+        assert_eq!(d.get("x", None), Duration::ZERO);
+        d.set("x", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(d.get("x", None), Duration::from_secs(5));
+        assert!(d.set("x", None, Duration::from_secs(61)).is_err());
+    }
+
+    #[test]
+    fn a_delay_applies_to_its_tenants_rooms_only() {
+        let d = Delays::new(Duration::from_secs(1), Duration::from_secs(60));
+        d.set("car7", Some("a"), Duration::from_secs(30)).unwrap();
+        assert_eq!(d.get("car7", Some("a")), Duration::from_secs(30));
+        assert_eq!(d.get("car7", None), Duration::from_secs(30));
+        assert_eq!(d.get("car7", Some("b")), Duration::from_secs(1));
+        assert_eq!(d.list()[0].tenant.as_deref(), Some("a"));
     }
 }

@@ -1,5 +1,11 @@
 //! Connected live clients, over WebSocket or a socket handed over by the
-//! ingest listener: transport, role, session, joined rooms, counters.
+//! ingest listener: transport, tenant, role, session, joined rooms,
+//! counters.
+//!
+//! A connection has the tenant of its caller's principal (none for an
+//! untenanted token, a trusted socket or a daemon without tokens), and so
+//! do its joins and leaves, so the ops routes show a tenant-bound caller
+//! only its own connections ([`Sockets::rooms_of`]).
 //!
 //! A connection registers on accept and gets a [`SocketGuard`]; dropping the
 //! guard — however the connection ends, cleanly, abruptly or by a panic in
@@ -49,6 +55,8 @@ pub struct SocketInfo {
     /// `ws`, or `unix` / `tcp` for an ingest connection that switched to
     /// the live protocol.
     pub transport: &'static str,
+    /// Its caller's tenant (`None`: no tenant).
+    pub tenant: Option<String>,
     /// Declared role (consumer until a hello says otherwise).
     pub role: Role,
     /// Declared session, if any.
@@ -76,6 +84,8 @@ pub struct SocketEvent {
     pub kind: &'static str,
     /// Connection id.
     pub socket: u64,
+    /// The connection's tenant.
+    pub tenant: Option<String>,
     /// The room, for joins and leaves.
     pub room: Option<String>,
     /// When (ms since the epoch).
@@ -85,6 +95,7 @@ pub struct SocketEvent {
 #[derive(Debug)]
 struct Entry {
     transport: Transport,
+    tenant: Option<String>,
     role: Role,
     session: Option<String>,
     remote: String,
@@ -129,7 +140,7 @@ impl Sockets {
         &self,
         inner: &mut Inner,
         kind: &'static str,
-        socket: u64,
+        (socket, tenant): (u64, Option<String>),
         room: Option<String>,
         now_ms: u64,
     ) {
@@ -139,15 +150,17 @@ impl Sockets {
         inner.events.push_back(SocketEvent {
             kind,
             socket,
+            tenant,
             room,
             at_ms: now_ms,
         });
     }
 
-    /// Registers a new connection.
+    /// Registers a new connection of a caller of `tenant`.
     pub fn register(
         self: &Arc<Self>,
         transport: Transport,
+        tenant: Option<String>,
         remote: String,
         now_ms: u64,
     ) -> SocketGuard {
@@ -159,6 +172,7 @@ impl Sockets {
             id,
             Entry {
                 transport,
+                tenant: tenant.clone(),
                 role: Role::Consumer,
                 session: None,
                 remote,
@@ -169,10 +183,11 @@ impl Sockets {
                 dropped: dropped.clone(),
             },
         );
-        self.record(&mut inner, "connect", id, None, now_ms);
+        self.record(&mut inner, "connect", (id, tenant.clone()), None, now_ms);
         SocketGuard {
             registry: self.clone(),
             id,
+            tenant,
             sent,
             dropped,
         }
@@ -187,6 +202,7 @@ impl Sockets {
             .map(|(id, e)| SocketInfo {
                 id: *id,
                 transport: e.transport.as_str(),
+                tenant: e.tenant.clone(),
                 role: e.role,
                 session: e.session.clone(),
                 remote: e.remote.clone(),
@@ -210,8 +226,17 @@ impl Sockets {
 
     /// Members of each room.
     pub fn rooms(&self) -> BTreeMap<String, u64> {
+        self.rooms_of(|_| true)
+    }
+
+    /// Members of each room among the connections whose tenant `sees`
+    /// accepts (a room with none of them is left out).
+    pub fn rooms_of(&self, sees: impl Fn(Option<&str>) -> bool) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for e in self.inner.lock().sockets.values() {
+            if !sees(e.tenant.as_deref()) {
+                continue;
+            }
             for r in &e.rooms {
                 *out.entry(r.clone()).or_default() += 1;
             }
@@ -250,6 +275,7 @@ impl Sockets {
 pub struct SocketGuard {
     registry: Arc<Sockets>,
     id: u64,
+    tenant: Option<String>,
     sent: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
@@ -282,8 +308,9 @@ impl SocketGuard {
             .get_mut(&self.id)
             .is_some_and(|e| e.rooms.insert(room.to_owned()));
         if new {
+            let who = (self.id, self.tenant.clone());
             self.registry
-                .record(&mut inner, "join", self.id, Some(room.to_owned()), now_ms);
+                .record(&mut inner, "join", who, Some(room.to_owned()), now_ms);
         }
         new
     }
@@ -296,8 +323,9 @@ impl SocketGuard {
             .get_mut(&self.id)
             .is_some_and(|e| e.rooms.remove(room));
         if was {
+            let who = (self.id, self.tenant.clone());
             self.registry
-                .record(&mut inner, "leave", self.id, Some(room.to_owned()), now_ms);
+                .record(&mut inner, "leave", who, Some(room.to_owned()), now_ms);
         }
         was
     }
@@ -322,14 +350,15 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         let now = busbar_event::now_ms();
         let mut inner = self.registry.inner.lock();
+        let who = || (self.id, self.tenant.clone());
         if let Some(e) = inner.sockets.remove(&self.id) {
             for room in e.rooms {
                 self.registry
-                    .record(&mut inner, "leave", self.id, Some(room), now);
+                    .record(&mut inner, "leave", who(), Some(room), now);
             }
         }
         self.registry
-            .record(&mut inner, "disconnect", self.id, None, now);
+            .record(&mut inner, "disconnect", who(), None, now);
     }
 }
 
@@ -340,13 +369,16 @@ mod tests {
     #[test]
     fn dropping_the_guard_cleans_up_rooms() {
         let reg = Arc::new(Sockets::default());
-        let a = reg.register(Transport::WebSocket, "127.0.0.1:1".into(), 1);
-        let b = reg.register(Transport::Unix, "unix".into(), 1);
+        let a = reg.register(Transport::WebSocket, None, "127.0.0.1:1".into(), 1);
+        let b = reg.register(Transport::Unix, Some("t".into()), "unix".into(), 1);
         a.hello(Role::Dashboard, Some("s1".into()));
         assert!(a.join("session:s1", 2));
         assert!(!a.join("session:s1", 2));
         b.join("session:s1", 3);
         assert_eq!(reg.rooms()["session:s1"], 2);
+        assert_eq!(reg.rooms_of(|t| t == Some("t"))["session:s1"], 1);
+        assert!(reg.rooms_of(|t| t == Some("u")).is_empty());
+        assert_eq!(reg.list()[1].tenant.as_deref(), Some("t"));
         let counts = reg.count_by_transport_and_role();
         assert_eq!(counts[&("ws", Role::Dashboard)], 1);
         assert_eq!(counts[&("unix", Role::Consumer)], 1);
@@ -356,6 +388,8 @@ mod tests {
         drop(b);
         assert!(reg.rooms().is_empty());
         assert!(reg.is_empty());
+        let of_t = reg.events().iter().filter(|e| e.tenant.is_some()).count();
+        assert_eq!(of_t, 4, "b's connect, join, leave and disconnect");
         let kinds: Vec<&str> = reg.events().iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,

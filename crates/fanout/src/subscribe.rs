@@ -397,13 +397,21 @@ pub(crate) async fn resumable(r: Reader, start: EventId, mut rx: FeedReceiver) {
 pub(crate) async fn delayed(r: Reader) {
     let session = r.filter.session.clone().unwrap_or_default();
     let now = busbar_event::now_ms();
-    let delay = r.live.delays.get(&session).as_millis() as u64;
+    let delay = r
+        .live
+        .delays
+        .get(&session, r.principal.tenant())
+        .as_millis() as u64;
     // Start with what the audience would be seeing now.
     let mut last = EventId::new(now.saturating_sub(delay), 0)
         .predecessor()
         .unwrap_or(EventId::ZERO);
     loop {
-        let delay = r.live.delays.get(&session).as_millis() as u64;
+        let delay = r
+            .live
+            .delays
+            .get(&session, r.principal.tenant())
+            .as_millis() as u64;
         let horizon = EventId::new(busbar_event::now_ms().saturating_sub(delay), u64::MAX);
         match r.catch_up(last, horizon).await {
             Some(pos) => last = pos,

@@ -95,7 +95,7 @@ fn connect(hub: &Arc<Fanout>, delay: Option<Duration>) -> Connected {
     };
     let guard = hub
         .sockets()
-        .register(Transport::WebSocket, "test".into(), 0);
+        .register(Transport::WebSocket, None, "test".into(), 0);
     let caller = Caller {
         principal: Principal::Trusted,
         transport: Transport::WebSocket,

@@ -75,7 +75,7 @@
 //! | op | members (`?`: optional, default) | answer |
 //! |---|---|---|
 //! | `create_group` | `stream?`, `group`, `start?` (`"$"`: new events only, the default; `"0"`: from the beginning; an id: after it), `max_deliver?` (3), `ack_wait_ms?` (30000), `max_pending_per_consumer?` (1000), `on_exhausted?` (`"dead_letter"` or `"drop"`) | `{"group":{..}}` |
-//! | `group` | `stream?`, `group` | `{"group":{..}}`: pending, lag, cursor, consumers |
+//! | `group` | `stream?`, `group` | `{"group":{..}}`: pending, lag, cursor, consumers, `paused` (by its own pause or a pause of all delivery) |
 //! | `read` | `stream?`, `group`, `consumer`, `count?` (1), `block_ms?` (0; at most 60000) | `{"deliveries":[{"id","delivery_count","event"}],"redelivered":n,"dead_lettered":n}` |
 //! | `ack` | `stream?`, `group`, `consumer?` (any consumer when absent), `ids` | `{"acked":[..],"unknown":[..],"wrong_consumer":[..]}` |
 //! | `nack` | `stream?`, `group`, `consumer`, `ids`, `delay_ms?` (0), `terminal?` (false: dead-letter now), `error?` (kept with the entry and in the dead-letter stream) | `{"retried","dead_lettered","dropped","unknown","wrong_consumer"}` (lists of ids) |

@@ -37,44 +37,52 @@ pub fn router(hub: Arc<Fanout>, budget: Option<Budget>) -> Router {
 }
 
 /// Registers the hub's ops routes with `ops`: `/api/ops/sessions`,
-/// `/api/ops/sockets`, `/api/ops/rooms` (the `admin` scope).
+/// `/api/ops/sockets`, `/api/ops/rooms` (the `admin` scope). A tenant-bound
+/// caller gets its tenant's sessions, ops events, connections, rooms (their
+/// members among its connections) and delays; an untenanted one every
+/// tenant's, each item naming its tenant.
 pub fn register_ops(hub: &Arc<Fanout>, ops: &Ops) {
     let h = hub.clone();
     ops.route(
         "/api/ops/sessions",
-        get(move |_caller: OpsCaller| {
+        get(move |caller: OpsCaller| {
             let hub = h.clone();
             async move {
-                Json(serde_json::json!({
-                    "sessions": hub.sessions().stats(),
-                    "events": hub.sessions().ops_events(),
-                }))
+                let p = &caller.principal;
+                let mut sessions = hub.sessions().stats();
+                sessions.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+                let mut events = hub.sessions().ops_events();
+                events.retain(|e| p.sees_tenant(e.tenant.as_deref()));
+                Json(serde_json::json!({"sessions": sessions, "events": events}))
             }
         }),
     );
     let h = hub.clone();
     ops.route(
         "/api/ops/sockets",
-        get(move |_caller: OpsCaller| {
+        get(move |caller: OpsCaller| {
             let hub = h.clone();
             async move {
-                Json(serde_json::json!({
-                    "sockets": hub.sockets().list(),
-                    "events": hub.sockets().events(),
-                }))
+                let p = &caller.principal;
+                let mut sockets = hub.sockets().list();
+                sockets.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+                let mut events = hub.sockets().events();
+                events.retain(|e| p.sees_tenant(e.tenant.as_deref()));
+                Json(serde_json::json!({"sockets": sockets, "events": events}))
             }
         }),
     );
     let h = hub.clone();
     ops.route(
         "/api/ops/rooms",
-        get(move |_caller: OpsCaller| {
+        get(move |caller: OpsCaller| {
             let hub = h.clone();
             async move {
-                Json(serde_json::json!({
-                    "rooms": hub.sockets().rooms(),
-                    "delays": hub.delays().list(),
-                }))
+                let p = &caller.principal;
+                let rooms = hub.sockets().rooms_of(|t| p.sees_tenant(t));
+                let mut delays = hub.delays().list();
+                delays.retain(|d| p.sees_tenant(d.tenant.as_deref()));
+                Json(serde_json::json!({"rooms": rooms, "delays": delays}))
             }
         }),
     );
@@ -222,9 +230,10 @@ async fn upgrade(
     }
     handshake.accept(limit, move |socket| async move {
         let _slot = slot;
-        let guard = hub
-            .sockets()
-            .register(Transport::WebSocket, remote, busbar_event::now_ms());
+        let tenant = principal.tenant().map(str::to_owned);
+        let guard =
+            hub.sockets()
+                .register(Transport::WebSocket, tenant, remote, busbar_event::now_ms());
         let (inbound, outbound) = split(socket);
         let caller = Caller {
             principal,

@@ -13,7 +13,8 @@
 //! - The hub's ops routes, registered with `busbar-ops` by
 //!   [`register_ops`]: `/api/ops/sessions` (producer sessions with frame
 //!   counts, rates and clock drift), `/api/ops/sockets` (connections with
-//!   role and rooms) and `/api/ops/rooms` (room sizes and delays).
+//!   role and rooms) and `/api/ops/rooms` (room sizes and delays). A
+//!   tenant-bound admin sees its own tenant's only.
 //!
 //! The protocol itself, and everything behind it (feeds, rooms, sessions,
 //! slow-client policies), is in `busbar-fanout`.

@@ -70,9 +70,10 @@ async fn serve(hub: Arc<Fanout>, conn: LiveConnection) {
         .await;
         return;
     }
+    let tenant = principal.tenant().map(str::to_owned);
     let guard = hub
         .sockets()
-        .register(transport, remote, busbar_event::now_ms());
+        .register(transport, tenant, remote, busbar_event::now_ms());
     let source = LineInbound::new(reader, buffered, hub.config().max_message_bytes);
     let caller = Caller {
         principal,

@@ -1,5 +1,7 @@
 //! The Prometheus text format (version 0.0.4), written in one place: every
-//! label value goes through [`Encoder::sample`]'s escaping.
+//! label value goes through [`Encoder::sample`]'s escaping, and every
+//! sample through the one check of its `stream` label that lets a scrape
+//! be limited to some streams ([`Encoder::with_stream_filter`]).
 
 use std::fmt::Write;
 
@@ -67,16 +69,59 @@ impl From<f64> for Value {
     }
 }
 
+/// Which streams a scrape may show, by name.
+pub type StreamFilter<'f> = &'f dyn Fn(&str) -> bool;
+
 /// Writes metrics in the Prometheus text format.
-#[derive(Debug)]
 pub struct Encoder<'a> {
     out: &'a mut String,
+    streams: Option<StreamFilter<'a>>,
+}
+
+impl std::fmt::Debug for Encoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("filtered", &self.streams.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Encoder<'a> {
     /// An encoder appending to `out`.
     pub fn new(out: &'a mut String) -> Self {
-        Encoder { out }
+        Encoder { out, streams: None }
+    }
+
+    /// An encoder that leaves out every sample whose `stream` label
+    /// `keep` refuses (a tenant's scrape sees only its streams). Samples
+    /// without a `stream` label are written as usual; headers are always
+    /// written.
+    ///
+    /// ```
+    /// use busbar_metrics::Encoder;
+    /// let mut out = String::new();
+    /// let keep = |stream: &str| stream.starts_with("a:");
+    /// let mut e = Encoder::with_stream_filter(&mut out, &keep);
+    /// e.sample("len", &[("stream", "a:orders")], 1u64);
+    /// e.sample("len", &[("stream", "b:orders")], 2u64);
+    /// e.sample("up", &[], 1u64);
+    /// assert_eq!(out, "len{stream=\"a:orders\"} 1\nup 1\n");
+    /// ```
+    pub fn with_stream_filter(out: &'a mut String, keep: StreamFilter<'a>) -> Self {
+        Encoder {
+            out,
+            streams: Some(keep),
+        }
+    }
+
+    /// Whether a sample with `labels` may be written.
+    fn shows(&self, labels: &[(&str, &str)]) -> bool {
+        let Some(keep) = self.streams else {
+            return true;
+        };
+        labels
+            .iter()
+            .all(|(key, value)| *key != "stream" || keep(value))
     }
 
     /// `# HELP` and `# TYPE` lines. Help text is written as given: keep it
@@ -88,6 +133,9 @@ impl<'a> Encoder<'a> {
 
     /// One sample: `name{labels} value`.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
+        if !self.shows(labels) {
+            return;
+        }
         self.out.push_str(name);
         self.labels(labels, None);
         self.out.push(' ');
@@ -105,6 +153,9 @@ impl<'a> Encoder<'a> {
 
     /// A histogram's `_bucket`, `_sum` and `_count` samples.
     pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        if !self.shows(labels) {
+            return;
+        }
         let mut bound = String::new();
         for (le, count) in h.cumulative() {
             bound.clear();
@@ -219,6 +270,26 @@ mod tests {
         assert!(out.contains("h_bucket{g=\"x\\ny\",le=\"+Inf\"} 1\n"));
         assert!(out.contains("h_count{g=\"x\\ny\"} 1\n"));
         assert!(!out.contains("x\ny"));
+    }
+
+    #[test]
+    fn a_stream_filter_leaves_out_other_streams_samples_of_every_kind() {
+        let keep = |s: &str| s == "a:x";
+        let mut out = String::new();
+        let mut e = Encoder::with_stream_filter(&mut out, &keep);
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_millis(1));
+        e.header("m", Kind::Gauge, "M.");
+        e.sample("m", &[("stream", "a:x"), ("group", "g")], 1u64);
+        e.sample("m", &[("group", "g"), ("stream", "b:x")], 2u64);
+        e.sample("m", &[("transport", "tcp")], 3u64);
+        e.histogram("h", &[("stream", "b:x")], &h);
+        e.histogram("h", &[("stream", "a:x")], &h);
+        assert!(out.contains("m{stream=\"a:x\",group=\"g\"} 1\n"), "{out}");
+        assert!(out.contains("m{transport=\"tcp\"} 3\n"), "{out}");
+        assert!(out.contains("h_count{stream=\"a:x\"} 1\n"), "{out}");
+        assert!(out.contains("# TYPE m gauge\n"), "{out}");
+        assert!(!out.contains("b:x"), "{out}");
     }
 
     #[test]

@@ -19,7 +19,6 @@
 //! use std::sync::Arc;
 //! use busbar_metrics::{Collector, Counter, Encoder, Family, Kind, Registry};
 //!
-//! #[derive(Default)]
 //! struct Relay {
 //!     sent: Family<Counter, 1>,
 //! }
@@ -48,6 +47,6 @@ mod instruments;
 pub mod names;
 mod registry;
 
-pub use encode::{Encoder, Kind, Value};
+pub use encode::{Encoder, Kind, StreamFilter, Value};
 pub use instruments::{Counter, Family, Gauge, Histogram, LATENCY_BUCKETS};
 pub use registry::{resident_bytes, Collector, ProcessMetrics, Registry};

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 
+use crate::encode::StreamFilter;
 use crate::{names, Encoder, Kind};
 
 /// Something whose metrics appear on `/metrics`. Called at scrape time, on
@@ -67,6 +68,18 @@ impl Registry {
 
     /// [`Registry::render`], appending to `out`.
     pub fn render_into(&self, out: &mut String) {
+        self.render_with(Encoder::new(out));
+    }
+
+    /// [`Registry::render`] without the samples whose `stream` label
+    /// `keep` refuses (see [`Encoder::with_stream_filter`]).
+    pub fn render_streams(&self, keep: StreamFilter<'_>) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_with(Encoder::with_stream_filter(&mut out, keep));
+        out
+    }
+
+    fn render_with(&self, mut enc: Encoder<'_>) {
         let collectors: Vec<Arc<dyn Collector>> = self
             .collectors
             .read()
@@ -76,7 +89,6 @@ impl Registry {
                 Entry::Weak(w) => w.upgrade(),
             })
             .collect();
-        let mut enc = Encoder::new(out);
         for c in collectors {
             c.collect(&mut enc);
         }

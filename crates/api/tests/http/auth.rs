@@ -39,9 +39,14 @@ async fn api_routes_need_a_valid_token() {
         .await
         .expect(401);
 
-    // Probes and scrapes need no secret.
-    for open in ["/health", "/readyz", "/metrics"] {
+    // Probes need no secret; scrapes and the runbook's health do.
+    for open in ["/health", "/readyz"] {
         server.get(open).send().await.expect(200);
+    }
+    for closed in ["/metrics", "/events/health"] {
+        let missing = server.get(closed).send().await.expect(401);
+        assert_eq!(missing.reason(), "unauthenticated");
+        server.get(closed).token("guess").send().await.expect(401);
     }
     server
         .get("/api/streams")

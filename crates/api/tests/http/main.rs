@@ -12,3 +12,4 @@ mod publish;
 mod read;
 mod replay;
 mod storage;
+mod tenants;
