@@ -475,6 +475,7 @@ impl Conn {
         let engine = &self.live.engine;
         let limits = busbar_event::Limits {
             max_event_bytes: self.live.config.max_message_bytes,
+            ..busbar_event::Limits::default()
         };
         let default = engine.default_stream(&self.principal);
         let mut batches: Vec<(StreamName, EventBatch)> = Vec::new();

@@ -85,6 +85,7 @@ impl Batcher {
             default_stream,
             limits: Limits {
                 max_event_bytes: max_line,
+                ..Limits::default()
             },
             acks,
             live: false,

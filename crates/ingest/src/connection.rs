@@ -182,6 +182,7 @@ impl ConnectionContext {
         // A connection that opens with a group op wants answers.
         let limits = busbar_event::Limits {
             max_event_bytes: self.max_line,
+            ..busbar_event::Limits::default()
         };
         let kind = busbar_event::parse_line_with(line, &limits, &mut StreamNames::new(1));
         self.no_hello(Some(kind))

@@ -170,6 +170,7 @@ async fn oversize_bodies_and_batches_get_413() {
             max_body_bytes: 1024,
             event_limits: Limits {
                 max_event_bytes: 100,
+                ..Limits::default()
             },
             ..HttpConfig::default()
         },
