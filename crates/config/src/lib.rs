@@ -245,6 +245,14 @@ impl Config {
         if self.ingest.max_connections == 0 {
             return invalid("ingest.max_connections", "must be greater than 0");
         }
+        let ceiling = busbar_event::Limits::DEPTH_CEILING;
+        if !(2..=ceiling).contains(&self.ingest.max_depth) {
+            // At least 2: a socket op's `ids` is an array.
+            return Err(ConfigError::Invalid {
+                key: "ingest.max_depth",
+                reason: format!("must be between 2 and {ceiling}"),
+            });
+        }
         for (key, value) in [
             ("live.feed_capacity", self.live.feed_capacity),
             ("live.send_queue", self.live.send_queue),
