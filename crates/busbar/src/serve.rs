@@ -147,6 +147,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_line_bytes: config.ingest.max_line_bytes.as_usize(),
             max_connections: config.ingest.max_connections,
             drain_timeout: config.ingest.drain_timeout.0,
+            max_depth: config.ingest.max_depth,
         },
         stopping.clone(),
     )

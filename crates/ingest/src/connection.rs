@@ -77,7 +77,8 @@ impl Peer {
 pub(crate) struct ConnectionContext {
     pub(crate) engine: Arc<Engine>,
     pub(crate) transport: Transport,
-    pub(crate) max_line: usize,
+    /// The line size (`max_event_bytes`) and depth limits of every line.
+    pub(crate) limits: busbar_event::Limits,
     /// Where connections that send a live op go; without it such ops are
     /// answered `unsupported`.
     pub(crate) live: Option<Arc<dyn LiveUpgrade>>,
@@ -157,7 +158,7 @@ impl ConnectionContext {
                 _ => auth.authenticate(token),
             }
         };
-        if let Some(hello) = parse_hello(line) {
+        if let Some(hello) = parse_hello(line, self.limits.max_depth) {
             return match hello {
                 Ok(h) => match principal_for(h.token.as_deref()) {
                     Ok(principal) => First::Hello {
@@ -180,11 +181,7 @@ impl ConnectionContext {
             };
         }
         // A connection that opens with a group op wants answers.
-        let limits = busbar_event::Limits {
-            max_event_bytes: self.max_line,
-            ..busbar_event::Limits::default()
-        };
-        let kind = busbar_event::parse_line_with(line, &limits, &mut StreamNames::new(1));
+        let kind = busbar_event::parse_line_with(line, &self.limits, &mut StreamNames::new(1));
         self.no_hello(Some(kind))
     }
 
@@ -222,7 +219,7 @@ impl ConnectionContext {
         mut shutdown: watch::Receiver<bool>,
     ) -> Option<Switch> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
-        let mut splitter = LineSplitter::new(self.max_line);
+        let mut splitter = LineSplitter::new(self.limits.max_event_bytes);
         let mut batcher: Option<Batcher> = None;
         let mut refused: Option<ErrorLine> = None;
         // The live op's line, once one is read.
@@ -336,7 +333,7 @@ impl ConnectionContext {
             self.engine.clone(),
             self.transport,
             principal,
-            self.max_line,
+            self.limits,
             acks,
         )
         .with_live(self.live.is_some())
@@ -580,10 +577,13 @@ async fn discard<R: AsyncRead + Unpin>(reader: &mut R) {
 }
 
 /// `Some` when the line is a hello: `Ok` if understood, `Err(message)` if
-/// it names `hello` but is not a valid one.
-fn parse_hello(line: &[u8]) -> Option<Result<Hello, String>> {
+/// it names `hello` but is not a valid one. A line past the limits
+/// (`max_depth`, the number rules) is no hello: it is then refused as the
+/// event or op it claims to be, for that reason.
+fn parse_hello(line: &[u8], max_depth: usize) -> Option<Result<Hello, String>> {
     // Cheap test first: most first lines are events.
     memchr::memmem::find(line, b"\"hello\"")?;
+    busbar_event::check_json(line, max_depth).ok()?;
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let object = value.as_object()?;
     let hello = object.get("hello")?;
@@ -603,15 +603,28 @@ mod tests {
 
     #[test]
     fn hello_detection() {
-        assert!(parse_hello(br#"{"type":"t"}"#).is_none());
-        assert!(parse_hello(br#"{"type":"t","data":"hello"}"#).is_none());
-        assert!(parse_hello(br#"{"type":"t","hello":1}"#).unwrap().is_err());
-        let h = parse_hello(br#"{"hello":{"acks":true,"token":"x"}}"#)
+        assert!(parse_hello(br#"{"type":"t"}"#, 64).is_none());
+        assert!(parse_hello(br#"{"type":"t","data":"hello"}"#, 64).is_none());
+        assert!(parse_hello(br#"{"type":"t","hello":1}"#, 64)
+            .unwrap()
+            .is_err());
+        let h = parse_hello(br#"{"hello":{"acks":true,"token":"x"}}"#, 64)
             .unwrap()
             .unwrap();
         assert!(h.acks);
         assert_eq!(h.token.as_deref(), Some("x"));
-        assert!(!parse_hello(br#"{"hello":{}}"#).unwrap().unwrap().acks);
-        assert!(parse_hello(br#"{"hello":{"ack":true}}"#).unwrap().is_err());
+        assert!(!parse_hello(br#"{"hello":{}}"#, 64).unwrap().unwrap().acks);
+        assert!(parse_hello(br#"{"hello":{"ack":true}}"#, 64)
+            .unwrap()
+            .is_err());
+        // Past the limits a line is not read as a hello at all.
+        let deep = format!(
+            r#"{{"hello":{{"acks":true}},"x":{}{}}}"#,
+            "[".repeat(8),
+            "]".repeat(8)
+        );
+        assert!(parse_hello(deep.as_bytes(), 64).unwrap().is_err());
+        assert!(parse_hello(deep.as_bytes(), 4).is_none());
+        assert!(parse_hello(br#"{"hello":{"acks":true},"n":1e999}"#, 64).is_none());
     }
 }

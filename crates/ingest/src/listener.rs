@@ -31,6 +31,9 @@ pub struct IngestOptions {
     /// How long shutdown waits for open connections to publish and answer
     /// what they have read.
     pub drain_timeout: Duration,
+    /// Deepest nesting of an event line or op line (the line's object is
+    /// depth 1); a deeper line is answered `too_deep`.
+    pub max_depth: usize,
 }
 
 impl Default for IngestOptions {
@@ -39,6 +42,7 @@ impl Default for IngestOptions {
             max_line_bytes: 1024 * 1024,
             max_connections: 1024,
             drain_timeout: Duration::from_secs(10),
+            max_depth: busbar_event::Limits::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -101,7 +105,10 @@ impl Ingest {
         ConnectionContext {
             engine: self.engine.clone(),
             transport,
-            max_line: self.options.max_line_bytes,
+            limits: busbar_event::Limits {
+                max_event_bytes: self.options.max_line_bytes,
+                max_depth: self.options.max_depth,
+            },
             live: self.live.clone(),
         }
     }
