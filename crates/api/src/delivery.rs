@@ -48,7 +48,7 @@ pub(crate) async fn read(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ReadBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: ReadBody = json_body(&headers, body, &state.cfg).await?;
     let block = Duration::from_millis(request.block_ms.unwrap_or(0));
     if block > MAX_BLOCK {
         return Err(ApiError::param(
@@ -181,7 +181,7 @@ pub(crate) async fn ack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Acked>, ApiError> {
-    let request: AckBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: AckBody = json_body(&headers, body, &state.cfg).await?;
     let ids = ids(&request.ids, state.engine.config().max_read_count)?;
     let group = path.group()?;
     let consumer = request.consumer.as_deref();
@@ -228,7 +228,7 @@ pub(crate) async fn nack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<NackOutcome>, ApiError> {
-    let request: NackBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: NackBody = json_body(&headers, body, &state.cfg).await?;
     let ids = ids(&request.ids, state.engine.config().max_read_count)?;
     if request
         .error
@@ -291,7 +291,7 @@ pub(crate) async fn claim(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ClaimBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: ClaimBody = json_body(&headers, body, &state.cfg).await?;
     let start = match request.start.as_deref() {
         Some(text) => bound("start", text, true)?,
         None => EventId::ZERO,

@@ -162,7 +162,7 @@ pub(crate) async fn reprocess_many(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ReprocessBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: ReprocessBody = json_body(&headers, body, &state.cfg).await?;
     let types = match &request.types {
         Some(Types::One(t)) => type_filter([t.as_str()]),
         Some(Types::Many(list)) => type_filter(list.iter().map(String::as_str)),
@@ -230,7 +230,7 @@ pub(crate) async fn purge(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Removed>, ApiError> {
-    let request: PurgeBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: PurgeBody = json_body(&headers, body, &state.cfg).await?;
     let deleted = state
         .engine
         .dlq_purge(&principal, &path.stream, request.confirm.unwrap_or(false))

@@ -91,7 +91,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
-    let request: CreateBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: CreateBody = json_body(&headers, body, &state.cfg).await?;
     let (start, config) = (request.start()?, request.config()?);
     let info = state
         .engine
@@ -248,7 +248,7 @@ async fn pause_all(
     body: Body,
     paused: bool,
 ) -> Result<Json<Paused>, ApiError> {
-    let request: PauseBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: PauseBody = json_body(&headers, body, &state.cfg).await?;
     match (request.stream, request.group) {
         (None, None) => {
             state.engine.set_all_paused(&principal, paused)?;

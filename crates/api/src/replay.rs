@@ -168,7 +168,7 @@ pub(crate) async fn start(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ReplayBody = json_body(&headers, body, state.cfg.max_body_bytes).await?;
+    let request: ReplayBody = json_body(&headers, body, &state.cfg).await?;
     let spec = request.spec(state.engine.default_stream(&principal))?;
     let job = state.engine.start_replay(&principal, spec).await?;
     Ok(job_accepted(job))

@@ -170,7 +170,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_body_bytes: config.http.max_body_bytes.as_usize(),
             event_limits: busbar_event::Limits {
                 max_event_bytes: config.ingest.max_line_bytes.as_usize(),
-                ..busbar_event::Limits::default()
+                max_depth: config.ingest.max_depth,
             },
             ..busbar_api::HttpConfig::default()
         };
