@@ -293,6 +293,7 @@ fn live_config(config: &Config) -> busbar_fanout::FanoutConfig {
         write_deadline: l.write_deadline.0,
         heartbeat: l.heartbeat.0,
         max_message_bytes: l.max_message_bytes.as_usize(),
+        max_depth: config.ingest.max_depth,
         allowed_origins: l.allowed_origins.clone(),
         max_connections: l.max_connections,
         max_subscriptions: l.max_subscriptions,
