@@ -7,6 +7,7 @@ mod consume;
 mod group_client;
 mod group_crash;
 mod harness;
+mod input;
 mod limits;
 mod live;
 mod socket_live;
