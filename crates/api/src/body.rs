@@ -1,9 +1,16 @@
 //! Request bodies: reading them under a size limit, splitting a publish body
 //! into events, and decoding small JSON bodies.
+//!
+//! No body reaches serde_json before busbar's own pass
+//! ([`busbar_event::check_json`]) has found it within the depth limit (a
+//! publish body one level deeper, for the array around its events): a
+//! 100,000-deep body is refused where it passes the limit.
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::HeaderMap;
+use busbar_engine::EngineError;
+use busbar_event::EventError;
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
@@ -64,16 +71,23 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes = read_limited(headers, body, cfg).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return json(b"{}");
+        return json(b"{}", cfg);
     }
-    json(&bytes)
+    json(&bytes, cfg)
 }
 
-/// Decodes a small JSON request body.
+/// Decodes a small JSON request body, nested at most as deep as an event
+/// may be.
 ///
 /// # Errors
-/// [`ApiError::InvalidBody`] naming what the parser reported.
-pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// `too_deep` or `invalid_number` ([`EngineError::Event`]) for a body past
+/// the limits; [`ApiError::InvalidBody`] naming what the parser reported.
+pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], cfg: &HttpConfig) -> Result<T, ApiError> {
+    match busbar_event::check_json(bytes, cfg.event_limits.max_depth) {
+        // Malformed: serde_json's words, as for any body it cannot decode.
+        Ok(()) | Err(EventError::MalformedJson { .. }) => {}
+        Err(e) => return Err(EngineError::Event(e).into()),
+    }
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidBody {
         reason: without_input(&e),
     })
@@ -113,23 +127,49 @@ pub(crate) fn declares_ndjson(headers: &HeaderMap) -> bool {
 /// Splits a publish body into the bytes of each event, in order.
 ///
 /// Unless `ndjson` is declared, the body is taken as one JSON value when it
-/// parses as one (an object is one event, an array holds one event per
-/// element) and as NDJSON otherwise. Each piece is validated later by
+/// is one (an object is one event, an array holds one event per element)
+/// and as NDJSON otherwise. Each piece is validated later by
 /// `parse_event`, which names the failing index.
 ///
+/// A body whose first value is past the limits (`max_depth`, one level
+/// more for an array's events; numbers) is one event when it is not an
+/// array, so `parse_event` names what is wrong as event 0; an array is
+/// refused whole, for that reason.
+///
 /// # Errors
-/// [`ApiError::EmptyBatch`]; a malformed JSON array; more than `max_events`
-/// events ([`busbar_engine::EngineError::BatchTooLarge`]).
+/// [`ApiError::EmptyBatch`]; a malformed JSON array; an array past the
+/// limits (`too_deep`, `invalid_number`); more than `max_events` events
+/// ([`busbar_engine::EngineError::BatchTooLarge`]).
 pub(crate) fn split_events(
     body: &[u8],
     ndjson: bool,
     max_events: usize,
+    max_depth: usize,
 ) -> Result<Vec<&[u8]>, ApiError> {
     let pieces = if ndjson {
         lines(body)
     } else {
-        match serde_json::from_slice::<&RawValue>(body) {
-            Ok(value) => {
+        match busbar_event::check_json(body, max_depth + 1) {
+            // Not one JSON value: NDJSON, whose lines are checked one by one.
+            Err(EventError::MalformedJson { .. }) => lines(body),
+            Err(e) if body.trim_ascii_start().starts_with(b"[") => {
+                let e = match e {
+                    // Counted from the events, not the array around them.
+                    EventError::TooDeep { .. } => EventError::TooDeep {
+                        depth: max_depth + 1,
+                        limit: max_depth,
+                    },
+                    other => other,
+                };
+                return Err(EngineError::Event(e).into());
+            }
+            Err(_) => vec![body.trim_ascii()],
+            Ok(()) => {
+                // Within the limits, so serde_json may split it.
+                let value: &RawValue =
+                    serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody {
+                        reason: without_input(&e),
+                    })?;
                 let text = value.get();
                 if text.starts_with('[') {
                     let elements: Vec<&RawValue> =
@@ -141,8 +181,6 @@ pub(crate) fn split_events(
                     vec![text.as_bytes()]
                 }
             }
-            // Not one JSON value: NDJSON, whose lines are checked one by one.
-            Err(_) => lines(body),
         }
     };
     if pieces.is_empty() {
@@ -171,7 +209,7 @@ mod tests {
     use super::*;
 
     fn split(body: &str) -> Result<Vec<&str>, ApiError> {
-        split_events(body.as_bytes(), false, 10).map(|v| {
+        split_events(body.as_bytes(), false, 10, 64).map(|v| {
             v.into_iter()
                 .map(|b| std::str::from_utf8(b).unwrap())
                 .collect()
@@ -210,6 +248,6 @@ mod tests {
         );
         assert!(declares_ndjson(&headers));
         let body = b"{\"type\":\"a\"}\n[1]\n";
-        assert_eq!(split_events(body, true, 10).unwrap().len(), 2);
+        assert_eq!(split_events(body, true, 10, 64).unwrap().len(), 2);
     }
 }

@@ -209,7 +209,7 @@ pub(crate) async fn delete_many(
     body: Body,
 ) -> Result<Json<Deleted>, ApiError> {
     let bytes = read_limited(&headers, body, &state.cfg).await?;
-    let request: DeleteBody = json(&bytes)?;
+    let request: DeleteBody = json(&bytes, &state.cfg)?;
     let ids = request
         .ids
         .iter()

@@ -159,7 +159,8 @@ pub struct HttpConfig {
     /// body is refused with 413 without being buffered.
     pub max_body_bytes: usize,
     /// Limits applied to each published event (largest event, default
-    /// 1 MiB).
+    /// 1 MiB; deepest nesting, default 64, also applied to every JSON
+    /// request body).
     pub event_limits: Limits,
     /// Events a read returns when it gives no `limit` (default 100; the
     /// engine caps every read at its `max_read_count`).

@@ -96,6 +96,7 @@ async fn prepare(
         &bytes,
         declares_ndjson(headers),
         state.engine.config().max_batch_events,
+        state.cfg.event_limits.max_depth,
     )?;
     if explicit_id.is_some() && pieces.len() != 1 {
         return Err(ApiError::param(

@@ -79,7 +79,7 @@ pub(crate) async fn trim(
     body: Body,
 ) -> Result<Json<Trimmed>, ApiError> {
     let bytes = read_limited(&headers, body, &state.cfg).await?;
-    let spec: TrimSpec = json(&bytes)?;
+    let spec: TrimSpec = json(&bytes, &state.cfg)?;
     let trim = spec.to_trim()?;
     let removed = state.engine.trim(&principal, &path.stream, trim).await?;
     Ok(Json(Trimmed { removed }))

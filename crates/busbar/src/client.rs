@@ -37,6 +37,9 @@ pub enum ClientError {
         reason: String,
         message: String,
     },
+    /// The daemon's answer to a successful request is not JSON the CLI
+    /// can read (never taken for an empty answer).
+    Undecodable { message: String },
 }
 
 impl std::fmt::Display for ClientError {
@@ -57,6 +60,9 @@ impl std::fmt::Display for ClientError {
                     403 => f.write_str(": the token lacks a scope or this stream's tenant"),
                     _ => Ok(()),
                 }
+            }
+            ClientError::Undecodable { message } => {
+                write!(f, "the daemon's answer cannot be decoded: {message}")
             }
         }
     }
@@ -88,6 +94,12 @@ impl Client {
 
     /// `GET path?query`, decoded as JSON.
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        decode(&self.get_text(path, query)?)
+    }
+
+    /// `GET path?query`: the answer's text, for answers that carry events
+    /// (decoded one event at a time, see `decode`).
+    pub fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.agent.get(&url);
         for (k, v) in query {
@@ -106,12 +118,26 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        self.finish(req.send(body))
+        decode(&self.finish(req.send(body))?)
     }
 
     /// `POST path` with a JSON body, decoded as JSON.
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.post(path, "application/json", body.to_string().as_bytes())
+    }
+
+    /// `POST path` with a JSON body: the answer's text, for answers that
+    /// carry events (decoded one event at a time, see `decode`).
+    pub fn post_json_text(&self, path: &str, body: &Value) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.finish(req.send(body.to_string().as_bytes()))
     }
 
     /// `DELETE path`, decoded as JSON.
@@ -121,13 +147,14 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        self.finish(req.call())
+        decode(&self.finish(req.call())?)
     }
 
+    /// The text of a successful answer, or the error the daemon answered.
     fn finish(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<String, ClientError> {
         let mut resp = result.map_err(|e| ClientError::Connect {
             url: self.base.clone(),
             message: e.to_string(),
@@ -142,10 +169,10 @@ impl Client {
                 url: self.base.clone(),
                 message: format!("reading the answer failed: {e}"),
             })?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
-            return Ok(value);
+            return Ok(text);
         }
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(ClientError::Api {
             status,
             reason: value["error"].as_str().unwrap_or("http_error").to_owned(),
@@ -155,6 +182,16 @@ impl Client {
                 .unwrap_or_else(|| text.chars().take(200).collect()),
         })
     }
+}
+
+/// A successful answer's text as JSON; an empty one is `null`.
+fn decode(text: &str) -> Result<Value, ClientError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| ClientError::Undecodable {
+        message: e.to_string(),
+    })
 }
 
 fn base_url(args: &HttpArgs) -> String {

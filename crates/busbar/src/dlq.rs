@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::client::{stream_path, Client, ClientError, HttpArgs};
+use crate::decode::{report, IdAt, Page};
 use crate::groups::shorten;
 use crate::jobs::follow;
 use crate::read::{format_ms, text, write_rows};
@@ -131,9 +132,11 @@ fn run_command(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let http = &args.http;
     let client = Client::new(http, Duration::from_secs(60));
     match args.command {
-        DlqCommand::List(l) => list(&client, http.json, l)?,
+        DlqCommand::List(l) => return list(&client, http.json, l),
         DlqCommand::Show { stream, id } => {
-            let entry = client.get(&entry_path(&stream, &id)?, &[])?;
+            let answer = client.get_text(&entry_path(&stream, &id)?, &[])?;
+            let entry: serde_json::Value = serde_json::from_str(&answer)
+                .map_err(|e| anyhow::anyhow!("dead letter {id} could not be decoded: {e}"))?;
             if http.json {
                 println!("{entry}");
             } else {
@@ -171,7 +174,7 @@ fn run_command(args: DlqArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<()> {
+fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<ExitCode> {
     let mut query = vec![("limit", l.limit.to_string())];
     for (key, value) in [
         ("type", &l.types),
@@ -186,16 +189,18 @@ fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<()> {
     if l.reverse {
         query.push(("reverse", "true".to_owned()));
     }
-    let answer = client.get(&format!("{}/dlq", stream_path(&l.stream)?), &query)?;
+    let answer = client.get_text(&format!("{}/dlq", stream_path(&l.stream)?), &query)?;
+    let page = Page::new(&answer, "entries", IdAt::Item)?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{answer}")?;
-        return Ok(());
+        writeln!(out, "{}", page.to_json_line("entries"))?;
+        out.flush()?;
+        return Ok(report("dead letter", &page.failed));
     }
-    let entries = answer["entries"].as_array().map_or(&[][..], Vec::as_slice);
-    if entries.is_empty() {
+    let entries: Vec<&serde_json::Value> = page.items.iter().map(|i| &i.value).collect();
+    if page.is_empty() {
         writeln!(out, "(no dead-lettered events)")?;
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let mut rows = vec![[
         "DLQ ID",
@@ -208,7 +213,7 @@ fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<()> {
     ]
     .map(str::to_owned)
     .to_vec()];
-    for e in entries {
+    for e in &entries {
         let meta = &e["meta"];
         rows.push(vec![
             text(&e["id"]),
@@ -222,11 +227,14 @@ fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<()> {
             shorten(&text(&meta["last_error"]), 60),
         ]);
     }
-    write_rows(&mut out, &rows)?;
-    if let Some(next) = answer["next"].as_str() {
+    if !entries.is_empty() {
+        write_rows(&mut out, &rows)?;
+    }
+    if let Some(next) = page.member("next").as_str() {
         writeln!(out, "(more: --from {next})")?;
     }
-    Ok(())
+    out.flush()?;
+    Ok(report("dead letter", &page.failed))
 }
 
 fn reprocess(client: &Client, as_json: bool, r: ReprocessArgs) -> anyhow::Result<ExitCode> {

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::client::{stream_path, Client, HttpArgs};
+use crate::decode::{report, IdAt, Page};
 use crate::read::{format_ms, text, write_rows};
 
 /// `busbar groups` arguments.
@@ -246,12 +247,13 @@ fn consume(http: &HttpArgs, c: ConsumeArgs) -> anyhow::Result<ExitCode> {
     });
     let mut printed_header = false;
     loop {
-        let answer = client.post_json(&format!("{path}/read"), &body)?;
-        let deliveries = answer["deliveries"].as_array().cloned().unwrap_or_default();
+        let answer = client.post_json_text(&format!("{path}/read"), &body)?;
+        let page = Page::new(&answer, "deliveries", IdAt::Event)?;
+        let deliveries: Vec<&Value> = page.items.iter().map(|i| &i.value).collect();
         let mut out = std::io::stdout().lock();
         if http.json {
-            for d in &deliveries {
-                writeln!(out, "{d}")?;
+            for d in &page.items {
+                writeln!(out, "{}", d.text)?;
             }
         } else if !deliveries.is_empty() {
             let mut rows = Vec::new();
@@ -276,11 +278,14 @@ fn consume(http: &HttpArgs, c: ConsumeArgs) -> anyhow::Result<ExitCode> {
                 ]);
             }
             write_rows(&mut out, &rows)?;
-        } else if !c.follow {
+        } else if !c.follow && page.is_empty() {
             writeln!(out, "(nothing to deliver)")?;
         }
         out.flush()?;
         drop(out);
+        // Only what was printed is acknowledged: an event that could not be
+        // decoded stays pending, comes back after the group's ack_wait and
+        // is dead-lettered after max_deliver attempts.
         if c.ack && !deliveries.is_empty() {
             let ids: Vec<&Value> = deliveries.iter().map(|d| &d["event"]["id"]).collect();
             let acked = client
@@ -293,6 +298,11 @@ fn consume(http: &HttpArgs, c: ConsumeArgs) -> anyhow::Result<ExitCode> {
                 let n = acked["acked"].as_array().map_or(0, Vec::len);
                 eprintln!("acknowledged {n}");
             }
+        }
+        if !page.failed.is_empty() {
+            let code = report("delivered event", &page.failed);
+            eprintln!("busbar: it stays pending (not acknowledged)");
+            return Ok(code);
         }
         if !c.follow {
             return Ok(ExitCode::SUCCESS);

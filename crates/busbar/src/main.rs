@@ -12,6 +12,7 @@
 mod bench;
 mod client;
 mod cmd;
+mod decode;
 mod dlq;
 mod groups;
 mod jobs;

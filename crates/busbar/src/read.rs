@@ -11,6 +11,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::client::{stream_path, Client, ClientError, HttpArgs};
+use crate::decode::{report, IdAt, Page, Undecodable};
 
 /// `busbar range` arguments.
 #[derive(Args)]
@@ -58,16 +59,20 @@ pub struct StreamsArgs {
     pub http: HttpArgs,
 }
 
-/// Prints a range.
+/// Prints a range: every event that could be decoded; one that could not
+/// is named on stderr, and the exit status is then non-zero.
 pub fn range(args: RangeArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.http, Duration::from_secs(60));
     let path = format!("{}/events", stream_path(&args.stream)?);
     let mut events = Vec::new();
+    let mut lines = Vec::new();
+    let mut failed: Vec<Undecodable> = Vec::new();
     let mut from = args.from.clone();
     // The daemon answers at most its `max_read_count` events a request,
     // with `next` when there are more: page on up to --count.
     let next = loop {
-        let mut query = vec![("limit", args.count.saturating_sub(events.len()).to_string())];
+        let read = events.len() + failed.len();
+        let mut query = vec![("limit", args.count.saturating_sub(read).to_string())];
         if let Some(from) = &from {
             query.push(("from", from.clone()));
         }
@@ -80,28 +85,40 @@ pub fn range(args: RangeArgs) -> anyhow::Result<ExitCode> {
         if let Some(types) = &args.types {
             query.push(("types", types.clone()));
         }
-        let answer = client.get(&path, &query)?;
-        events.extend(answer["events"].as_array().cloned().unwrap_or_default());
-        match answer["next"].as_str() {
-            Some(next) if events.len() < args.count => from = Some(next.to_owned()),
+        let text = client.get_text(&path, &query)?;
+        let page = Page::new(&text, "events", IdAt::Item)?;
+        let next = page.member("next");
+        for item in page.items {
+            lines.push(item.text);
+            events.push(item.value);
+        }
+        failed.extend(page.failed);
+        match next.as_str() {
+            Some(next) if events.len() + failed.len() < args.count => from = Some(next.to_owned()),
             next => break next.map(str::to_owned),
         }
     };
     let mut out = std::io::stdout().lock();
     if args.http.json {
-        for e in &events {
-            writeln!(out, "{e}")?;
+        for line in &lines {
+            writeln!(out, "{line}")?;
         }
     } else {
-        print_table(&mut out, &events)?;
+        // "(no events)" only when there were none, not when none decoded.
+        if !events.is_empty() || failed.is_empty() {
+            print_table(&mut out, &events)?;
+        }
         if let Some(next) = next {
             writeln!(out, "(more: --from {next})")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    out.flush()?;
+    Ok(report("event", &failed))
 }
 
-/// Follows a stream with long polls until interrupted.
+/// Follows a stream with long polls until interrupted. An event that
+/// cannot be decoded stops it, once the events read with it are printed,
+/// with a non-zero exit status and where to go on from.
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     const WAIT_MS: u64 = 20_000;
     let client = Client::new(&args.http, Duration::from_millis(WAIT_MS + 10_000));
@@ -125,8 +142,8 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         if let Some(types) = &args.types {
             query.push(("types", types.clone()));
         }
-        let answer = match client.get(&format!("{path}/events"), &query) {
-            Ok(a) => a,
+        let text = match client.get_text(&format!("{path}/events"), &query) {
+            Ok(text) => text,
             // The stream does not exist yet: wait for its first event.
             Err(ClientError::Api { status: 404, .. }) => {
                 std::thread::sleep(Duration::from_secs(1));
@@ -134,18 +151,23 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        let events = answer["events"].as_array().cloned().unwrap_or_default();
+        let page = Page::new(&text, "events", IdAt::Item)?;
         let mut lock = out.lock();
-        for e in &events {
+        for item in &page.items {
             if args.http.json {
-                writeln!(lock, "{e}")?;
+                writeln!(lock, "{}", item.text)?;
             } else {
-                writeln!(lock, "{}", row(e, true).join("  "))?;
+                writeln!(lock, "{}", row(&item.value, true).join("  "))?;
             }
         }
         lock.flush()?;
-        if let Some(last) = events.last().and_then(|e| e["id"].as_str()) {
+        if let Some(last) = &page.last_id {
             from = after(last)?;
+        }
+        if !page.failed.is_empty() {
+            let code = report("event", &page.failed);
+            eprintln!("busbar: tail stopped; go on with --from {from}");
+            return Ok(code);
         }
         out = std::io::stdout();
     }

@@ -172,6 +172,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             drain_timeout: config.ingest.drain_timeout.0,
             budget: Some(tcp_budget),
             unix_budget: Some(unix_budget),
+            max_depth: config.ingest.max_depth,
         },
         stopping.clone(),
     )
@@ -194,6 +195,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_body_bytes: config.http.max_body_bytes.as_usize(),
             event_limits: busbar_event::Limits {
                 max_event_bytes: config.ingest.max_line_bytes.as_usize(),
+                max_depth: config.ingest.max_depth,
             },
             max_connections: config.http.max_connections,
             max_connections_per_peer: config.http.max_connections_per_peer,
@@ -323,6 +325,7 @@ fn live_config(config: &Config) -> busbar_fanout::FanoutConfig {
         stall_timeout: l.stall_timeout.0,
         heartbeat: l.heartbeat.0,
         max_message_bytes: l.max_message_bytes.as_usize(),
+        max_depth: config.ingest.max_depth,
         allowed_origins: l.allowed_origins.clone(),
         max_connections: l.max_connections,
         max_subscriptions: l.max_subscriptions,

@@ -18,6 +18,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_TCP_ADDR", "ingest.tcp_addr"),
     ("BUSBAR_MAX_LINE_BYTES", "ingest.max_line_bytes"),
     ("BUSBAR_MAX_CONNECTIONS", "ingest.max_connections"),
+    ("BUSBAR_MAX_DEPTH", "ingest.max_depth"),
     ("BUSBAR_GROUP_SWEEP_INTERVAL", "groups.sweep_interval"),
     ("BUSBAR_HTTP_ADDR", "http.addr"),
     ("BUSBAR_MAX_BODY_BYTES", "http.max_body_bytes"),
@@ -87,6 +88,10 @@ fn setter(var: &str) -> Option<Setter> {
         },
         "BUSBAR_MAX_CONNECTIONS" => |c, v| {
             c.ingest.max_connections = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_MAX_DEPTH" => |c, v| {
+            c.ingest.max_depth = parse(v)?;
             Ok(())
         },
         "BUSBAR_GROUP_SWEEP_INTERVAL" => |c, v| {

@@ -259,6 +259,14 @@ impl Config {
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be greater than 0");
         }
+        let ceiling = busbar_event::Limits::DEPTH_CEILING;
+        if !(2..=ceiling).contains(&self.ingest.max_depth) {
+            // At least 2: a socket op's `ids` is an array.
+            return invalid(
+                "ingest.max_depth",
+                &format!("must be between 2 and {ceiling}"),
+            );
+        }
         for (key, value) in [
             ("live.feed_capacity", self.live.feed_capacity),
             ("live.send_queue", self.live.send_queue),

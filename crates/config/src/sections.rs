@@ -172,6 +172,12 @@ pub struct IngestConfig {
     pub unauthenticated_bytes: ByteSize,
     /// How long shutdown waits for connections to finish their appends.
     pub drain_timeout: HumanDuration,
+    /// Deepest nesting of objects and arrays in an event (its own object
+    /// is depth 1), on every transport (sockets, HTTP, WebSocket); also
+    /// applied to ops, live protocol messages and request bodies. Default
+    /// 64, at most 100 (readers wrap events in a few levels of their own
+    /// and serde_json reads 127).
+    pub max_depth: usize,
 }
 
 impl Default for IngestConfig {
@@ -189,6 +195,7 @@ impl Default for IngestConfig {
             max_unauthenticated_per_peer: 16,
             unauthenticated_bytes: ByteSize::kib(64),
             drain_timeout: HumanDuration(Duration::from_secs(10)),
+            max_depth: busbar_event::Limits::DEFAULT_MAX_DEPTH,
         }
     }
 }

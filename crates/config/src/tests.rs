@@ -158,6 +158,29 @@ fn invalid_ranges_are_refused() {
 }
 
 #[test]
+fn max_depth_comes_from_file_or_env_within_2_to_100() {
+    assert_eq!(Config::default().ingest.max_depth, 64);
+    let c = Config::from_toml_str("[ingest]\nmax_depth = 10", "inline").unwrap();
+    assert_eq!(c.ingest.max_depth, 10);
+    c.validate().unwrap();
+    let c = c.with_env(env(&[("BUSBAR_MAX_DEPTH", "100")])).unwrap();
+    assert_eq!(c.ingest.max_depth, 100);
+    c.validate().unwrap();
+    for bad in [0, 1, 101, 100_000] {
+        let mut c = Config::default();
+        c.ingest.max_depth = bad;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("ingest.max_depth"), "{bad}: {err}");
+        assert!(err.contains("between 2 and 100"), "{bad}: {err}");
+    }
+    let err = Config::default()
+        .with_env(env(&[("BUSBAR_MAX_DEPTH", "deep")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("BUSBAR_MAX_DEPTH"), "{err}");
+}
+
+#[test]
 fn group_sweep_interval_comes_from_file_or_env_and_is_positive() {
     let c = Config::from_toml_str("[groups]\nsweep_interval = \"250ms\"", "inline").unwrap();
     assert_eq!(c.groups.sweep_interval.0.as_millis(), 250);

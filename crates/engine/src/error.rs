@@ -164,6 +164,8 @@ impl EngineError {
                     "invalid_field"
                 }
                 EventError::TooLarge { .. } => "too_large",
+                EventError::TooDeep { .. } => "too_deep",
+                EventError::InvalidNumber { .. } => "invalid_number",
                 EventError::InvalidStreamName { .. } => "invalid_stream",
                 EventError::InvalidId { .. } => "invalid_id",
                 _ => "invalid_event",

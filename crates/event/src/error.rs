@@ -30,6 +30,23 @@ pub enum EventError {
         /// The reserved field.
         field: &'static str,
     },
+    /// Objects and arrays nest deeper than the configured limit.
+    #[error("nesting depth {depth} is over the limit of {limit}")]
+    TooDeep {
+        /// The depth reached when the input was refused.
+        depth: usize,
+        /// The limit (`max_depth`; the event's object is depth 1).
+        limit: usize,
+    },
+    /// A number that not every reader can take back: more than 40 digits
+    /// before its exponent or 4 in it, or out of a 64-bit float's range.
+    #[error("number at byte {at} {reason}")]
+    InvalidNumber {
+        /// Where the number starts, in bytes from the start of the event.
+        at: usize,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// The event is larger than the configured limit.
     #[error("event is {len} bytes, over the limit of {limit}")]
     TooLarge {

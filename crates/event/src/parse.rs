@@ -1,31 +1,60 @@
 //! Producer JSON → [`ParsedEvent`].
 //!
-//! One pass over the input validates it as JSON (exactly what `serde_json`
-//! accepts) and walks the top-level members of the object; the reserved ones
-//! are decoded and the byte span of every other member is kept, so the
-//! payload is the producer's text, not a re-serialisation of it. Input that
-//! pass does not accept goes to `serde_json`, for the reason it is wrong
-//! (see `scan`).
+//! One pass over the input validates it and walks the top-level members of
+//! the object; the reserved ones are decoded and the byte span of every
+//! other member is kept, so the payload is the producer's text, not a
+//! re-serialisation of it.
+//!
+//! What the pass accepts is what every reader busbar ships can read back:
+//! JSON a strict parser (serde_json into a `Value`) reads, nested at most
+//! [`Limits::max_depth`] deep, with numbers of at most 40 digits (4 in the
+//! exponent) that a 64-bit float holds, and strings whose `\u` escapes are
+//! whole characters (see `scan`). A syntax error's words come from
+//! `serde_json`; every other refusal is the pass's own, and input past the
+//! depth limit is never followed, by the pass or by `serde_json`.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use serde_json::value::RawValue;
 
-use crate::scan::{Checked, Member, Members, Rejected};
+use crate::members::Members;
+use crate::scan::{Checked, Member, Rejected};
 use crate::{EventError, EventId, StreamName, StreamNames};
 
-/// Size limits applied while parsing.
+/// Limits applied while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted event, in bytes of JSON.
     pub max_event_bytes: usize,
+    /// Deepest accepted nesting of objects and arrays. The event's own
+    /// object is depth 1, so `{"type":"t","a":[1]}` is 2 deep. Values
+    /// from 1 to [`Limits::DEPTH_CEILING`]; a larger one acts as the
+    /// ceiling.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The default [`Limits::max_depth`].
+    pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+    /// The deepest [`Limits::max_depth`] honoured. Readers wrap a stored
+    /// event in up to four levels of their own (a group delivery over
+    /// HTTP: `{"deliveries":[{"event":{…,"data":{…}}}]}`), and serde_json,
+    /// which every busbar reader uses, reads at most 127.
+    pub const DEPTH_CEILING: usize = 100;
+
+    /// The depth limit in force.
+    fn depth(&self) -> usize {
+        self.max_depth.clamp(1, Self::DEPTH_CEILING)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_event_bytes: 1024 * 1024,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -105,8 +134,9 @@ impl ParsedEvent<'_> {
 /// Parses and validates one producer event.
 ///
 /// # Errors
-/// An [`EventError`] naming the reason: oversize input, malformed JSON, not
-/// an object, missing `type`, or a reserved field of the wrong type or size.
+/// An [`EventError`] naming the reason: oversize input, malformed JSON,
+/// nesting too deep, a number readers cannot take, not an object, missing
+/// `type`, or a reserved field of the wrong type or size.
 pub fn parse_event<'a>(input: &'a [u8], limits: &Limits) -> Result<ParsedEvent<'a>, EventError> {
     parse(input, limits, None, &mut Shape::default())
 }
@@ -175,11 +205,15 @@ pub fn parse_line_with<'a>(
     let mut shape = Shape::default();
     match parse(input, limits, Some(names), &mut shape) {
         Ok(event) => LineKind::Event(event),
+        // A line that is not acceptable JSON is neither, whatever it holds.
         Err(e)
             if shape.is_op()
                 && !matches!(
                     e,
-                    EventError::MalformedJson { .. } | EventError::TooLarge { .. }
+                    EventError::MalformedJson { .. }
+                        | EventError::TooLarge { .. }
+                        | EventError::TooDeep { .. }
+                        | EventError::InvalidNumber { .. }
                 ) =>
         {
             LineKind::Op(shape.op.map(|span| decode_key(&input[span])))
@@ -207,7 +241,7 @@ impl Shape {
 fn parse<'a>(
     input: &'a [u8],
     limits: &Limits,
-    mut names: Option<&mut StreamNames>,
+    names: Option<&mut StreamNames>,
     shape: &mut Shape,
 ) -> Result<ParsedEvent<'a>, EventError> {
     if input.len() > limits.max_event_bytes {
@@ -218,36 +252,88 @@ fn parse<'a>(
     }
     // One pass validates the JSON and walks its members.
     let mut event = ParsedEvent::empty();
-    if let Ok(done) = fields(
-        input,
-        Checked::new(input),
-        names.as_deref_mut(),
-        &mut event,
-        shape,
-    ) {
-        return done.map(|()| event);
-    }
-    // That pass gave up: serde_json says what is wrong, or (nesting deeper
-    // than the pass follows, a value that is not an object) validates the
-    // input before the members are walked again.
-    if let Err(e) = serde_json::from_slice::<&RawValue>(input) {
-        return Err(EventError::MalformedJson {
-            reason: e.to_string(),
-        });
-    }
-    let members = Members::new(input).ok_or(EventError::NotAnObject)?;
-    let mut event = ParsedEvent::empty();
-    *shape = Shape::default();
-    match fields(input, members.map(Ok), names, &mut event, shape) {
+    let limit = limits.depth();
+    let mut members = Checked::new(input, limit);
+    match fields(input, &mut members, names, &mut event, shape) {
         Ok(done) => done.map(|()| event),
-        Err(Rejected) => Err(EventError::NotAnObject),
+        Err(rejected) => Err(refusal(input, rejected, &members, limit)),
+    }
+}
+
+/// Checks that `input` is one JSON value, of any kind, that the event
+/// parser would accept as a member's value: JSON a strict parser reads,
+/// nested at most `max_depth` deep (at most 127, the deepest serde_json
+/// reads), numbers and `\u` escapes as for events. Sizes are the caller's:
+/// every transport bounds what it reads.
+///
+/// A transport runs it on client JSON that is not an event (a live
+/// protocol message, a request body) before serde_json decodes it, so no
+/// client text deeper than the limits reaches serde_json, and the refusal
+/// has the same reasons as an event's.
+///
+/// ```
+/// use busbar_event::{check_json, EventError};
+///
+/// assert!(check_json(br#"{"op":"ack","ids":["1-0"]}"#, 4).is_ok());
+/// assert!(check_json(b"[[1]]", 2).is_ok());
+/// assert!(matches!(check_json(b"[[[1]]]", 2), Err(EventError::TooDeep { depth: 3, limit: 2 })));
+/// assert!(matches!(check_json(b"[1e999]", 8), Err(EventError::InvalidNumber { at: 1, .. })));
+/// assert!(matches!(check_json(b"[1,]", 8), Err(EventError::MalformedJson { .. })));
+/// ```
+///
+/// # Errors
+/// [`EventError::MalformedJson`], [`EventError::TooDeep`] or
+/// [`EventError::InvalidNumber`].
+pub fn check_json(input: &[u8], max_depth: usize) -> Result<(), EventError> {
+    let limit = max_depth.clamp(1, MAX_NESTING);
+    let mut members = Checked::new(input, limit);
+    while let Some(member) = members.next() {
+        match member {
+            Ok(_) | Err(Rejected::NotAnObject) => {}
+            Err(rejected) => return Err(refusal(input, rejected, &members, limit)),
+        }
+    }
+    Ok(())
+}
+
+/// The deepest nesting serde_json reads (its recursion limit is 128).
+const MAX_NESTING: usize = 127;
+
+/// The error for input the one pass (`scan`) refused.
+fn refusal(input: &[u8], rejected: Rejected, scan: &Checked, limit: usize) -> EventError {
+    let (at, reason) = scan.problem();
+    match rejected {
+        Rejected::Syntax => EventError::MalformedJson {
+            reason: syntax_error(input),
+        },
+        Rejected::NotAnObject => EventError::NotAnObject,
+        Rejected::TooDeep => EventError::TooDeep {
+            depth: limit + 1,
+            limit,
+        },
+        Rejected::Number => EventError::InvalidNumber { at, reason },
+        Rejected::LoneSurrogate => EventError::MalformedJson {
+            reason: format!("lone surrogate in a \\u escape at byte {at}"),
+        },
+    }
+}
+
+/// What serde_json says is wrong with `input`, which the one pass found
+/// not to be JSON. serde_json stops at the first error and skips values
+/// without recursion, so it reads no further than that pass did.
+#[cold]
+fn syntax_error(input: &[u8]) -> String {
+    match serde_json::from_slice::<&RawValue>(input) {
+        Err(e) => e.to_string(),
+        // The pass and serde_json agree on syntax (property-tested).
+        Ok(_) => "not valid JSON".to_owned(),
     }
 }
 
 /// Fills `event` (as [`ParsedEvent::empty`] leaves it) from the members of
-/// `input`. `Err(Rejected)` when `members` finds the input is not valid
-/// JSON: that is reported even after a member was found wrong, as when the
-/// JSON is validated first.
+/// `input`. `Err(Rejected)` when `members` does not accept the input: that
+/// is reported even after a member was found wrong, as when the JSON is
+/// validated first.
 fn fields<'a>(
     input: &'a [u8],
     members: impl Iterator<Item = Result<Member, Rejected>>,
@@ -318,7 +404,7 @@ fn fields<'a>(
         Some(r) => {
             let mut joined = Vec::with_capacity(r.len());
             // The input is known valid by now.
-            let all = Members::new(input).ok_or(Rejected)?;
+            let all = Members::new(input).ok_or(Rejected::Syntax)?;
             for m in all.filter(|m| reserved(&input[m.key.clone()]).is_none()) {
                 if !joined.is_empty() {
                     joined.push(b',');
@@ -578,7 +664,8 @@ mod tests {
             parse_event(
                 big.as_bytes(),
                 &Limits {
-                    max_event_bytes: 50
+                    max_event_bytes: 50,
+                    ..Limits::default()
                 }
             ),
             Err(EventError::TooLarge { limit: 50, .. })
@@ -630,16 +717,189 @@ mod tests {
     }
 
     #[test]
-    fn deeply_nested_payloads_take_the_slow_path() {
-        let depth = crate::scan::MAX_DEPTH + 10;
-        let input = format!(
-            r#"{{"a":{}1{},"type":"t"}}"#,
-            "[".repeat(depth),
-            "]".repeat(depth)
+    fn nesting_past_the_limit_is_refused_naming_the_depth() {
+        let nested = |depth: usize| {
+            let n = depth - 1;
+            format!(
+                r#"{{"type":"t","data":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(parse(&nested(64)).is_ok());
+        let e = parse(&nested(65)).unwrap_err();
+        assert_eq!(
+            e,
+            EventError::TooDeep {
+                depth: 65,
+                limit: 64
+            }
         );
-        let e = parse(&input).unwrap();
-        assert_eq!(e.event_type, "t");
-        assert_eq!(e.payload_members().len(), input.len() - 13);
+        assert_eq!(e.to_string(), "nesting depth 65 is over the limit of 64");
+        let tight = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        assert!(parse_event(nested(3).as_bytes(), &tight).is_ok());
+        assert!(matches!(
+            parse_event(nested(4).as_bytes(), &tight),
+            Err(EventError::TooDeep { depth: 4, limit: 3 })
+        ));
+        // Past the ceiling a limit acts as the ceiling.
+        let loose = Limits {
+            max_depth: 10_000,
+            ..Limits::default()
+        };
+        assert!(parse_event(nested(Limits::DEPTH_CEILING).as_bytes(), &loose).is_ok());
+        assert!(matches!(
+            parse_event(nested(Limits::DEPTH_CEILING + 1).as_bytes(), &loose),
+            Err(EventError::TooDeep {
+                limit: Limits::DEPTH_CEILING,
+                ..
+            })
+        ));
+        // Before any field is judged, and whatever the value is.
+        assert!(matches!(
+            parse(&format!(
+                r#"{{"type":{}"t"{}}}"#,
+                "[".repeat(64),
+                "]".repeat(64)
+            )),
+            Err(EventError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("{}{}", "[".repeat(65), "]".repeat(65))),
+            Err(EventError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("{}{}", "[".repeat(64), "]".repeat(64))),
+            Err(EventError::NotAnObject)
+        ));
+    }
+
+    /// A 100,000-deep event is refused where it passes the limit: nothing
+    /// after that is read (the unclosed rest would be a syntax error), and
+    /// on a thread with a small stack (no recursion anywhere).
+    #[test]
+    fn a_hundred_thousand_deep_event_is_refused_at_the_limit() {
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                let unclosed = format!(r#"{{"type":"t","data":{}"#, "[".repeat(100_000));
+                assert!(matches!(
+                    parse(&unclosed),
+                    Err(EventError::TooDeep {
+                        depth: 65,
+                        limit: 64
+                    })
+                ));
+                let closed = format!(
+                    r#"{{"type":"t","data":{}{}}}"#,
+                    "{\"a\":".repeat(100_000),
+                    "}".repeat(100_000)
+                );
+                assert!(matches!(parse(&closed), Err(EventError::TooDeep { .. })));
+                let mut names = StreamNames::new(1);
+                assert!(matches!(
+                    parse_line_with(unclosed.as_bytes(), &Limits::default(), &mut names),
+                    LineKind::Invalid(EventError::TooDeep { .. })
+                ));
+                assert!(matches!(
+                    check_json(closed.as_bytes(), 127),
+                    Err(EventError::TooDeep {
+                        depth: 128,
+                        limit: 127
+                    })
+                ));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn numbers_readers_cannot_take_are_refused() {
+        for (input, at) in [
+            (r#"{"type":"t","n":1e999999}"#, 16),
+            (r#"{"type":"t","n":[1,-1e309]}"#, 19),
+            (r#"{"n":1.7976931348623159e308,"type":"t"}"#, 5),
+            (
+                r#"{"type":"t","n":12345678901234567890123456789012345678901}"#,
+                16,
+            ),
+            (r#"{"type":"t","n":{"m":1e-00001}}"#, 21),
+        ] {
+            match parse(input) {
+                Err(EventError::InvalidNumber { at: got, .. }) => assert_eq!(got, at, "{input}"),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        let e = parse(r#"{"type":"t","n":1e999999}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "number at byte 16 has an exponent of more than 4 digits"
+        );
+        // A reserved field's number too, before its own checks.
+        assert!(matches!(
+            parse(r#"{"type":"t","ts":1e400}"#),
+            Err(EventError::InvalidNumber { .. })
+        ));
+        for input in [
+            r#"{"type":"t","n":1.7976931348623157e308,"m":-5e-324,"z":0e9999}"#,
+            r#"{"type":"t","n":1234567890123456789012345678901234567890}"#,
+            r#"{"type":"t","n":1e-400}"#,
+        ] {
+            let e = parse(input).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&e.payload_json()).unwrap();
+        }
+    }
+
+    #[test]
+    fn half_a_surrogate_pair_is_malformed() {
+        for input in [
+            r#"{"type":"t","s":"\ud800"}"#,
+            r#"{"type":"t","s":"\udc00\ud800"}"#,
+            r#"{"type":"t","\ud800x":1}"#,
+            r#"{"type":"\udfff"}"#,
+        ] {
+            let e = parse(input).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("lone surrogate in a \\u escape at byte"),
+                "{input}: {e}"
+            );
+        }
+        let e = parse(r#"{"type":"t","s":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&e.payload_json()).unwrap()["s"],
+            "😀"
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_acceptable_is_never_an_op() {
+        let mut names = StreamNames::new(1);
+        let deep = format!(r#"{{"op":"ack","x":{}{}}}"#, "[".repeat(70), "]".repeat(70));
+        for (line, reason) in [
+            (deep.as_str(), "too_deep"),
+            (r#"{"op":"ack","count":1e999}"#, "invalid_number"),
+            (r#"{"op":"ack","group":"\udc00"}"#, "malformed"),
+        ] {
+            let kind = parse_line_with(line.as_bytes(), &Limits::default(), &mut names);
+            let ok = matches!(
+                (&kind, reason),
+                (LineKind::Invalid(EventError::TooDeep { .. }), "too_deep")
+                    | (
+                        LineKind::Invalid(EventError::InvalidNumber { .. }),
+                        "invalid_number"
+                    )
+                    | (
+                        LineKind::Invalid(EventError::MalformedJson { .. }),
+                        "malformed"
+                    )
+            );
+            assert!(ok, "{line}: {kind:?}");
+        }
     }
 
     #[test]
@@ -655,7 +915,7 @@ mod tests {
         let bytes = input.as_bytes();
         let fast = fields(
             bytes,
-            Checked::new(bytes),
+            Checked::new(bytes, Limits::DEFAULT_MAX_DEPTH),
             None,
             &mut a,
             &mut Shape::default(),

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use busbar_engine::{EngineError, Principal, Scope, Transport};
-use busbar_event::{parse_event, EventBatch, EventId, StreamName};
+use busbar_event::{parse_event, EventBatch, EventError, EventId, StreamName};
 use busbar_store::{AppendOptions, TypeFilter};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Interval;
 
-use crate::protocol::{error_frame, parse_from, ClientOp, From, SlowPolicy};
+use crate::protocol::{check_message, error_frame, parse_from, ClientOp, From, SlowPolicy};
 use crate::queue::SendQueue;
 use crate::rooms::Room;
 use crate::sockets::{Role, SocketGuard};
@@ -334,6 +334,15 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) {
+        match check_message(text, self.live.config.max_depth) {
+            // Not JSON: serde_json says why (`bad_message`), as ever.
+            Ok(()) | Err(EventError::MalformedJson { .. }) => {}
+            Err(e) => {
+                let e = EngineError::Event(e);
+                self.live.engine.count_error(self.transport, &e);
+                return self.fail(&FanoutError::Engine(e), None).await;
+            }
+        }
         let op = match ClientOp::parse(text) {
             Ok(op) => op,
             Err(reason) => return self.fail(&FanoutError::BadMessage { reason }, None).await,
@@ -391,7 +400,13 @@ impl Conn {
                         .await;
                         Ok(())
                     }
-                    Err(e) => return self.fail(&e, reference).await,
+                    Err(e) => {
+                        // The engine counts the refusals of its own publish.
+                        if let FanoutError::BadEvent { source, .. } = &e {
+                            self.live.engine.count_error(self.transport, source);
+                        }
+                        return self.fail(&e, reference).await;
+                    }
                 }
             }
             ClientOp::SetDelay { session, delay_ms } => self.set_delay(&session, delay_ms).await,
@@ -512,6 +527,7 @@ impl Conn {
         let engine = &self.live.engine;
         let limits = busbar_event::Limits {
             max_event_bytes: self.live.config.max_message_bytes,
+            max_depth: self.live.config.max_depth,
         };
         let default = engine.default_stream(&self.principal);
         let mut batches: Vec<(StreamName, EventBatch)> = Vec::new();

@@ -74,6 +74,11 @@ pub struct FanoutConfig {
     pub heartbeat: Duration,
     /// Largest message a client may send.
     pub max_message_bytes: usize,
+    /// Deepest nesting of a published event (its own object is depth 1).
+    /// A message may nest two levels deeper (the message object and a
+    /// publish's `events` array), and is refused as `too_deep` past that
+    /// before serde_json reads it.
+    pub max_depth: usize,
     /// Origins browsers may connect from (`https://ops.example.com`). Empty:
     /// only the daemon's own host, or clients that send no Origin.
     pub allowed_origins: Vec<String>,
@@ -98,6 +103,7 @@ impl Default for FanoutConfig {
             stall_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(15),
             max_message_bytes: 1024 * 1024,
+            max_depth: busbar_event::Limits::DEFAULT_MAX_DEPTH,
             allowed_origins: Vec::new(),
             max_connections: 10_000,
             max_subscriptions: 64,

@@ -80,10 +80,24 @@
 //!   then busbar closes.
 //! - A line over `max_message_bytes` is answered with `too_large` and the
 //!   connection goes on; blank lines are skipped.
+//!
+//! # Input limits
+//!
+//! Every message is checked by busbar's own pass before serde_json reads
+//! it ([`check_message`]): a published event may nest `max_depth` deep (64
+//! by default, as on every transport), so a message two levels more (the
+//! message and its `events` array); numbers and `\u` escapes follow the
+//! event rules. A message past them is answered with `too_deep` or
+//! `invalid_number` (without a `ref`: the message was not read), counted
+//! in `busbar_ingest_errors_total`, and the connection goes on, as for an
+//! event refused in a publish. (A message that is not JSON is a
+//! `bad_message`, in serde_json's words, as before.)
 //! - An event's `data` written by its producer over several lines arrives
 //!   on one (newlines between JSON tokens become spaces).
 
-use busbar_event::{json_string, json_string_len, render_event, rendered_len, Event, StreamName};
+use busbar_event::{
+    json_string, json_string_len, render_event, rendered_len, Event, EventError, StreamName,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -230,6 +244,20 @@ impl<'a> ClientOp<'a> {
     }
 }
 
+/// Checks a client message against the input limits before serde_json
+/// reads it: nested at most `max_depth + 2` deep, so that the events of a
+/// publish (inside the message and its `events` array) may nest
+/// `max_depth` deep; a refusal for depth is told in an event's terms.
+pub(crate) fn check_message(text: &str, max_depth: usize) -> Result<(), EventError> {
+    busbar_event::check_json(text.as_bytes(), max_depth + 2).map_err(|e| match e {
+        EventError::TooDeep { .. } => EventError::TooDeep {
+            depth: max_depth + 1,
+            limit: max_depth,
+        },
+        other => other,
+    })
+}
+
 /// Parses `from`.
 pub(crate) fn parse_from(raw: Option<&RawValue>) -> Result<From, &'static str> {
     const BAD: &str = "`from` is \"live\", an id \"<ms>-<seq>\" or {\"time\": <ms>}";
@@ -288,6 +316,42 @@ pub fn error_frame(reason: &str, message: &str, reference: Option<u64>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_checked_in_an_events_terms() {
+        let publish = |depth: usize| {
+            let n = depth - 1;
+            format!(
+                r#"{{"op":"publish","events":[{{"type":"t","d":{}1{}}}]}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert_eq!(check_message(&publish(64), 64), Ok(()));
+        assert_eq!(
+            check_message(&publish(65), 64),
+            Err(EventError::TooDeep {
+                depth: 65,
+                limit: 64
+            })
+        );
+        let deep_from = format!(
+            r#"{{"op":"subscribe","id":"a","from":{}"#,
+            "[".repeat(100_000)
+        );
+        assert!(matches!(
+            check_message(&deep_from, 64),
+            Err(EventError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            check_message(r#"{"op":"publish","ref":1e999,"event":{"type":"t"}}"#, 64),
+            Err(EventError::InvalidNumber { .. })
+        ));
+        assert!(matches!(
+            check_message(r#"{"op":"subscribe","id":"\ud800"}"#, 64),
+            Err(EventError::MalformedJson { .. })
+        ));
+    }
 
     #[test]
     fn parses_ops_and_from() {

@@ -73,7 +73,7 @@ impl Batcher {
         engine: Arc<Engine>,
         transport: Transport,
         principal: Principal,
-        max_line: usize,
+        limits: Limits,
         acks: bool,
     ) -> Self {
         let default_stream = engine.default_stream(&principal);
@@ -83,14 +83,12 @@ impl Batcher {
             transport,
             principal,
             default_stream,
-            limits: Limits {
-                max_event_bytes: max_line,
-            },
+            limits,
             acks,
             live: false,
             fresh: true,
             max_batch,
-            max_chunk_bytes: (4 * 1024 * 1024).max(max_line * 2),
+            max_chunk_bytes: (4 * 1024 * 1024).max(limits.max_event_bytes * 2),
             batches: Vec::new(),
             slots: Vec::new(),
             bytes: 0,
@@ -273,6 +271,13 @@ mod tests {
     use busbar_engine::{Auth, EngineConfig};
     use busbar_store::memory::MemoryStore;
 
+    fn limits() -> Limits {
+        Limits {
+            max_event_bytes: 1024,
+            ..Limits::default()
+        }
+    }
+
     fn engine(max_batch_events: usize) -> Arc<Engine> {
         Engine::builder(Arc::new(MemoryStore::new()))
             .auth(Auth::default())
@@ -285,7 +290,13 @@ mod tests {
 
     #[test]
     fn groups_by_stream_in_order_and_splits_at_the_batch_limit() {
-        let mut b = Batcher::new(engine(2), Transport::Unix, Principal::Trusted, 1024, true);
+        let mut b = Batcher::new(
+            engine(2),
+            Transport::Unix,
+            Principal::Trusted,
+            limits(),
+            true,
+        );
         for line in [
             &br#"{"type":"a"}"#[..],
             br#"{"type":"b","stream":"s2"}"#,
@@ -324,7 +335,7 @@ mod tests {
 
     #[test]
     fn without_acks_no_slots_are_kept() {
-        let mut b = Batcher::new(engine(10), Transport::Tcp, Principal::Open, 1024, false);
+        let mut b = Batcher::new(engine(10), Transport::Tcp, Principal::Open, limits(), false);
         b.push_line(br#"{"type":"a"}"#);
         b.push_line(b"{");
         let chunk = b.take();

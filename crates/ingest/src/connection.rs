@@ -74,7 +74,8 @@ impl Peer {
 pub(crate) struct ConnectionContext {
     pub(crate) engine: Arc<Engine>,
     pub(crate) transport: Transport,
-    pub(crate) max_line: usize,
+    /// The line size (`max_event_bytes`) and depth limits of every line.
+    pub(crate) limits: busbar_event::Limits,
     /// See [`crate::IngestOptions::first_line_timeout`].
     pub(crate) first_line_timeout: Duration,
     /// See [`crate::IngestOptions::idle_timeout`] (zero: never).
@@ -149,8 +150,8 @@ impl ConnectionContext {
     ) -> Option<Switch> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let first_limit = match unauthenticated {
-            Some(_) => self.unauthenticated_bytes.min(self.max_line),
-            None => self.max_line,
+            Some(_) => self.unauthenticated_bytes.min(self.limits.max_event_bytes),
+            None => self.limits.max_event_bytes,
         };
         let mut splitter = LineSplitter::new(first_limit);
         let mut batcher: Option<Batcher> = None;
@@ -270,7 +271,7 @@ impl ConnectionContext {
                 }
                 // Known now: its place among the unauthenticated goes back.
                 unauthenticated = None;
-                splitter.set_limit(self.max_line);
+                splitter.set_limit(self.limits.max_event_bytes);
             }
             if let Some(e) = refused.take() {
                 let _ = tx.send(Work::Refuse(e)).await;
@@ -346,7 +347,7 @@ impl ConnectionContext {
             self.engine.clone(),
             self.transport,
             principal,
-            self.max_line,
+            self.limits,
             acks,
         )
         .with_live(self.live.is_some())

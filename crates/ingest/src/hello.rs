@@ -43,7 +43,7 @@ impl ConnectionContext {
                 _ => auth.authenticate(token),
             }
         };
-        if let Some(hello) = parse_hello(line) {
+        if let Some(hello) = parse_hello(line, self.limits.max_depth) {
             return match hello {
                 Ok(h) => match principal_for(h.token.as_deref()) {
                     Ok(principal) => First::Hello {
@@ -66,10 +66,7 @@ impl ConnectionContext {
             };
         }
         // A connection that opens with a group op wants answers.
-        let limits = busbar_event::Limits {
-            max_event_bytes: self.max_line,
-        };
-        let kind = busbar_event::parse_line_with(line, &limits, &mut StreamNames::new(1));
+        let kind = busbar_event::parse_line_with(line, &self.limits, &mut StreamNames::new(1));
         self.no_hello(Some(kind))
     }
 
@@ -99,10 +96,13 @@ impl ConnectionContext {
 }
 
 /// `Some` when the line is a hello: `Ok` if understood, `Err(message)` if
-/// it names `hello` but is not a valid one.
-fn parse_hello(line: &[u8]) -> Option<Result<Hello, String>> {
+/// it names `hello` but is not a valid one. A line past the limits
+/// (`max_depth`, the number rules) is no hello: it is then refused as the
+/// event or op it claims to be, for that reason.
+fn parse_hello(line: &[u8], max_depth: usize) -> Option<Result<Hello, String>> {
     // Cheap test first: most first lines are events.
     memchr::memmem::find(line, b"\"hello\"")?;
+    busbar_event::check_json(line, max_depth).ok()?;
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let object = value.as_object()?;
     let hello = object.get("hello")?;
@@ -122,15 +122,28 @@ mod tests {
 
     #[test]
     fn hello_detection() {
-        assert!(parse_hello(br#"{"type":"t"}"#).is_none());
-        assert!(parse_hello(br#"{"type":"t","data":"hello"}"#).is_none());
-        assert!(parse_hello(br#"{"type":"t","hello":1}"#).unwrap().is_err());
-        let h = parse_hello(br#"{"hello":{"acks":true,"token":"x"}}"#)
+        assert!(parse_hello(br#"{"type":"t"}"#, 64).is_none());
+        assert!(parse_hello(br#"{"type":"t","data":"hello"}"#, 64).is_none());
+        assert!(parse_hello(br#"{"type":"t","hello":1}"#, 64)
+            .unwrap()
+            .is_err());
+        let h = parse_hello(br#"{"hello":{"acks":true,"token":"x"}}"#, 64)
             .unwrap()
             .unwrap();
         assert!(h.acks);
         assert_eq!(h.token.as_deref(), Some("x"));
-        assert!(!parse_hello(br#"{"hello":{}}"#).unwrap().unwrap().acks);
-        assert!(parse_hello(br#"{"hello":{"ack":true}}"#).unwrap().is_err());
+        assert!(!parse_hello(br#"{"hello":{}}"#, 64).unwrap().unwrap().acks);
+        assert!(parse_hello(br#"{"hello":{"ack":true}}"#, 64)
+            .unwrap()
+            .is_err());
+        // Past the limits a line is not read as a hello at all.
+        let deep = format!(
+            r#"{{"hello":{{"acks":true}},"x":{}{}}}"#,
+            "[".repeat(8),
+            "]".repeat(8)
+        );
+        assert!(parse_hello(deep.as_bytes(), 64).unwrap().is_err());
+        assert!(parse_hello(deep.as_bytes(), 4).is_none());
+        assert!(parse_hello(br#"{"hello":{"acks":true},"n":1e999}"#, 64).is_none());
     }
 }

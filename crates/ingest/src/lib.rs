@@ -32,10 +32,10 @@
 //! {"error":"malformed_json","message":"malformed JSON: expected value at line 1 column 1"}
 //! ```
 //!
-//! `error` is a stable reason (`malformed_json`, `missing_type`,
-//! `invalid_field`, `too_large`, `invalid_stream`, `wrong_tenant`,
-//! `forbidden`, `shutting_down`, `storage_error`...); `message` says what was
-//! wrong. A bad event never closes the connection: the next line is read as
+//! `error` is a stable reason (`malformed_json`, `too_deep`,
+//! `invalid_number`, `missing_type`, `invalid_field`, `too_large`,
+//! `invalid_stream`, `wrong_tenant`, `forbidden`, `shutting_down`,
+//! `storage_error`...); `message` says what was wrong. A bad event never closes the connection: the next line is read as
 //! usual. Blank lines are ignored and get no answer.
 //!
 //! A line longer than `max_line_bytes` is discarded up to its newline and

@@ -61,6 +61,9 @@ pub struct IngestOptions {
     pub budget: Option<busbar_listen::Budget>,
     /// The Unix socket's share.
     pub unix_budget: Option<busbar_listen::Budget>,
+    /// Deepest nesting of an event line or op line (the line's object is
+    /// depth 1); a deeper line is answered `too_deep`.
+    pub max_depth: usize,
 }
 
 impl Default for IngestOptions {
@@ -77,6 +80,7 @@ impl Default for IngestOptions {
             drain_timeout: Duration::from_secs(10),
             budget: None,
             unix_budget: None,
+            max_depth: busbar_event::Limits::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -158,7 +162,10 @@ impl Ingest {
         ConnectionContext {
             engine: self.engine.clone(),
             transport,
-            max_line: self.options.max_line_bytes,
+            limits: busbar_event::Limits {
+                max_event_bytes: self.options.max_line_bytes,
+                max_depth: self.options.max_depth,
+            },
             first_line_timeout: self.options.first_line_timeout,
             idle_timeout: self.options.idle_timeout,
             unauthenticated_bytes: self.options.unauthenticated_bytes,

@@ -30,6 +30,7 @@ async fn start(tokens: Vec<TokenSpec>, max_connections: usize) -> Server {
             max_line_bytes: 256,
             max_connections,
             drain_timeout: Duration::from_secs(2),
+            max_depth: 8,
             ..IngestOptions::default()
         },
     )
@@ -146,6 +147,71 @@ async fn acks_in_order_with_errors_and_half_close() {
     );
     assert_eq!(stream_len(&s.engine, "events").await, 2);
     assert_eq!(stream_len(&s.engine, "other").await, 1);
+}
+
+/// The server's `max_depth` is 8: lines past it, or holding numbers or
+/// escapes no reader could take back, are answered with their reason,
+/// counted, and the connection goes on.
+#[tokio::test]
+async fn lines_past_the_input_limits_are_refused_with_their_reason() {
+    let s = start(vec![], 16).await;
+    let nested = |depth: usize| {
+        let n = depth - 1;
+        format!(
+            "{{\"type\":\"t\",\"d\":{}1{}}}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    let deep_op = format!(
+        "{{\"op\":\"ack\",\"group\":\"g\",\"x\":{}1{}}}\n",
+        "[".repeat(8),
+        "]".repeat(8)
+    );
+    // Unclosed past the limit: refused for its depth, not read to its end.
+    let endless = format!("{{\"type\":\"t\",\"d\":{}\n", "[".repeat(200));
+    let input = [
+        "{\"hello\":{\"acks\":true}}\n",
+        &nested(8),
+        &nested(9),
+        &deep_op,
+        "{\"type\":\"t\",\"n\":1e999}\n",
+        "{\"type\":\"t\",\"n\":123456789012345678901234567890123456789012345}\n",
+        "{\"type\":\"t\",\"s\":\"\\ud800\"}\n",
+        &endless,
+        "{\"type\":\"t\",\"n\":1.5e300,\"s\":\"\\ud83d\\ude00\"}\n",
+    ]
+    .concat();
+    let c = UnixStream::connect(&s.unix).await.unwrap();
+    let (r, mut w) = c.into_split();
+    w.write_all(input.as_bytes()).await.unwrap();
+    w.shutdown().await.unwrap();
+    let answers = read_lines(r).await;
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| a["error"].as_str().unwrap_or("id"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "id",
+            "too_deep",
+            "too_deep",
+            "invalid_number",
+            "invalid_number",
+            "malformed_json",
+            "too_deep",
+            "id"
+        ]
+    );
+    assert_eq!(
+        answers[1]["message"],
+        "nesting depth 9 is over the limit of 8"
+    );
+    assert_eq!(stream_len(&s.engine, "events").await, 2);
+    let errors = &s.engine.metrics().ingest_errors;
+    assert_eq!(errors.get(["unix", "too_deep"]).get(), 3);
+    assert_eq!(errors.get(["unix", "invalid_number"]).get(), 2);
 }
 
 #[tokio::test]

@@ -830,3 +830,107 @@ async fn a_protocol_error_is_closed_with_1002() {
         "{answer:?}"
     );
 }
+
+/// `max_depth` 8: messages past the input limits are answered with their
+/// reason and counted, a publish's events are held to the same limits as
+/// on any transport, and the connection goes on.
+#[tokio::test]
+async fn messages_past_the_input_limits_are_refused_and_the_connection_goes_on() {
+    let config = LiveConfig {
+        max_depth: 8,
+        ..LiveConfig::default()
+    };
+    let s = server(config, vec![]).await;
+    let mut ws = connect(&s, "").await;
+    let nested = |depth: usize| {
+        let n = depth - 1;
+        format!(
+            r#"{{"type":"t","stream":"s","d":{}1{}}}"#,
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    let raw = |text: String| Message::Text(text.into());
+    // At the limit: published, in `events` and as `event`.
+    ws.send(raw(format!(
+        r#"{{"op":"publish","ref":1,"events":[{}]}}"#,
+        nested(8)
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut ws, "ack").await["ref"], 1);
+    ws.send(raw(format!(
+        r#"{{"op":"publish","ref":2,"event":{}}}"#,
+        nested(8)
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut ws, "ack").await["ref"], 2);
+    for message in [
+        format!(r#"{{"op":"publish","ref":3,"events":[{}]}}"#, nested(9)),
+        format!(r#"{{"op":"publish","ref":4,"event":{}}}"#, nested(9)),
+        format!(
+            r#"{{"op":"publish","ref":5,"event":{{"type":"t","d":{}"#,
+            "[".repeat(100_000)
+        ),
+        format!(
+            r#"{{"op":"subscribe","id":"a","from":{}"#,
+            "{\"a\":".repeat(100_000)
+        ),
+        r#"{"op":"publish","ref":6,"event":{"type":"t","n":1e999}}"#.to_owned(),
+        r#"{"op":"publish","ref":7,"event":{"type":"t","s":"\udc00"}}"#.to_owned(),
+    ] {
+        ws.send(raw(message)).await.unwrap();
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..6 {
+        let e = next_of(&mut ws, "error").await;
+        reasons.push((e["error"].as_str().unwrap().to_owned(), e["ref"].clone()));
+        if e["error"] == "too_deep" {
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("nesting depth 9 is over the limit of 8"),
+                "{e}"
+            );
+        }
+    }
+    let reasons: Vec<(&str, Value)> = reasons
+        .iter()
+        .map(|(r, f)| (r.as_str(), f.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("too_deep", Value::Null),
+            // Within the message's own limit: refused as the event it is.
+            ("too_deep", Value::from(4)),
+            ("too_deep", Value::Null),
+            ("too_deep", Value::Null),
+            ("invalid_number", Value::Null),
+            // Not one of the limits: refused as the event it is.
+            ("malformed_json", Value::from(7)),
+        ]
+    );
+    send(&mut ws, serde_json::json!({"op":"ping"})).await;
+    next_of(&mut ws, "pong").await;
+    let stored = s
+        .engine
+        .read(
+            &busbar_engine::Principal::Trusted,
+            &StreamName::new("s").unwrap(),
+            ReadQuery::all(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    let metrics = s.engine.registry().render();
+    for counted in [
+        r#"busbar_ingest_errors_total{transport="ws",reason="too_deep"} 4"#,
+        r#"busbar_ingest_errors_total{transport="ws",reason="invalid_number"} 1"#,
+        r#"busbar_ingest_errors_total{transport="ws",reason="malformed_json"} 1"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
+}

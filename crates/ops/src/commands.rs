@@ -129,9 +129,21 @@ impl Ops {
     }
 }
 
-/// `{"cmd":"name","args":{..}}` or `name [json-args]`.
+/// `{"cmd":"name","args":{..}}` or `name [json-args]`. The JSON is held
+/// to the default input limits ([`busbar_event::check_json`]) before
+/// serde_json reads it: a command's arguments are a few flat members, and
+/// the command socket gets no deeper text than the event transports do.
 fn parse_line(line: &str) -> Result<(String, Value), String> {
+    let within = |json: &str| match busbar_event::check_json(
+        json.as_bytes(),
+        busbar_event::Limits::DEFAULT_MAX_DEPTH,
+    ) {
+        // Not JSON: serde_json says why, below.
+        Ok(()) | Err(busbar_event::EventError::MalformedJson { .. }) => Ok(()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    };
     if line.starts_with('{') {
+        within(line)?;
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Line {
@@ -148,6 +160,7 @@ fn parse_line(line: &str) -> Result<(String, Value), String> {
     let args = if rest.trim().is_empty() {
         Value::Null
     } else {
+        within(rest.trim())?;
         serde_json::from_str(rest.trim()).map_err(|e| format!("invalid JSON arguments: {e}"))?
     };
     Ok((name.to_owned(), args))
@@ -286,6 +299,21 @@ mod tests {
         assert_eq!(d["error"], "bad_command");
         let e = ops.handle_line("health [1]").await;
         assert_eq!(e["error"], "bad_command");
+        // Past the input limits, before serde_json reads it.
+        let deep = format!("rotate {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let f = ops.handle_line(&deep).await;
+        assert_eq!(f["error"], "bad_command");
+        assert!(
+            f["message"].as_str().unwrap().contains("nesting depth 65"),
+            "{f}"
+        );
+        let g = ops
+            .handle_line(r#"{"cmd":"rotate","args":{"n":1e999}}"#)
+            .await;
+        assert!(
+            g["message"].as_str().unwrap().contains("number at byte"),
+            "{g}"
+        );
         let m = ops.engine().metrics();
         assert_eq!(m.command_seconds.get(["unknown"]).count(), 1);
         assert_eq!(m.command_seconds.get(["health"]).count(), 2);

@@ -170,6 +170,7 @@ async fn oversize_bodies_and_batches_get_413() {
             max_body_bytes: 1024,
             event_limits: Limits {
                 max_event_bytes: 100,
+                ..Limits::default()
             },
             ..HttpConfig::default()
         },
@@ -252,4 +253,148 @@ async fn publish_can_trim_in_the_same_call() {
         .await
         .expect(400);
     assert_eq!(reply.reason(), "invalid_param");
+}
+
+/// Bodies past the input limits (max_depth 8 here) are refused with the
+/// reason, on publish and on every other JSON body, and counted.
+#[tokio::test]
+async fn bodies_past_the_input_limits_are_refused_with_their_reason() {
+    let server = Server::start(Setup {
+        http: HttpConfig {
+            event_limits: Limits {
+                max_depth: 8,
+                ..Limits::default()
+            },
+            ..HttpConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let nested = |depth: usize| {
+        let n = depth - 1;
+        format!(r#"{{"type":"t","d":{}1{}}}"#, "[".repeat(n), "]".repeat(n))
+    };
+    let pretty_deep = format!(
+        "{{\n  \"type\": \"t\",\n  \"d\": {}1{}\n}}",
+        "[".repeat(8),
+        "]".repeat(8)
+    );
+    let hundred_thousand = format!(
+        r#"{{"type":"t","d":{}1{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cases: Vec<(String, bool, &str, Option<u64>)> = vec![
+        (nested(9), false, "too_deep", Some(0)),
+        (pretty_deep, false, "too_deep", Some(0)),
+        (hundred_thousand, false, "too_deep", Some(0)),
+        (
+            format!("[{},{}]", nested(2), nested(9)),
+            false,
+            "too_deep",
+            None,
+        ),
+        (
+            format!("{}\n{}\n", nested(2), nested(9)),
+            false,
+            "too_deep",
+            Some(1),
+        ),
+        (
+            format!("{}\n{}\n", nested(9), nested(2)),
+            true,
+            "too_deep",
+            Some(0),
+        ),
+        (
+            r#"{"type":"t","n":1e999}"#.to_owned(),
+            false,
+            "invalid_number",
+            Some(0),
+        ),
+        (
+            r#"[{"type":"t"},{"type":"t","n":-1e400}]"#.to_owned(),
+            false,
+            "invalid_number",
+            None,
+        ),
+        (
+            r#"{"type":"t","n":12345678901234567890123456789012345678901}"#.to_owned(),
+            false,
+            "invalid_number",
+            Some(0),
+        ),
+        (
+            r#"{"type":"t","s":"\udc00"}"#.to_owned(),
+            false,
+            "malformed_json",
+            Some(0),
+        ),
+    ];
+    for (body, ndjson, reason, index) in &cases {
+        let call = server.post(EVENTS);
+        let call = if *ndjson {
+            call.ndjson(body)
+        } else {
+            call.body(body.clone())
+        };
+        let reply = call.send().await.expect(400);
+        let shown = &body[..body.len().min(60)];
+        assert_eq!(reply.reason(), *reason, "{shown}");
+        assert_eq!(reply.json()["index"].as_u64(), *index, "{shown}");
+        if *reason == "too_deep" {
+            let message = reply.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                message.ends_with("nesting depth 9 is over the limit of 8"),
+                "{message}"
+            );
+        }
+    }
+    // At the limit, in an array too: accepted, and read back.
+    server
+        .post(EVENTS)
+        .body(format!("[{}]", nested(8)))
+        .send()
+        .await
+        .expect(201);
+    let read = server.get(EVENTS).send().await.expect(200).json();
+    assert_eq!(read["events"].as_array().unwrap().len(), 1);
+    let metrics = server.engine.render_metrics().await;
+    assert!(
+        metrics.contains(r#"busbar_ingest_errors_total{transport="http",reason="too_deep"} 6"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"busbar_ingest_errors_total{transport="http",reason="invalid_number"} 3"#),
+        "{metrics}"
+    );
+
+    // Other JSON bodies: the same limits, the same reasons.
+    let deep_create = format!(
+        r#"{{"name":"g","x":{}1{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let reply = server
+        .post("/api/streams/orders/groups")
+        .body(deep_create)
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "too_deep");
+    let reply = server
+        .post("/api/streams/orders/groups")
+        .body(r#"{"name":"g","max_deliver":1e999}"#)
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "invalid_number");
+    let reply = server
+        .post("/api/streams/orders/groups")
+        .body(r#"{"name":"g""#)
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(reply.reason(), "invalid_body");
 }

@@ -8,6 +8,7 @@ mod group_client;
 mod group_crash;
 mod harness;
 mod hostile;
+mod input;
 mod limits;
 mod live;
 mod socket_live;
