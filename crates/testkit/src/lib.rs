@@ -382,12 +382,22 @@ impl Daemon {
         Ok((status, text))
     }
 
-    /// `/metrics` as text.
+    /// `/metrics` as text, asked without a token (open while the daemon
+    /// has none configured).
     ///
     /// # Errors
     /// [`Error::Http`], also for a status other than 200.
     pub fn metrics(&self) -> Result<String, Error> {
-        match self.http("GET", "/metrics", None, None)? {
+        self.metrics_as(None)
+    }
+
+    /// `/metrics` as text, asked with `token` (one with the `metrics` or
+    /// `admin` scope when tokens are configured).
+    ///
+    /// # Errors
+    /// [`Error::Http`], also for a status other than 200.
+    pub fn metrics_as(&self, token: Option<&str>) -> Result<String, Error> {
+        match self.http("GET", "/metrics", token, None)? {
             (200, text) => Ok(text),
             (status, _) => Err(Error::Http {
                 method: "GET".to_owned(),

@@ -84,7 +84,7 @@ fn http_addr(d: &Daemon) -> SocketAddr {
 }
 
 fn metric(d: &Daemon, prefix: &str) -> f64 {
-    let text = d.metrics().unwrap();
+    let text = d.metrics_as(Some(TOKEN)).unwrap();
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -198,7 +198,7 @@ fn a_crowd_of_silent_slow_and_unauthenticated_connections_locks_nobody_out() {
     }
     let slow = trickle.join().unwrap();
     // The limits answered with their reasons.
-    let text = d.metrics().unwrap();
+    let text = d.metrics_as(Some(TOKEN)).unwrap();
     for line in [
         r#"busbar_connections_rejected_total{transport="tcp",reason="too_many_from_peer"}"#,
         r#"busbar_connections_rejected_total{transport="tcp",reason="too_many_unauthenticated"}"#,
@@ -309,7 +309,7 @@ fn the_descriptor_budget_degrades_one_listener_and_spares_the_others() {
     assert!(line.contains("out_of_descriptors"), "{line}");
     // ...and only TCP is degraded: HTTP, the Unix socket and WebSocket
     // still serve, and /metrics says what happened.
-    let text = d.metrics().unwrap();
+    let text = d.metrics_as(Some(TOKEN)).unwrap();
     assert!(
         text.contains(
             r#"busbar_connections_rejected_total{transport="tcp",reason="out_of_descriptors"} 1"#
