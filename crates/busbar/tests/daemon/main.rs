@@ -265,7 +265,8 @@ fn sigkill_loses_no_acknowledged_event() {
                 for line in std::io::BufReader::new(socket).lines() {
                     let Ok(line) = line else { break };
                     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                    got.push(v["id"].as_str().expect("only ids").to_owned());
+                    let id = v["id"].as_str();
+                    got.push(id.unwrap_or_else(|| panic!("an id, not {line}")).to_owned());
                 }
                 got
             });
