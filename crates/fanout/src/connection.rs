@@ -8,8 +8,6 @@
 //! [`Outgoing`] messages (one write and one flush per batch).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,71 +24,9 @@ use crate::rooms::Room;
 use crate::sockets::{Role, SocketGuard};
 use crate::subscribe::{self, Filter, Outbox};
 
-use crate::{CloseReason, Fanout, FanoutError, Outgoing, Text};
+use crate::{CloseReason, Fanout, FanoutError, Outgoing};
 
-/// What a client sent.
-#[derive(Debug)]
-pub enum Incoming {
-    /// A text message: one op.
-    Text(Text),
-    /// Something that is not an op; answered with this error, and the
-    /// connection goes on.
-    Refused {
-        /// A stable reason (`too_large`, `bad_message`, `unsupported`).
-        reason: &'static str,
-        /// What was wrong.
-        message: String,
-    },
-    /// A sign of life without content (a WebSocket ping or pong).
-    Heard,
-    /// The client sent a close frame: it is answered with one.
-    CloseFrame,
-    /// The connection failed.
-    Closed,
-    /// The client's input ended (a socket's end of file): answers already
-    /// due are written before the connection closes.
-    End,
-    /// The client broke the transport's rules (a message over the size
-    /// limit, a protocol error): the connection is closed with this reason,
-    /// which a WebSocket client gets as its close frame's code.
-    Violation(CloseReason),
-}
-
-/// The receiving half of a connection.
-pub trait Inbound: Send + 'static {
-    /// The next thing the client sent.
-    ///
-    /// # Cancel safety
-    /// Must be cancel safe: nothing may be lost when it is cancelled.
-    fn next(&mut self) -> impl Future<Output = Incoming> + Send;
-
-    /// Whether the transport has heartbeats the client answers without
-    /// knowing (WebSocket pings). Without them a quiet client is not taken
-    /// for a dead one: the transport relies on the kernel and the write
-    /// deadline instead.
-    fn has_heartbeats(&self) -> bool;
-}
-
-/// Whether a writer goes on after a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Write the next batch.
-    More,
-    /// An [`Outgoing::Close`] was written: stop.
-    Done,
-}
-
-/// The sending half of a connection.
-pub trait Outbound: Send + 'static {
-    /// Writes `batch` (draining it) and flushes once; stops after an
-    /// [`Outgoing::Close`].
-    fn write(&mut self, batch: &mut Vec<Outgoing>)
-        -> impl Future<Output = io::Result<Flow>> + Send;
-
-    /// Ends the connection's output (a close frame, or the socket's end of
-    /// file).
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
-}
+pub use crate::transport::{Flow, Inbound, Incoming, Outbound};
 
 /// The close reason of connections the hub closes as busbar shuts down.
 const GOING_AWAY: CloseReason = CloseReason {

@@ -44,6 +44,7 @@ pub mod rooms;
 pub mod sessions;
 pub mod sockets;
 mod subscribe;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
