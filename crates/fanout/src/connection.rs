@@ -34,7 +34,8 @@ const GOING_AWAY: CloseReason = CloseReason {
     reason: "going away",
 };
 
-/// How long a client that sent a close frame waits for the answering one.
+/// How long a closing connection waits for its last frame to be written:
+/// the answer to a client's close frame, or a too-slow client's 1008.
 const GOODBYE: Duration = Duration::from_secs(1);
 
 /// Most messages the writer encodes before one flush to the socket.
@@ -215,6 +216,11 @@ pub async fn serve<I: Inbound, O: Outbound>(
             }
         })
         .await;
+    } else if queue.is_closing() {
+        // Cut off for being too slow: its close frame is the one message
+        // left, written after the batch in flight, within a second or not
+        // at all.
+        let _ = tokio::time::timeout(GOODBYE, &mut writer).await;
     }
     queue.close();
     if goodbye {

@@ -25,6 +25,9 @@ pub(crate) struct Closed;
 struct State {
     queue: VecDeque<Message>,
     closed: bool,
+    /// Only the last message is left to write (see
+    /// [`SendQueue::close_with`]): pushes fail, the writer takes it.
+    closing: bool,
 }
 
 /// See the module docs.
@@ -45,6 +48,7 @@ impl SendQueue {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
+                closing: false,
             }),
             capacity: capacity.max(1),
             readable: Notify::new(),
@@ -60,7 +64,7 @@ impl SendQueue {
     /// Queues `msg` if there is room now, or hands it back.
     fn push_if_room(&self, msg: Message) -> Result<Option<Message>, Closed> {
         let mut state = self.state.lock();
-        if state.closed {
+        if state.closed || state.closing {
             return Err(Closed);
         }
         if state.queue.len() >= self.capacity {
@@ -84,7 +88,7 @@ impl SendQueue {
         count: usize,
     ) -> Result<usize, Closed> {
         let mut state = self.state.lock();
-        if state.closed {
+        if state.closed || state.closing {
             return Err(Closed);
         }
         let was_empty = state.queue.is_empty();
@@ -159,6 +163,28 @@ impl SendQueue {
         self.writable.notify_waiters();
     }
 
+    /// Drops what is queued and leaves `last` (a close frame) as the only
+    /// message still to write: pushes fail from now on, the writer takes
+    /// `last` next. For a client that cannot keep up, so it learns why it
+    /// is cut off without waiting behind what it could not take.
+    pub(crate) fn close_with(&self, last: Message) {
+        let mut state = self.state.lock();
+        if state.closed || state.closing {
+            return;
+        }
+        state.closing = true;
+        state.queue.clear();
+        state.queue.push_back(last);
+        drop(state);
+        self.readable.notify_one();
+        self.writable.notify_waiters();
+    }
+
+    /// Whether [`SendQueue::close_with`] was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().closing
+    }
+
     /// Whether the queue was closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().closed
@@ -174,6 +200,20 @@ mod tests {
 
     fn text(s: &'static str) -> Message {
         Message::Text(crate::Text::from_static(s))
+    }
+
+    #[tokio::test]
+    async fn close_with_leaves_only_the_last_message() {
+        let q = SendQueue::new(2);
+        assert_eq!(q.try_push(text("a")), Ok(true));
+        assert_eq!(q.try_push(text("b")), Ok(true));
+        q.close_with(Message::Close(None));
+        assert!(q.is_closing());
+        assert_eq!(q.try_push(text("c")), Err(Closed));
+        assert_eq!(q.push(text("d")).await, Err(Closed));
+        let mut out = Vec::new();
+        assert!(q.pop_many(&mut out, 10).await);
+        assert!(matches!(out.as_slice(), [Message::Close(None)]));
     }
 
     #[tokio::test]

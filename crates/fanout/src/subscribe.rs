@@ -13,7 +13,7 @@ use crate::feed::{Batch, FeedFailure, FeedItem, FeedReceiver, Received};
 use crate::protocol::{event_frame, push_str, SlowPolicy};
 use crate::queue::{Closed, SendQueue};
 use crate::sockets::SocketGuard;
-use crate::{Fanout, Outgoing as Message, Text};
+use crate::{CloseReason, Fanout, Outgoing as Message, Text};
 
 /// Events read from the log at a time when catching up or delaying.
 const LOG_BATCH: usize = 512;
@@ -60,6 +60,13 @@ pub(crate) struct Outbox {
     pub write_deadline: Duration,
 }
 
+/// The close reason of a `slow: "disconnect"` subscriber's connection when
+/// it falls behind the write deadline: a policy close (RFC 6455 1008).
+pub(crate) const TOO_SLOW: CloseReason = CloseReason {
+    code: 1008,
+    reason: "too slow",
+};
+
 /// The connection is gone (or was closed for being too slow).
 pub(crate) struct Gone;
 
@@ -82,6 +89,7 @@ impl Outbox {
                                 "closing a client slower than the write deadline (slow: disconnect)"
                             );
                         }
+                        self.queue.close_with(Message::Close(Some(TOO_SLOW)));
                         let _ = self.close.send(true);
                         false
                     }

@@ -1,7 +1,8 @@
 //! Slow clients through the transport-free connection code, with a wire
 //! whose writes the test controls: a client that takes nothing is closed
 //! after the stall timeout; one that reads slowly keeps its connection and
-//! is told what its lossy subscription skipped.
+//! is told what its lossy subscription skipped, unless it asked to be
+//! disconnected instead (then it is closed with 1008).
 
 use std::io;
 use std::sync::Arc;
@@ -47,7 +48,11 @@ impl Outbound for Client {
         for msg in batch.drain(..) {
             match msg {
                 Outgoing::Text(t) => got.push(t.to_string()),
-                Outgoing::Close(_) => return Ok(Flow::Done),
+                Outgoing::Close(reason) => {
+                    let code = reason.map_or(0, |r| r.code);
+                    got.push(format!("close {code}"));
+                    return Ok(Flow::Done);
+                }
                 Outgoing::Ping => {}
             }
         }
@@ -184,4 +189,37 @@ async fn a_slow_reader_keeps_its_connection_and_is_told_what_it_missed() {
     assert_eq!(hub.metrics().closes.get(["too_slow"]).get(), 0);
     assert_eq!(hub.sockets().len(), 1);
     served.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_subscriber_behind_the_write_deadline_is_closed_with_1008() {
+    let (engine, hub) = hub(FanoutConfig {
+        send_queue: 2,
+        write_deadline: Duration::from_millis(50),
+        stall_timeout: Duration::from_secs(10),
+        ..FanoutConfig::default()
+    });
+    let (tx, got, served) = connect(&hub, Some(Duration::from_millis(100)));
+    tx.send(r#"{"op":"subscribe","id":"d","stream":"s","slow":"disconnect"}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    publish(&engine, 200).await;
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("disconnected")
+        .unwrap();
+    let got = got.lock();
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("close 1008"),
+        "{got:?}"
+    );
+    // Cut off, not drained: far fewer than the 200 events reached it.
+    let events = got
+        .iter()
+        .filter(|m| m.contains(r#""type":"event""#))
+        .count();
+    assert!(events < 200, "{events} events");
+    assert_eq!(hub.metrics().closes.get(["too_slow"]).get(), 1);
 }
