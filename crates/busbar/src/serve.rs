@@ -69,6 +69,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             embedded.segment_bytes = storage.segment_size.bytes();
             embedded.index_interval_bytes = storage.index_interval.bytes();
             embedded.queue_depth = storage.queue_depth;
+            embedded.reserve_bytes = storage.reserve.bytes();
             embedded.on_corruption = match storage.on_corruption {
                 OnCorruption::Fail => CorruptionPolicy::Fail,
                 OnCorruption::Quarantine => CorruptionPolicy::Quarantine,

@@ -14,6 +14,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_DURABILITY", "storage.durability"),
     ("BUSBAR_SEGMENT_SIZE", "storage.segment_size"),
     ("BUSBAR_ON_CORRUPTION", "storage.on_corruption"),
+    ("BUSBAR_STORAGE_RESERVE", "storage.reserve"),
     ("BUSBAR_EVENTS_SOCKET", "ingest.socket"),
     ("BUSBAR_TCP_ADDR", "ingest.tcp_addr"),
     ("BUSBAR_MAX_LINE_BYTES", "ingest.max_line_bytes"),
@@ -72,6 +73,10 @@ fn setter(var: &str) -> Option<Setter> {
         },
         "BUSBAR_ON_CORRUPTION" => |c, v| {
             c.storage.on_corruption = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_STORAGE_RESERVE" => |c, v| {
+            c.storage.reserve = parse(v)?;
             Ok(())
         },
         "BUSBAR_EVENTS_SOCKET" => |c, v| {

@@ -99,6 +99,10 @@ pub struct StorageConfig {
     pub on_corruption: OnCorruption,
     /// Appends waiting for the writer before producers wait.
     pub queue_depth: usize,
+    /// Disk space the embedded store holds in `<data_dir>/RESERVE` and gives
+    /// back when the disk fills up, so consumers can ack and operators trim
+    /// while publishes are refused. 0 turns it off.
+    pub reserve: ByteSize,
     /// `[storage.retention]`: automatic trimming when segments are sealed.
     pub retention: RetentionConfig,
 }
@@ -126,6 +130,7 @@ impl Default for StorageConfig {
             index_interval: ByteSize::kib(16),
             on_corruption: OnCorruption::Fail,
             queue_depth: 4096,
+            reserve: ByteSize::mib(64),
             retention: RetentionConfig::default(),
         }
     }

@@ -25,9 +25,9 @@ pub enum NotReady {
         /// The threshold.
         min_free_bytes: u64,
     },
-    /// The store's last write found its disk full: publishes are refused
-    /// (`storage_full`) until a write succeeds again, which it does by
-    /// itself once space returns. Reads and consumers keep working.
+    /// The store's disk is full: publishes are refused (`storage_full`)
+    /// until space returns, which the store notices by itself. Reads keep
+    /// working, and consumers too while the store's space reserve lasts.
     StorageFull {
         /// The file whose write failed.
         path: String,

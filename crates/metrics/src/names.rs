@@ -101,6 +101,9 @@ pub const STORAGE_WRITE_ERRORS: &str = "busbar_storage_write_errors_total";
 /// 0 when the store takes writes, 1 while its disk is full, 2 while its
 /// writes fail for another reason.
 pub const STORAGE_WRITE_STATE: &str = "busbar_storage_write_state";
+/// Bytes the store's space reserve holds (0 while it is given back to a
+/// full disk, or off).
+pub const STORAGE_RESERVE_BYTES: &str = "busbar_storage_reserve_bytes";
 /// Failed accepts, by transport and reason (`out_of_descriptors`, `other`).
 pub const ACCEPT_ERRORS: &str = "busbar_accept_errors_total";
 /// Connections closed by a deadline, by transport and which

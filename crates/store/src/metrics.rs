@@ -1,10 +1,11 @@
 //! What a store records as it writes: group commits and the events they
-//! covered, `fdatasync` times, and failed writes by kind. The store keeps
-//! the instruments; the daemon registers them for `/metrics`.
+//! covered, `fdatasync` times, failed writes by kind, and the bytes its
+//! space reserve holds. The store keeps the instruments; the daemon
+//! registers them for `/metrics`.
 
 use std::time::Duration;
 
-use busbar_metrics::{names, Collector, Counter, Encoder, Family, Histogram, Kind};
+use busbar_metrics::{names, Collector, Counter, Encoder, Family, Gauge, Histogram, Kind};
 
 /// A store's write-path metrics.
 #[derive(Debug)]
@@ -17,6 +18,9 @@ pub struct StoreMetrics {
     pub fsync_seconds: Histogram,
     /// Writes and syncs that failed, by kind (`full`, `io`).
     pub write_errors: Family<Counter, 1>,
+    /// Bytes the space reserve holds now (0 while it is given back to a
+    /// full disk, or off).
+    pub reserve_bytes: Gauge,
 }
 
 impl Default for StoreMetrics {
@@ -26,6 +30,7 @@ impl Default for StoreMetrics {
             commit_events: Counter::default(),
             fsync_seconds: Histogram::default(),
             write_errors: Family::new(["kind"]),
+            reserve_bytes: Gauge::default(),
         }
     }
 }
@@ -64,5 +69,11 @@ impl Collector for StoreMetrics {
             "Writes and fdatasyncs the disk failed, by kind (full: no space or quota; io: any other error).",
             &self.write_errors,
         );
+        out.header(
+            names::STORAGE_RESERVE_BYTES,
+            Kind::Gauge,
+            "Bytes the space reserve holds (0 while it is given back to a full disk, or off).",
+        );
+        out.sample(names::STORAGE_RESERVE_BYTES, &[], self.reserve_bytes.get());
     }
 }

@@ -1,9 +1,10 @@
 //! End-to-end tests of the `busbar serve` binary: the same scenarios over
-//! the Unix socket, TCP and HTTP, bad input, authentication, shutdown and
-//! crash recovery.
+//! the Unix socket, TCP and HTTP, bad input, authentication, shutdown,
+//! crash recovery and a full disk.
 
 mod churn;
 mod consume;
+mod full_disk;
 mod group_client;
 mod group_crash;
 mod harness;

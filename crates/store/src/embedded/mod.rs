@@ -16,11 +16,13 @@
 //!   [`CorruptionPolicy::Quarantine`] says so.
 //! - A full or failing disk fails the writes it touches, never the store:
 //!   reads go on, and writing resumes by itself once the disk takes writes
-//!   again.
+//!   again. With a space reserve, consumers and trims go on too while the
+//!   disk is full (see [A full disk](#a-full-disk)).
 //!
 //! # Layout
 //! ```text
 //! <dir>/LOCK                              exclusive lock: one process per directory
+//! <dir>/RESERVE                           space reserve (EmbeddedConfig::reserve_bytes)
 //! <dir>/streams/<stream>/<n:020>.seg      segment n of a stream (the last is active)
 //! <dir>/streams/<stream>/<n:020>.idx      index of sealed segment n (a cache)
 //! <dir>/quarantine/<stream>/              damaged segments set aside on open
@@ -105,7 +107,9 @@
 //! A storage error is a state, not the end. [`Store::write_health`](crate::Store::write_health) says
 //! `Full` (`ENOSPC`, `EDQUOT`: [`StoreError::Full`]) or `Failed` (any other
 //! I/O error: [`StoreError::Io`]) from the first failure until a write
-//! succeeds again; [`StoreError::Closed`] only ever follows `close()`.
+//! succeeds again (with a space reserve, `Full` lasts until the reserve is
+//! back: see [A full disk](#a-full-disk)); [`StoreError::Closed`] only ever
+//! follows `close()`.
 //!
 //! - **A write fails** (an append, a control record, a group op, a dead
 //!   letter, creating the next segment on a roll, an index file): that
@@ -146,6 +150,36 @@
 //! - **A read fails** (`EIO`): that read returns [`StoreError::Io`], never
 //!   fewer events; nothing else changes.
 //!
+//! # A full disk
+//! Group operations (deliveries, acks, nacks, dead-letter moves), trims and
+//! deletions are records in the segments like events, so a disk with no
+//! room left would stop consumers from acking and operators from trimming.
+//! The store therefore holds [`EmbeddedConfig::reserve_bytes`] of disk in
+//! `<dir>/RESERVE`, written whole (not zeros, so a compressing file system
+//! cannot shrink it) and synced when the store opens (module `reserve`).
+//!
+//! - **A write finds the disk full** (`ENOSPC`, `EDQUOT`, from a write, a
+//!   file creation or an `fdatasync`): it fails and is cut back as above;
+//!   the writer deletes the reserve and the health turns `Full`. From then
+//!   on appends are refused before anything is written
+//!   ([`StoreError::Full`]). Everything else is still written, into the
+//!   space the reserve freed: group operations and dead-letter moves, trims,
+//!   deletions, rotations, stream deletions, syncs. Reads never depend on
+//!   the reserve. Should that space run out too, those writes fail one by
+//!   one as without a reserve.
+//! - **Space returns.** While the reserve is released the writer reads the
+//!   free space of `<dir>` (`statvfs`) at most every
+//!   [`EmbeddedConfig::space_check_interval`], between commit groups; a
+//!   watcher thread wakes it when no request does. Once at least twice the
+//!   reserve is free (the reserve, and as much again so the store does not
+//!   flap between full and not), it writes the reserve again and the health
+//!   returns to `Ok`: no producer has to try first. A failed rewrite is
+//!   removed again and tried at the next check.
+//! - **A store opened on a full disk** that cannot write its reserve opens
+//!   anyway, `Full`, with the reserve released.
+//! - **No reserve** (`reserve_bytes` 0): a full disk fails each write as it
+//!   comes, and the first write that succeeds brings the health back.
+//!
 //! # Recovery
 //! Opening takes the directory lock, then for each stream reads each
 //! segment's header and either its index file (sealed segments) or its
@@ -174,7 +208,8 @@
 //! `tests/corruption.rs` damages files of a closed store in named ways;
 //! `tests/crash.rs` kills a writing process with SIGKILL; `tests/io_errors.rs`
 //! runs the engine on `fs::FaultFs` (full disk, failed reads,
-//! failed `fdatasync`); `tests/power_cut.rs` runs it on
+//! failed `fdatasync`); `tests/space_reserve.rs` fills a `fs::SimFs` disk
+//! of limited capacity and checks consumers, trims and recovery; `tests/power_cut.rs` runs it on
 //! `fs::SimFs` and cuts the power at random moments, dropping,
 //! tearing or zeroing whatever was not synced (`BUSBAR_POWER_CUTS=1000` for a
 //! long run, `BUSBAR_POWER_CUT_SEED` to replay one).
@@ -193,6 +228,7 @@ mod format;
 mod groups;
 mod recovery;
 mod repair;
+mod reserve;
 mod retention;
 mod segment;
 mod store;
@@ -210,7 +246,7 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fs::{Fs, RealFs};
-use crate::{Durability, Result, StoreError, StoreMetrics, WriteHealth};
+use crate::{Durability, Result, StoreError, StoreMetrics};
 use stream::StreamHandle;
 use writer::{Op, Shared, Writer};
 
@@ -249,12 +285,20 @@ pub struct EmbeddedConfig {
     /// The file system every file operation goes through (the `LOCK` file
     /// aside). Tests put a [`crate::fs`] wrapper here to break the disk.
     pub fs: Arc<dyn Fs>,
+    /// Bytes of disk held in `<dir>/RESERVE` and given back when the disk
+    /// fills up, so consumers and trims keep working while appends are
+    /// refused (see [A full disk](#a-full-disk)). 0: no reserve.
+    pub reserve_bytes: u64,
+    /// How often free space is looked at while the reserve is given back.
+    pub space_check_interval: Duration,
 }
 
 impl EmbeddedConfig {
     /// Defaults for a store in `dir`: `always`, 64 MiB segments, an index
     /// entry every 16 KiB, fail on corruption, a queue of 4096 requests,
-    /// the real file system.
+    /// the real file system, no space reserve (the daemon's
+    /// `[storage] reserve` sets one), free space looked at every second
+    /// while the reserve is given back.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             dir: dir.into(),
@@ -266,6 +310,8 @@ impl EmbeddedConfig {
             retention: Retention::default(),
             metrics: Arc::default(),
             fs: Arc::new(RealFs),
+            reserve_bytes: 0,
+            space_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -337,20 +383,22 @@ impl EmbeddedStore {
         }
 
         groups::reconcile_dead_letters(&mut streams)?;
+        let reserve = reserve::Reserve::open(&config)?;
 
         let shared = Arc::new(Shared {
             streams: RwLock::new(handles),
             streams_dir,
             trash_dir,
-            health: parking_lot::Mutex::new(WriteHealth::Ok),
+            health: parking_lot::Mutex::new(reserve.initial_health()),
         });
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         if let Durability::Interval(every) = config.durability {
             spawn_ticker(tx.downgrade(), every);
         }
+        reserve.spawn_watcher(tx.downgrade());
         let config_dir = config.dir.clone();
         let metrics = config.metrics.clone();
-        let writer = Writer::new(shared.clone(), config, streams, rx);
+        let writer = Writer::new(shared.clone(), config, streams, rx, reserve);
         let handle = std::thread::Builder::new()
             .name("busbar-store-writer".into())
             .spawn(move || writer.run())

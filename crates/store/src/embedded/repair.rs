@@ -82,7 +82,14 @@ impl Writer {
         result
     }
 
-    fn set_health(&self, next: WriteHealth) {
+    fn set_health(&mut self, next: WriteHealth) {
+        match next {
+            WriteHealth::Full { .. } => self.release_reserve(),
+            // Writes into the space the reserve freed do not end the full
+            // state: only the reserve coming back does.
+            WriteHealth::Ok if self.reserve.refuses_appends() => return,
+            _ => {}
+        }
         let mut health = self.shared.health.lock();
         if same_state(&health, &next) {
             return;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::files::{new_stream, roll, WStream};
 use super::repair::health_of;
+use super::reserve::Reserve;
 use super::stream::StreamHandle;
 use super::EmbeddedConfig;
 use crate::ids::{assign_ids, check_ids};
@@ -138,6 +139,7 @@ pub(crate) struct Writer {
     /// [`Writer::sync_all`]: the next one reports them.
     pub(crate) lost_since_sync: Option<StoreError>,
     pub(crate) closed: bool,
+    pub(crate) reserve: Reserve,
 }
 
 impl Writer {
@@ -146,6 +148,7 @@ impl Writer {
         config: EmbeddedConfig,
         streams: BTreeMap<StreamName, WStream>,
         rx: mpsc::Receiver<Op>,
+        reserve: Reserve,
     ) -> Self {
         Writer {
             shared,
@@ -164,6 +167,7 @@ impl Writer {
             broken_in_group: Vec::new(),
             lost_since_sync: None,
             closed: false,
+            reserve,
         }
     }
 
@@ -177,6 +181,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.watch_space();
             for op in ops.drain(..) {
                 if let Some(reply) = self.handle(op) {
                     let result = self.close();
@@ -201,6 +206,7 @@ impl Writer {
             }
             return None;
         }
+        let op = self.refuse_when_full(op)?;
         match op {
             Op::Group {
                 stream,

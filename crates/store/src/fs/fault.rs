@@ -112,6 +112,9 @@ struct Rules {
     hold_syncs: bool,
     /// File syncs waiting now.
     held: usize,
+    /// What [`Fs::available_space`] answers instead of the inner file
+    /// system.
+    available: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -250,6 +253,13 @@ impl FaultFs {
         self.state.rules.lock().held
     }
 
+    /// Makes [`Fs::available_space`] answer `bytes` (`None`: ask the inner
+    /// file system again). With writes failing, a test says whether the
+    /// disk looks full to a store that checks before it writes.
+    pub fn set_available_space(&self, bytes: Option<u64>) {
+        self.state.rules.lock().available = bytes;
+    }
+
     /// How many errors were injected so far, all operations together.
     pub fn injected_total(&self) -> u64 {
         self.state.rules.lock().injected.iter().sum()
@@ -370,5 +380,13 @@ impl Fs for FaultFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check(FaultOp::Sync, path)?;
         self.inner.sync_dir(path)
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        let set = self.state.rules.lock().available;
+        match set {
+            Some(bytes) => Ok(bytes),
+            None => self.inner.available_space(path),
+        }
     }
 }

@@ -180,6 +180,13 @@ pub trait Fs: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The operating system's error.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Bytes an unprivileged process can still write on the file system
+    /// holding `path` (`statvfs`: `f_bavail` blocks).
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn available_space(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The operating system's file system.
@@ -280,5 +287,9 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::File::open(path)?.sync_all()
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        fs2::available_space(path)
     }
 }

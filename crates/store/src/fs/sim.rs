@@ -57,10 +57,16 @@ struct World {
     /// Calls that change something, for tests that want to know how far a
     /// run got.
     writes: u64,
+    /// Most bytes of file data the disk holds (`None`: no limit).
+    capacity: Option<u64>,
 }
 
 fn eio(what: &str) -> io::Error {
     io::Error::other(format!("simulated file system: {what}"))
+}
+
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 fn not_found() -> io::Error {
@@ -98,7 +104,34 @@ impl World {
             next: 1,
             dead: false,
             writes: 0,
+            capacity: None,
         }
+    }
+
+    /// Bytes of data in the files the directory tree reaches (a removed
+    /// file frees its space at once, open or not).
+    fn used(&self) -> u64 {
+        let mut used = 0;
+        let mut dirs = vec![ROOT];
+        while let Some(dir) = dirs.pop() {
+            let Some(Node::Dir { entries, .. }) = self.nodes.get(&dir) else {
+                continue;
+            };
+            for ino in entries.values() {
+                match self.nodes.get(ino) {
+                    Some(Node::Dir { .. }) => dirs.push(*ino),
+                    Some(Node::File { data, .. }) => used += data.len() as u64,
+                    None => {}
+                }
+            }
+        }
+        used
+    }
+
+    /// Bytes that can still be written.
+    fn available(&self) -> u64 {
+        self.capacity
+            .map_or(u64::MAX, |cap| cap.saturating_sub(self.used()))
     }
 
     fn alive(&self) -> io::Result<()> {
@@ -201,6 +234,7 @@ impl World {
             next: self.next,
             dead: false,
             writes: 0,
+            capacity: self.capacity,
         }
     }
 }
@@ -283,6 +317,13 @@ impl SimFs {
         }
     }
 
+    /// Limits the disk to `bytes` of file data (`None`: no limit). A write
+    /// past the limit writes what fits and fails with `ENOSPC`, as a full
+    /// disk does; removing files frees their space.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.world.lock().capacity = bytes;
+    }
+
     /// How many calls that change something were made (writes, syncs,
     /// creations, renames, removals, truncations).
     pub fn writes(&self) -> u64 {
@@ -326,7 +367,12 @@ impl SimFile {
 impl FsFile for SimFile {
     fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.with(true, |w| {
-            w.file(self.ino)?.0.extend_from_slice(buf);
+            let fits = usize::try_from(w.available()).unwrap_or(usize::MAX);
+            let n = buf.len().min(fits);
+            w.file(self.ino)?.0.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                return Err(no_space());
+            }
             Ok(())
         })
     }
@@ -351,7 +397,12 @@ impl FsFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(true, |w| {
-            w.file(self.ino)?.0.resize(len as usize, 0);
+            let available = w.available();
+            let data = w.file(self.ino)?.0;
+            if len.saturating_sub(data.len() as u64) > available {
+                return Err(no_space());
+            }
+            data.resize(len as usize, 0);
             Ok(())
         })
     }
@@ -472,6 +523,13 @@ impl Fs for SimFs {
                 }
                 _ => Err(io::Error::from(io::ErrorKind::NotADirectory)),
             }
+        })
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        self.with(false, |w| {
+            w.lookup(path)?;
+            Ok(w.available())
         })
     }
 }
