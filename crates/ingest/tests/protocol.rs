@@ -616,3 +616,32 @@ async fn serve_stream_makes_a_tcp_caller_authenticate() {
     assert!(answers[0]["id"].is_string(), "{answers:?}");
     assert_eq!(stream_len(&engine, "events").await, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn first_line_deadline_follows_the_runtime_clock() {
+    // The runtime's clock is an hour ahead of the wall clock: a deadline
+    // taken on the wall clock would have passed before the connection
+    // opened, and the first line, sent a second later, would be refused.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let engine = Engine::builder(Arc::new(MemoryStore::new())).build();
+    let (_stop, rx) = watch::channel(false);
+    let options = IngestOptions {
+        first_line_timeout: Duration::from_secs(10),
+        ..IngestOptions::default()
+    };
+    let ingest = Ingest::new(engine.clone(), options, rx);
+    let (client, server) = tokio::io::duplex(4096);
+    let (r, w) = tokio::io::split(server);
+    let serving = tokio::spawn(async move { ingest.serve_stream(r, w, None).await });
+    let (client_r, mut client_w) = tokio::io::split(client);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client_w
+        .write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"a\"}\n")
+        .await
+        .unwrap();
+    client_w.shutdown().await.unwrap();
+    let answers = read_lines(client_r).await;
+    serving.await.unwrap();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+}
