@@ -280,3 +280,29 @@ fn second_opener_of_a_directory_is_refused() {
         Err(StoreError::Locked { .. })
     ));
 }
+
+#[test]
+fn checksummed_event_record_whose_lengths_do_not_add_up_fails_open() {
+    // The frame's checksum holds, but the record's type length runs past
+    // it: opening used to succeed and every read of the stream then
+    // failed. It is damage like any other, found on open.
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 4);
+    let active = segments(dir.path()).pop().unwrap();
+    let offsets = frame_offsets(&active);
+    let mut data = std::fs::read(&active).unwrap();
+    let at = offsets[1];
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let body = at + 8;
+    data[body + 2..body + 4].copy_from_slice(&u16::MAX.to_le_bytes());
+    let crc = crc32c::crc32c(&data[body..body + len]);
+    data[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    match EmbeddedStore::open(config(dir.path())) {
+        Err(StoreError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, active);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+}

@@ -363,9 +363,13 @@ impl SegmentBuilder {
             }
             Some(c) => self.controls.push(c),
             None => {
-                if body.len() < busbar_event::RECORD_HEADER_LEN {
-                    return Err("event record shorter than its header");
-                }
+                // A record whose checksum holds but whose lengths do not
+                // add up is damage too: found here, it fails the open (or
+                // quarantines the segment) instead of every later read.
+                busbar_event::Event::check_body(body).map_err(|e| match e {
+                    busbar_event::EventError::CorruptRecord { reason } => reason,
+                    _ => "malformed event record",
+                })?;
                 self.event(
                     id_at(body, 16),
                     offset,
