@@ -62,9 +62,11 @@ fuzz_target!(|data: &[u8]| {
         rt.borrow().block_on(async {
             let engine = Engine::builder(Arc::new(MemoryStore::new()))
                 .auth(Auth::new(tokens()))
+                // Small batches, so inputs reach batch cuts; reads keep the
+                // default count (10 000), more than an input holds events,
+                // so the check below sees every stored event.
                 .config(EngineConfig {
                     max_batch_events: 64,
-                    max_read_count: 64,
                     ..EngineConfig::default()
                 })
                 .build();
