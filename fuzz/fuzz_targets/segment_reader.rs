@@ -115,7 +115,7 @@ fn config(fs: &SimFs, quarantine: bool) -> EmbeddedConfig {
 /// store must hold to. Reads must succeed unless an index file was given:
 /// an index is trusted as the store's own cache, so damage behind a valid
 /// one shows only when that part is read.
-async fn view(store: &EmbeddedStore, strict: bool) -> Vec<(StreamName, Vec<(EventId, Vec<u8>)>)> {
+async fn view(store: &EmbeddedStore, strict: bool) -> View {
     let mut out = Vec::new();
     let Ok(streams) = store.streams().await else {
         return out;
@@ -124,7 +124,10 @@ async fn view(store: &EmbeddedStore, strict: bool) -> Vec<(StreamName, Vec<(Even
         let events = match store.read(&stream, &ReadQuery::all(usize::MAX)).await {
             Ok(events) => events,
             Err(e) if strict => panic!("an opened store cannot read `{stream}`: {e}"),
-            Err(_) => continue,
+            Err(_) => {
+                out.push((stream, None));
+                continue;
+            }
         };
         for pair in events.windows(2) {
             assert!(pair[0].id() < pair[1].id(), "ids do not strictly increase");
@@ -154,10 +157,14 @@ async fn view(store: &EmbeddedStore, strict: bool) -> Vec<(StreamName, Vec<(Even
         }
         let _ = store.groups(&stream).await;
         let events = events.iter().map(|e| (e.id(), e.body().to_vec())).collect();
-        out.push((stream, events));
+        out.push((stream, Some(events)));
     }
     out
 }
+
+/// Each stream's events (id and record bytes), `None` for a stream that
+/// cannot be read.
+type View = Vec<(StreamName, Option<Vec<(EventId, Vec<u8>)>>)>;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, mut rest)) = data.split_first() else {
@@ -229,25 +236,38 @@ fuzz_target!(|data: &[u8]| {
     });
     if let Some(id) = appended {
         match before.iter_mut().find(|(s, _)| *s == stream) {
-            Some((_, events)) => events.push((id, Vec::new())),
-            None => before.push((stream.clone(), vec![(id, Vec::new())])),
+            Some((_, Some(events))) => events.push((id, Vec::new())),
+            Some((_, None)) => {}
+            None => before.push((stream.clone(), Some(vec![(id, Vec::new())]))),
         }
     }
-    // The appended event's bytes are the store's; compare its id only.
-    let strip = |v: &mut Vec<(StreamName, Vec<(EventId, Vec<u8>)>)>| {
-        for (_, events) in v.iter_mut() {
-            if let Some(last) = events.last_mut() {
-                if Some(last.0) == appended {
-                    last.1.clear();
+    // A stream one of the opens could not read is not compared (only
+    // without `strict`); the appended event's bytes are the store's, so
+    // its id alone is.
+    let unreadable: Vec<StreamName> = before
+        .iter()
+        .chain(after.iter())
+        .filter(|(_, events)| events.is_none())
+        .map(|(s, _)| s.clone())
+        .collect();
+    let comparable = |v: View| {
+        let mut v: Vec<(StreamName, Vec<(EventId, Vec<u8>)>)> = v
+            .into_iter()
+            .filter(|(s, _)| !unreadable.contains(s))
+            .map(|(s, events)| {
+                let mut events = events.unwrap_or_default();
+                if let Some(last) = events.last_mut() {
+                    if Some(last.0) == appended {
+                        last.1.clear();
+                    }
                 }
-            }
-        }
+                (s, events)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        v
     };
-    let mut after = after;
-    strip(&mut before);
-    strip(&mut after);
-    before.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    after.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let (before, after) = (comparable(before), comparable(after));
     if before != after {
         let ids = |v: &[(StreamName, Vec<(EventId, Vec<u8>)>)]| {
             v.iter()
