@@ -306,3 +306,30 @@ fn checksummed_event_record_whose_lengths_do_not_add_up_fails_open() {
         other => panic!("expected corruption error, got {other:?}"),
     }
 }
+
+#[test]
+fn checksummed_event_record_with_an_id_out_of_order_fails_open() {
+    // A record whose checksum holds but whose id is not above the one
+    // before it: opening used to serve the stream with ids going back.
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 4);
+    let active = segments(dir.path()).pop().unwrap();
+    let offsets = frame_offsets(&active);
+    let mut data = std::fs::read(&active).unwrap();
+    let first_id = offsets[0] + 8 + 16;
+    let id: Vec<u8> = data[first_id..first_id + 16].to_vec();
+    let at = offsets[1];
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let body = at + 8;
+    data[body + 16..body + 32].copy_from_slice(&id);
+    let crc = crc32c::crc32c(&data[body..body + len]);
+    data[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    match EmbeddedStore::open(config(dir.path())) {
+        Err(StoreError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, active);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+}

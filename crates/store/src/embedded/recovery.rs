@@ -198,6 +198,7 @@ pub(crate) fn recover_parts(
             None => {
                 let data = fs.read(&path).map_err(io("read segment", &path))?;
                 let mut builder = SegmentBuilder::new(interval);
+                builder.after = state.last_id;
                 let scanned =
                     scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |offset, body| {
                         builder.frame(offset, body)

@@ -291,6 +291,9 @@ pub(crate) struct SegmentBuilder {
     pub groups: BTreeMap<String, GroupState>,
     /// Whether the first record was a group snapshot.
     pub starts_with_snapshot: bool,
+    /// The stream's last id before this segment's first event: a scan
+    /// refuses an event whose id is not above the one before it.
+    pub after: EventId,
     frames: u64,
     since_entry: u64,
     interval: u64,
@@ -319,6 +322,7 @@ impl SegmentBuilder {
             controls: index.controls.clone(),
             groups: BTreeMap::new(),
             starts_with_snapshot: false,
+            after: EventId::ZERO,
             frames: 0,
             since_entry: 0,
             interval,
@@ -370,11 +374,13 @@ impl SegmentBuilder {
                     busbar_event::EventError::CorruptRecord { reason } => reason,
                     _ => "malformed event record",
                 })?;
-                self.event(
-                    id_at(body, 16),
-                    offset,
-                    (FRAME_HEADER_LEN + body.len()) as u64,
-                );
+                // Ids strictly increase within a stream: one that does not
+                // is damage, not an event to serve out of order.
+                let id = id_at(body, 16);
+                if id <= self.last_id.unwrap_or(self.after) {
+                    return Err("event id is not above the one before it");
+                }
+                self.event(id, offset, (FRAME_HEADER_LEN + body.len()) as u64);
             }
         }
         Ok(())
