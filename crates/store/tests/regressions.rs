@@ -113,3 +113,45 @@ async fn dropping_an_interval_store_without_close_stops_its_writer() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A trim to an id above every id yet (`MinId` in the future) set a floor
+/// that events appended after it were below: they were read until the
+/// store reopened, and hidden by the floor from then on.
+#[tokio::test]
+async fn events_appended_after_a_trim_to_a_future_id_survive_a_reopen() {
+    use busbar_event::EventId;
+    use busbar_store::{ReadQuery, Trim};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamName::new("s").unwrap();
+    let ids = |events: Vec<busbar_event::Event>| events.iter().map(|e| e.id()).collect::<Vec<_>>();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    store
+        .append(&s, one(), AppendOptions::default())
+        .await
+        .unwrap();
+    let future = EventId::new(busbar_event::now_ms() + 86_400_000, 0);
+    store
+        .trim(
+            &s,
+            Trim::MinId {
+                id: future,
+                approx: false,
+            },
+        )
+        .await
+        .unwrap();
+    let appended = store
+        .append(&s, one(), AppendOptions::default())
+        .await
+        .unwrap();
+    let before = ids(store.read(&s, &ReadQuery::all(100)).await.unwrap());
+    assert_eq!(before, appended);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let after = ids(store.read(&s, &ReadQuery::all(100)).await.unwrap());
+    assert_eq!(after, before, "events appended after the trim are gone");
+    store.close().await.unwrap();
+}

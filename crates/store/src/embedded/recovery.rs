@@ -352,6 +352,11 @@ pub(crate) fn recover_parts(
     };
     state.recount_hidden()?;
     state.added = state.length();
-    let clock = IdClock::new(state.last_id);
+    // New ids start above the floor as well as the last id: a floor past
+    // the last id (only a damaged header or trim record holds one; trims
+    // stop at the last id) would hide, from the next open on, events
+    // appended below it now.
+    let below_floor = state.floor.predecessor().unwrap_or(EventId::ZERO);
+    let clock = IdClock::new(state.last_id.max(below_floor));
     Ok((state, active, clock))
 }
