@@ -365,3 +365,28 @@ fn events_appended_after_a_damaged_floor_past_the_last_id_survive_a_reopen() {
     let store = EmbeddedStore::open(config(dir.path())).unwrap();
     assert_eq!(read_all(&store).unwrap(), appended);
 }
+
+#[test]
+fn index_file_with_counts_past_its_length_is_stale() {
+    // An index whose checksum holds but whose entry or control count is
+    // more than the file holds: opening panicked (a capacity overflow, or
+    // a read past the end) instead of rebuilding the index.
+    let dir = tempfile::tempdir().unwrap();
+    let ids = populate(dir.path(), 60);
+    let idx = segments(dir.path())[0].with_extension("idx");
+    let original = std::fs::read(&idx).unwrap();
+    let entries = u64::from_le_bytes(original[64..72].try_into().unwrap()) as usize;
+    let controls_at = 72 + entries * 32;
+    for (at, count) in [(64, u64::MAX), (64, 1 << 40), (controls_at, u64::MAX)] {
+        let mut data = original.clone();
+        data[at..at + 8].copy_from_slice(&count.to_le_bytes());
+        let end = data.len() - 4;
+        let crc = crc32c::crc32c(&data[..end]);
+        data[end..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&idx, &data).unwrap();
+        let store = EmbeddedStore::open(config(dir.path())).unwrap();
+        assert_eq!(read_all(&store).unwrap(), ids, "count {count} at {at}");
+        drop(store);
+        assert_eq!(std::fs::read(&idx).unwrap(), original, "rebuilt");
+    }
+}

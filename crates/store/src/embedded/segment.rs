@@ -237,10 +237,16 @@ impl IndexFile {
         }
         let count = u64_at(body, 16);
         let nonzero = |id: EventId| (count > 0).then_some(id);
+        // Every count and length below comes from the file: checked against
+        // what the file holds before anything is sized by it, so a damaged
+        // index whose checksum holds is only stale, never a panic or a huge
+        // allocation.
+        let u64_in = |at: usize| body.get(at..at.checked_add(8)?).map(|_| u64_at(body, at));
         let mut at = 64;
-        let n = u64_at(body, at) as usize;
+        let n = usize::try_from(u64_in(at)?).ok()?;
         at += 8;
-        if body.len() < at + n * 32 {
+        let entries_end = n.checked_mul(32).and_then(|len| at.checked_add(len))?;
+        if body.len() < entries_end {
             return None;
         }
         let entries = (0..n)
@@ -253,15 +259,18 @@ impl IndexFile {
                 }
             })
             .collect();
-        at += n * 32;
-        let nc = u64_at(body, at) as usize;
+        at = entries_end;
+        let nc = u64_in(at)?;
         at += 8;
-        let mut controls = Vec::with_capacity(nc);
+        let mut controls = Vec::new();
         for _ in 0..nc {
-            let len = u64_at(body, at) as usize;
+            let len = usize::try_from(u64_in(at)?).ok()?;
             at += 8;
-            let framed = body.get(at..at + len)?;
-            controls.push(Control::decode(&framed[FRAME_HEADER_LEN..]).ok()??);
+            let framed = body.get(at..at.checked_add(len)?)?;
+            // Each control takes at least a frame header, so the loop ends
+            // with the file however large `nc` claims to be.
+            let record = framed.get(FRAME_HEADER_LEN..)?;
+            controls.push(Control::decode(record).ok()??);
             at += len;
         }
         Some(IndexFile {
