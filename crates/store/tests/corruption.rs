@@ -390,3 +390,28 @@ fn index_file_with_counts_past_its_length_is_stale() {
         assert_eq!(std::fs::read(&idx).unwrap(), original, "rebuilt");
     }
 }
+
+#[test]
+fn deletion_record_naming_an_event_the_stream_does_not_hold_keeps_the_length_right() {
+    // A deletion record whose checksum holds but which names an id the
+    // stream never held: the stream's length counted it as deleted, one
+    // short of what a read returns.
+    let dir = tempfile::tempdir().unwrap();
+    let ids = populate(dir.path(), 3);
+    let active = segments(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&active).unwrap();
+    let absent = EventId::new(ids[2].ms + 1000, 7);
+    let mut body = vec![3u8, 0, 0, 0];
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&absent.ms.to_le_bytes());
+    body.extend_from_slice(&absent.seq.to_le_bytes());
+    data.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    data.extend_from_slice(&body);
+    std::fs::write(&active, &data).unwrap();
+
+    let store = EmbeddedStore::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&store).unwrap(), ids);
+    let info = rt().block_on(store.info(&stream())).unwrap();
+    assert_eq!(info.length, 3);
+}

@@ -278,6 +278,26 @@ pub(crate) fn recover_parts(
     }
     let floor = state.floor;
     state.deleted = state.deleted.split_off(&floor);
+    // A deletion is only ever logged for events the stream holds; one that
+    // names an event it does not hold is damage (its checksum held) and
+    // would make the stream's length short. It is dropped, and said.
+    let logged = std::mem::take(&mut state.deleted);
+    let mut missing = 0usize;
+    for id in logged {
+        let mut held = false;
+        state.snapshot(id, id).scan_forward(|e| {
+            held = e.id() == id;
+            false
+        })?;
+        if held {
+            state.deleted.insert(id);
+        } else {
+            missing += 1;
+        }
+    }
+    if missing > 0 {
+        tracing::warn!(stream = %name, missing, "ignoring deletions of events the stream does not hold");
+    }
 
     // The active segment: the last one, or a new one when the last was
     // quarantined or the directory is empty.
