@@ -377,7 +377,15 @@ fn index_file_with_counts_past_its_length_is_stale() {
     let original = std::fs::read(&idx).unwrap();
     let entries = u64::from_le_bytes(original[64..72].try_into().unwrap()) as usize;
     let controls_at = 72 + entries * 32;
-    for (at, count) in [(64, u64::MAX), (64, 1 << 40), (controls_at, u64::MAX)] {
+    // Then an event count more than the segment can hold, which was
+    // taken as the stream's length.
+    let cases = [
+        (64, u64::MAX),
+        (64, 1 << 40),
+        (controls_at, u64::MAX),
+        (16, 1 << 62),
+    ];
+    for (at, count) in cases {
         let mut data = original.clone();
         data[at..at + 8].copy_from_slice(&count.to_le_bytes());
         let end = data.len() - 4;
@@ -386,6 +394,8 @@ fn index_file_with_counts_past_its_length_is_stale() {
         std::fs::write(&idx, &data).unwrap();
         let store = EmbeddedStore::open(config(dir.path())).unwrap();
         assert_eq!(read_all(&store).unwrap(), ids, "count {count} at {at}");
+        let info = rt().block_on(store.info(&stream())).unwrap();
+        assert_eq!(info.length, ids.len() as u64, "count {count} at {at}");
         drop(store);
         assert_eq!(std::fs::read(&idx).unwrap(), original, "rebuilt");
     }

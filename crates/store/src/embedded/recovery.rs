@@ -192,7 +192,7 @@ pub(crate) fn recover_parts(
         let cached = (!is_last)
             .then(|| IndexFile::read(fs, &path))
             .flatten()
-            .filter(|idx| idx.segment_len == len);
+            .filter(|idx| idx.fits(len));
         let mut builder = match cached {
             Some(idx) => SegmentBuilder::from_index(&idx, interval),
             None => {

@@ -181,6 +181,31 @@ fn put_id(v: &mut Vec<u8>, id: EventId) {
 }
 
 impl IndexFile {
+    /// Whether the index can describe a segment of `len` bytes: its
+    /// length, and counts, sizes, offsets and ids that such a segment can
+    /// hold. One that cannot (damage whose checksum held) is stale, and
+    /// the segment is scanned instead of trusting it.
+    pub(crate) fn fits(&self, len: u64) -> bool {
+        let min_frame = (FRAME_HEADER_LEN + busbar_event::RECORD_HEADER_LEN) as u64;
+        let room = len.saturating_sub(super::format::HEADER_LEN);
+        let ids = match (self.first_id, self.last_id) {
+            (Some(first), Some(last)) => first <= last && self.count > 0,
+            (None, None) => self.count == 0,
+            _ => false,
+        };
+        self.segment_len == len
+            && ids
+            && self.event_bytes <= room
+            && self
+                .count
+                .checked_mul(min_frame)
+                .is_some_and(|b| b <= self.event_bytes)
+            && self.entries.len() as u64 <= self.count
+            && self.entries.iter().all(|e| {
+                e.offset >= super::format::HEADER_LEN && e.offset < len && e.ordinal < self.count
+            })
+    }
+
     /// Writes the index next to `segment` (temp file, fsync, rename). A
     /// temp file that cannot be completed is removed again.
     pub(crate) fn write(&self, fs: &dyn Fs, segment: &Path) -> Result<()> {
