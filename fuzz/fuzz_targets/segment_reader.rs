@@ -15,7 +15,8 @@
 //! allocates without bound; an opened store's ids strictly increase, its
 //! streams read and their info agrees with what they read (unless an
 //! index file was given), its reverse read is its forward read reversed,
-//! an append gets an id above every earlier one, and a reopened store reads back what the first open read plus that append.
+//! an append gets an id above every earlier one, and a reopened store
+//! reads back what the first open read plus that append.
 
 #![no_main]
 
