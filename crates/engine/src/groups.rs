@@ -15,9 +15,12 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
+// The runtime's clock, as the waits below use: a deadline on another clock
+// would leave the loop spinning when the runtime's time runs ahead of it.
+use tokio::time::Instant;
 
 use busbar_event::{EventId, StreamName};
 use busbar_store::group::{

@@ -148,6 +148,17 @@ impl Event {
     /// # Errors
     /// [`EventError::CorruptRecord`] when the body is not a well-formed event.
     pub fn from_body(body: Bytes) -> Result<Event, EventError> {
+        Event::check_body(&body)?;
+        Ok(Event { body })
+    }
+
+    /// Checks that `body` is a whole event record, as [`Event::from_body`]
+    /// does, without taking it: what a store scanning its files calls
+    /// before it counts a record as an event.
+    ///
+    /// # Errors
+    /// [`EventError::CorruptRecord`] naming what does not fit.
+    pub fn check_body(body: &[u8]) -> Result<(), EventError> {
         let corrupt = |reason| EventError::CorruptRecord { reason };
         if body.len() < RECORD_HEADER_LEN {
             return Err(corrupt("shorter than the record header"));
@@ -155,7 +166,7 @@ impl Event {
         if body[0] != KIND_EVENT {
             return Err(corrupt("not an event record"));
         }
-        let text: usize = [2, 4, 6, 8, 10].iter().map(|&at| u16_at(&body, at)).sum();
+        let text: usize = [2, 4, 6, 8, 10].iter().map(|&at| u16_at(body, at)).sum();
         let text_end = RECORD_HEADER_LEN + text;
         if text_end > body.len() {
             return Err(corrupt("field lengths run past the record"));
@@ -165,15 +176,15 @@ impl Event {
             if body.len() < end + 4 {
                 return Err(corrupt("meta length runs past the record"));
             }
-            end += 4 + u32_at(&body, end);
+            end += 4 + u32_at(body, end);
         }
-        if end.checked_add(u32_at(&body, 12)) != Some(body.len()) {
+        if end.checked_add(u32_at(body, 12)) != Some(body.len()) {
             return Err(corrupt("field lengths do not match the record length"));
         }
         if std::str::from_utf8(&body[RECORD_HEADER_LEN..text_end]).is_err() {
             return Err(corrupt("text field is not UTF-8"));
         }
-        Ok(Event { body })
+        Ok(())
     }
 
     /// The record body.

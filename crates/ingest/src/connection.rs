@@ -5,12 +5,16 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use busbar_engine::{Engine, Principal, Transport};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
+// Deadlines on the clock of the timers that wait for them: on another
+// clock they pass early (or late) whenever the runtime's time is not the
+// wall clock's, as in a paused test runtime.
+use tokio::time::Instant;
 
 use crate::answer::ErrorLine;
 use crate::batcher::{Batcher, Chunk};
@@ -357,7 +361,7 @@ impl ConnectionContext {
 /// Resolves at `deadline` (never without one).
 async fn sleep_until(deadline: Option<(Instant, &'static str)>) {
     match deadline {
-        Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+        Some((at, _)) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -1,12 +1,13 @@
 //! The ingest transports' listeners: the events Unix socket and TCP.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_engine::{Engine, Transport};
 use busbar_listen::{Accept, Limits, PeerSlot, PerPeer, Rejected, UnixSocket};
 use busbar_metrics::Gauge;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -206,6 +207,41 @@ impl Ingest {
             _peer: peer,
             gauge,
         }))
+    }
+
+    /// Serves one connection over any byte stream as an accepted one is
+    /// served: `peer: None` as a caller on the events Unix socket (trusted),
+    /// `Some(addr)` as a TCP caller from `addr` (authenticating in its hello
+    /// when tokens are configured). The listener's own work (connection
+    /// limits, admission, keepalive, draining) is not done. For exercising
+    /// the line protocol without a socket.
+    #[doc(hidden)]
+    pub async fn serve_stream<R, W>(&self, reader: R, mut writer: W, peer: Option<SocketAddr>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        match peer {
+            None => {
+                let ctx = self.context(Transport::Unix);
+                ctx.serve(reader, writer, Peer::Unix { pid: None }, shutdown, None)
+                    .await;
+            }
+            Some(addr) => {
+                let unauthenticated = match self.unauthenticated_slot(addr.ip()) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        let _ = writer.write_all(why.json_line().as_bytes()).await;
+                        let _ = writer.shutdown().await;
+                        return;
+                    }
+                };
+                let ctx = self.context(Transport::Tcp);
+                ctx.serve(reader, writer, Peer::Tcp(addr), shutdown, unauthenticated)
+                    .await;
+            }
+        }
     }
 
     /// Serves the events Unix socket (callers are trusted).

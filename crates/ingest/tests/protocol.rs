@@ -557,3 +557,91 @@ async fn futures_join(n: usize, addr: std::net::SocketAddr) -> Vec<TcpStream> {
     }
     out
 }
+
+/// Serves one connection over an in-memory stream through
+/// `Ingest::serve_stream`, as the listener serves an accepted socket.
+async fn serve_in_memory(
+    tokens: Vec<TokenSpec>,
+    peer: Option<std::net::SocketAddr>,
+    input: &[u8],
+) -> (Arc<Engine>, Vec<Value>) {
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .auth(Auth::new(tokens))
+        .build();
+    let (_stop, rx) = watch::channel(false);
+    let ingest = Ingest::new(engine.clone(), IngestOptions::default(), rx);
+    let (client, server) = tokio::io::duplex(4096);
+    let (r, w) = tokio::io::split(server);
+    let serving = tokio::spawn(async move { ingest.serve_stream(r, w, peer).await });
+    let (client_r, mut client_w) = tokio::io::split(client);
+    client_w.write_all(input).await.unwrap();
+    client_w.shutdown().await.unwrap();
+    let answers = read_lines(client_r).await;
+    serving.await.unwrap();
+    (engine, answers)
+}
+
+#[tokio::test]
+async fn serve_stream_answers_like_a_unix_socket_connection() {
+    let (engine, answers) = serve_in_memory(
+        vec![],
+        None,
+        b"{\"hello\":{\"acks\":true}}\n{\"type\":\"a\"}\n{nope\n\n{\"type\":\"b\"}",
+    )
+    .await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+    assert_eq!(answers[1]["error"], "malformed_json");
+    assert!(answers[2]["id"].is_string(), "{answers:?}");
+    assert_eq!(stream_len(&engine, "events").await, 2);
+}
+
+#[tokio::test]
+async fn serve_stream_makes_a_tcp_caller_authenticate() {
+    let tokens = vec![TokenSpec {
+        name: "p".into(),
+        secret: "p-secret".into(),
+        scopes: vec![Scope::Publish],
+        tenant: None,
+    }];
+    let peer = Some("127.0.0.1:5000".parse().unwrap());
+    let (engine, answers) = serve_in_memory(tokens.clone(), peer, b"{\"type\":\"a\"}\n").await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["error"], "unauthenticated");
+    assert_eq!(stream_len(&engine, "events").await, 0);
+
+    let hello = b"{\"hello\":{\"acks\":true,\"token\":\"p-secret\"}}\n{\"type\":\"a\"}\n";
+    let (engine, answers) = serve_in_memory(tokens, peer, hello).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+    assert_eq!(stream_len(&engine, "events").await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_line_deadline_follows_the_runtime_clock() {
+    // The runtime's clock is an hour ahead of the wall clock: a deadline
+    // taken on the wall clock would have passed before the connection
+    // opened, and the first line, sent a second later, would be refused.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let engine = Engine::builder(Arc::new(MemoryStore::new())).build();
+    let (_stop, rx) = watch::channel(false);
+    let options = IngestOptions {
+        first_line_timeout: Duration::from_secs(10),
+        ..IngestOptions::default()
+    };
+    let ingest = Ingest::new(engine.clone(), options, rx);
+    let (client, server) = tokio::io::duplex(4096);
+    let (r, w) = tokio::io::split(server);
+    let serving = tokio::spawn(async move { ingest.serve_stream(r, w, None).await });
+    let (client_r, mut client_w) = tokio::io::split(client);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client_w
+        .write_all(b"{\"hello\":{\"acks\":true}}\n{\"type\":\"a\"}\n")
+        .await
+        .unwrap();
+    client_w.shutdown().await.unwrap();
+    let answers = read_lines(client_r).await;
+    serving.await.unwrap();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0]["id"].is_string(), "{answers:?}");
+}

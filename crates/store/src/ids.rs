@@ -7,25 +7,35 @@ use busbar_event::{EventBatch, EventId, IdClock, StreamName};
 use crate::{Result, StoreError};
 
 /// Checks explicit ids against `clock` without changing it, so a batch with
-/// one bad id is refused whole.
+/// one bad id is refused whole. Also refuses a batch that would need an id
+/// past [`EventId::MAX`] (a stream whose last id is the largest there is,
+/// through an explicit id): the clock has no greater id to give, and ids
+/// must strictly increase.
 pub(crate) fn check_ids(
     stream: &StreamName,
     clock: IdClock,
     batch: &EventBatch,
     now: u64,
 ) -> Result<()> {
-    if !batch.has_explicit_ids() {
+    // Below the last millisecond a batch cannot run out of ids.
+    if !batch.has_explicit_ids() && clock.last().ms < u64::MAX {
         return Ok(());
     }
+    let not_greater = |requested, last| StoreError::IdNotGreater {
+        stream: stream.clone(),
+        requested,
+        last,
+    };
     let mut probe = clock;
     for requested in batch.requested_ids() {
         match requested {
             Some(id) => {
-                probe.accept(id).map_err(|e| StoreError::IdNotGreater {
-                    stream: stream.clone(),
-                    requested: e.requested,
-                    last: e.last,
-                })?;
+                probe
+                    .accept(id)
+                    .map_err(|e| not_greater(e.requested, e.last))?;
+            }
+            None if probe.last() == EventId::MAX => {
+                return Err(not_greater(EventId::MAX, EventId::MAX));
             }
             None => {
                 probe.next_at(now);

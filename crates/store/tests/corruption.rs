@@ -280,3 +280,148 @@ fn second_opener_of_a_directory_is_refused() {
         Err(StoreError::Locked { .. })
     ));
 }
+
+#[test]
+fn checksummed_event_record_whose_lengths_do_not_add_up_fails_open() {
+    // The frame's checksum holds, but the record's type length runs past
+    // it: opening used to succeed and every read of the stream then
+    // failed. It is damage like any other, found on open.
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 4);
+    let active = segments(dir.path()).pop().unwrap();
+    let offsets = frame_offsets(&active);
+    let mut data = std::fs::read(&active).unwrap();
+    let at = offsets[1];
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let body = at + 8;
+    data[body + 2..body + 4].copy_from_slice(&u16::MAX.to_le_bytes());
+    let crc = crc32c::crc32c(&data[body..body + len]);
+    data[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    match EmbeddedStore::open(config(dir.path())) {
+        Err(StoreError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, active);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn checksummed_event_record_with_an_id_out_of_order_fails_open() {
+    // A record whose checksum holds but whose id is not above the one
+    // before it: opening used to serve the stream with ids going back.
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 4);
+    let active = segments(dir.path()).pop().unwrap();
+    let offsets = frame_offsets(&active);
+    let mut data = std::fs::read(&active).unwrap();
+    let first_id = offsets[0] + 8 + 16;
+    let id: Vec<u8> = data[first_id..first_id + 16].to_vec();
+    let at = offsets[1];
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let body = at + 8;
+    data[body + 16..body + 32].copy_from_slice(&id);
+    let crc = crc32c::crc32c(&data[body..body + len]);
+    data[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    match EmbeddedStore::open(config(dir.path())) {
+        Err(StoreError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, active);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn events_appended_after_a_damaged_floor_past_the_last_id_survive_a_reopen() {
+    // A header whose checksum holds but whose trim floor is past every id
+    // (trims stop at the last id, so only damage holds one): events
+    // appended after opening got ids below the floor, were read, and were
+    // hidden by it from the next open on.
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 2);
+    let active = segments(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&active).unwrap();
+    let far = busbar_event::now_ms() + 365 * 86_400_000;
+    data[32..40].copy_from_slice(&far.to_le_bytes());
+    let crc = crc32c::crc32c(&data[..HEADER_LEN - 4]);
+    data[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+
+    let store = EmbeddedStore::open(config(dir.path())).unwrap();
+    let appended = rt().block_on(async {
+        let mut b = EventBatch::new();
+        b.push(&NewEvent::new("t", b"{}")).unwrap();
+        let ids = store
+            .append(&stream(), b, AppendOptions::default())
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        ids
+    });
+    drop(store);
+    let store = EmbeddedStore::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&store).unwrap(), appended);
+}
+
+#[test]
+fn index_file_with_counts_past_its_length_is_stale() {
+    // An index whose checksum holds but whose entry or control count is
+    // more than the file holds: opening panicked (a capacity overflow, or
+    // a read past the end) instead of rebuilding the index.
+    let dir = tempfile::tempdir().unwrap();
+    let ids = populate(dir.path(), 60);
+    let idx = segments(dir.path())[0].with_extension("idx");
+    let original = std::fs::read(&idx).unwrap();
+    let entries = u64::from_le_bytes(original[64..72].try_into().unwrap()) as usize;
+    let controls_at = 72 + entries * 32;
+    // Then an event count more than the segment can hold, which was
+    // taken as the stream's length.
+    let cases = [
+        (64, u64::MAX),
+        (64, 1 << 40),
+        (controls_at, u64::MAX),
+        (16, 1 << 62),
+    ];
+    for (at, count) in cases {
+        let mut data = original.clone();
+        data[at..at + 8].copy_from_slice(&count.to_le_bytes());
+        let end = data.len() - 4;
+        let crc = crc32c::crc32c(&data[..end]);
+        data[end..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&idx, &data).unwrap();
+        let store = EmbeddedStore::open(config(dir.path())).unwrap();
+        assert_eq!(read_all(&store).unwrap(), ids, "count {count} at {at}");
+        let info = rt().block_on(store.info(&stream())).unwrap();
+        assert_eq!(info.length, ids.len() as u64, "count {count} at {at}");
+        drop(store);
+        assert_eq!(std::fs::read(&idx).unwrap(), original, "rebuilt");
+    }
+}
+
+#[test]
+fn deletion_record_naming_an_event_the_stream_does_not_hold_keeps_the_length_right() {
+    // A deletion record whose checksum holds but which names an id the
+    // stream never held: the stream's length counted it as deleted, one
+    // short of what a read returns.
+    let dir = tempfile::tempdir().unwrap();
+    let ids = populate(dir.path(), 3);
+    let active = segments(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&active).unwrap();
+    let absent = EventId::new(ids[2].ms + 1000, 7);
+    let mut body = vec![3u8, 0, 0, 0];
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&absent.ms.to_le_bytes());
+    body.extend_from_slice(&absent.seq.to_le_bytes());
+    data.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    data.extend_from_slice(&body);
+    std::fs::write(&active, &data).unwrap();
+
+    let store = EmbeddedStore::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&store).unwrap(), ids);
+    let info = rt().block_on(store.info(&stream())).unwrap();
+    assert_eq!(info.length, 3);
+}

@@ -113,3 +113,80 @@ async fn dropping_an_interval_store_without_close_stops_its_writer() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A trim to an id above every id yet (`MinId` in the future) set a floor
+/// that events appended after it were below: they were read until the
+/// store reopened, and hidden by the floor from then on.
+#[tokio::test]
+async fn events_appended_after_a_trim_to_a_future_id_survive_a_reopen() {
+    use busbar_event::EventId;
+    use busbar_store::{ReadQuery, Trim};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = StreamName::new("s").unwrap();
+    let ids = |events: Vec<busbar_event::Event>| events.iter().map(|e| e.id()).collect::<Vec<_>>();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    store
+        .append(&s, one(), AppendOptions::default())
+        .await
+        .unwrap();
+    let future = EventId::new(busbar_event::now_ms() + 86_400_000, 0);
+    store
+        .trim(
+            &s,
+            Trim::MinId {
+                id: future,
+                approx: false,
+            },
+        )
+        .await
+        .unwrap();
+    let appended = store
+        .append(&s, one(), AppendOptions::default())
+        .await
+        .unwrap();
+    let before = ids(store.read(&s, &ReadQuery::all(100)).await.unwrap());
+    assert_eq!(before, appended);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let after = ids(store.read(&s, &ReadQuery::all(100)).await.unwrap());
+    assert_eq!(after, before, "events appended after the trim are gone");
+    store.close().await.unwrap();
+}
+
+/// After an explicit id of `EventId::MAX`, the next automatic id was
+/// `EventId::MAX` again: two events with one id, ids no longer strictly
+/// increasing. There is no greater id to give: the append is refused.
+#[tokio::test]
+async fn an_append_after_the_largest_id_is_refused_not_given_that_id_again() {
+    use std::sync::Arc;
+
+    use busbar_event::EventId;
+    use busbar_store::memory::MemoryStore;
+    use busbar_store::{ReadQuery, StoreError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(MemoryStore::new()),
+        Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap()),
+    ];
+    let s = StreamName::new("s").unwrap();
+    for store in stores {
+        let mut last = EventBatch::new();
+        last.push(&NewEvent::new("t", b"{}").with_id(EventId::MAX))
+            .unwrap();
+        store
+            .append(&s, last, AppendOptions::default())
+            .await
+            .unwrap();
+        match store.append(&s, one(), AppendOptions::default()).await {
+            Err(StoreError::IdNotGreater { .. }) => {}
+            other => panic!("{}: expected a refusal, got {other:?}", store.kind()),
+        }
+        let events = store.read(&s, &ReadQuery::all(10)).await.unwrap();
+        assert_eq!(events.len(), 1, "{}", store.kind());
+        store.close().await.unwrap();
+    }
+}

@@ -187,7 +187,9 @@
 //! In the active segment, a frame that runs past the end of the file, or a
 //! bad frame followed only by zeros, is a torn tail: the file is truncated
 //! there and the event logged with file and offset. Any other bad frame or
-//! header is corruption: [`StoreError::Corrupt`] naming file and offset, or,
+//! header is corruption (a frame whose checksum holds is bad all the same
+//! when its event record's lengths do not add up or its id is not above
+//! the one before it): [`StoreError::Corrupt`] naming file and offset, or,
 //! under [`CorruptionPolicy::Quarantine`], the segment is moved to
 //! `quarantine/` and the stream opens without it (logged at error level).
 //! A last segment whose header is incomplete, or whose header promises a

@@ -192,12 +192,13 @@ pub(crate) fn recover_parts(
         let cached = (!is_last)
             .then(|| IndexFile::read(fs, &path))
             .flatten()
-            .filter(|idx| idx.segment_len == len);
+            .filter(|idx| idx.fits(len));
         let mut builder = match cached {
             Some(idx) => SegmentBuilder::from_index(&idx, interval),
             None => {
                 let data = fs.read(&path).map_err(io("read segment", &path))?;
                 let mut builder = SegmentBuilder::new(interval);
+                builder.after = state.last_id;
                 let scanned =
                     scan_frames(&data[HEADER_LEN as usize..], HEADER_LEN, |offset, body| {
                         builder.frame(offset, body)
@@ -277,6 +278,26 @@ pub(crate) fn recover_parts(
     }
     let floor = state.floor;
     state.deleted = state.deleted.split_off(&floor);
+    // A deletion is only ever logged for events the stream holds; one that
+    // names an event it does not hold is damage (its checksum held) and
+    // would make the stream's length short. It is dropped, and said.
+    let logged = std::mem::take(&mut state.deleted);
+    let mut missing = 0usize;
+    for id in logged {
+        let mut held = false;
+        state.snapshot(id, id).scan_forward(|e| {
+            held = e.id() == id;
+            false
+        })?;
+        if held {
+            state.deleted.insert(id);
+        } else {
+            missing += 1;
+        }
+    }
+    if missing > 0 {
+        tracing::warn!(stream = %name, missing, "ignoring deletions of events the stream does not hold");
+    }
 
     // The active segment: the last one, or a new one when the last was
     // quarantined or the directory is empty.
@@ -351,6 +372,11 @@ pub(crate) fn recover_parts(
     };
     state.recount_hidden()?;
     state.added = state.length();
-    let clock = IdClock::new(state.last_id);
+    // New ids start above the floor as well as the last id: a floor past
+    // the last id (only a damaged header or trim record holds one; trims
+    // stop at the last id) would hide, from the next open on, events
+    // appended below it now.
+    let below_floor = state.floor.predecessor().unwrap_or(EventId::ZERO);
+    let clock = IdClock::new(state.last_id.max(below_floor));
     Ok((state, active, clock))
 }

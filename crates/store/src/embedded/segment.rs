@@ -181,6 +181,31 @@ fn put_id(v: &mut Vec<u8>, id: EventId) {
 }
 
 impl IndexFile {
+    /// Whether the index can describe a segment of `len` bytes: its
+    /// length, and counts, sizes, offsets and ids that such a segment can
+    /// hold. One that cannot (damage whose checksum held) is stale, and
+    /// the segment is scanned instead of trusting it.
+    pub(crate) fn fits(&self, len: u64) -> bool {
+        let min_frame = (FRAME_HEADER_LEN + busbar_event::RECORD_HEADER_LEN) as u64;
+        let room = len.saturating_sub(super::format::HEADER_LEN);
+        let ids = match (self.first_id, self.last_id) {
+            (Some(first), Some(last)) => first <= last && self.count > 0,
+            (None, None) => self.count == 0,
+            _ => false,
+        };
+        self.segment_len == len
+            && ids
+            && self.event_bytes <= room
+            && self
+                .count
+                .checked_mul(min_frame)
+                .is_some_and(|b| b <= self.event_bytes)
+            && self.entries.len() as u64 <= self.count
+            && self.entries.iter().all(|e| {
+                e.offset >= super::format::HEADER_LEN && e.offset < len && e.ordinal < self.count
+            })
+    }
+
     /// Writes the index next to `segment` (temp file, fsync, rename). A
     /// temp file that cannot be completed is removed again.
     pub(crate) fn write(&self, fs: &dyn Fs, segment: &Path) -> Result<()> {
@@ -237,10 +262,16 @@ impl IndexFile {
         }
         let count = u64_at(body, 16);
         let nonzero = |id: EventId| (count > 0).then_some(id);
+        // Every count and length below comes from the file: checked against
+        // what the file holds before anything is sized by it, so a damaged
+        // index whose checksum holds is only stale, never a panic or a huge
+        // allocation.
+        let u64_in = |at: usize| body.get(at..at.checked_add(8)?).map(|_| u64_at(body, at));
         let mut at = 64;
-        let n = u64_at(body, at) as usize;
+        let n = usize::try_from(u64_in(at)?).ok()?;
         at += 8;
-        if body.len() < at + n * 32 {
+        let entries_end = n.checked_mul(32).and_then(|len| at.checked_add(len))?;
+        if body.len() < entries_end {
             return None;
         }
         let entries = (0..n)
@@ -253,15 +284,18 @@ impl IndexFile {
                 }
             })
             .collect();
-        at += n * 32;
-        let nc = u64_at(body, at) as usize;
+        at = entries_end;
+        let nc = u64_in(at)?;
         at += 8;
-        let mut controls = Vec::with_capacity(nc);
+        let mut controls = Vec::new();
         for _ in 0..nc {
-            let len = u64_at(body, at) as usize;
+            let len = usize::try_from(u64_in(at)?).ok()?;
             at += 8;
-            let framed = body.get(at..at + len)?;
-            controls.push(Control::decode(&framed[FRAME_HEADER_LEN..]).ok()??);
+            let framed = body.get(at..at.checked_add(len)?)?;
+            // Each control takes at least a frame header, so the loop ends
+            // with the file however large `nc` claims to be.
+            let record = framed.get(FRAME_HEADER_LEN..)?;
+            controls.push(Control::decode(record).ok()??);
             at += len;
         }
         Some(IndexFile {
@@ -291,6 +325,9 @@ pub(crate) struct SegmentBuilder {
     pub groups: BTreeMap<String, GroupState>,
     /// Whether the first record was a group snapshot.
     pub starts_with_snapshot: bool,
+    /// The stream's last id before this segment's first event: a scan
+    /// refuses an event whose id is not above the one before it.
+    pub after: EventId,
     frames: u64,
     since_entry: u64,
     interval: u64,
@@ -319,6 +356,7 @@ impl SegmentBuilder {
             controls: index.controls.clone(),
             groups: BTreeMap::new(),
             starts_with_snapshot: false,
+            after: EventId::ZERO,
             frames: 0,
             since_entry: 0,
             interval,
@@ -363,14 +401,20 @@ impl SegmentBuilder {
             }
             Some(c) => self.controls.push(c),
             None => {
-                if body.len() < busbar_event::RECORD_HEADER_LEN {
-                    return Err("event record shorter than its header");
+                // A record whose checksum holds but whose lengths do not
+                // add up is damage too: found here, it fails the open (or
+                // quarantines the segment) instead of every later read.
+                busbar_event::Event::check_body(body).map_err(|e| match e {
+                    busbar_event::EventError::CorruptRecord { reason } => reason,
+                    _ => "malformed event record",
+                })?;
+                // Ids strictly increase within a stream: one that does not
+                // is damage, not an event to serve out of order.
+                let id = id_at(body, 16);
+                if id <= self.last_id.unwrap_or(self.after) {
+                    return Err("event id is not above the one before it");
                 }
-                self.event(
-                    id_at(body, 16),
-                    offset,
-                    (FRAME_HEADER_LEN + body.len()) as u64,
-                );
+                self.event(id, offset, (FRAME_HEADER_LEN + body.len()) as u64);
             }
         }
         Ok(())
