@@ -284,12 +284,7 @@ pub(crate) fn recover_parts(
     let logged = std::mem::take(&mut state.deleted);
     let mut missing = 0usize;
     for id in logged {
-        let mut held = false;
-        state.snapshot(id, id).scan_forward(|e| {
-            held = e.id() == id;
-            false
-        })?;
-        if held {
+        if state.holds(id)? {
             state.deleted.insert(id);
         } else {
             missing += 1;

@@ -166,12 +166,7 @@ impl Writer {
                 if id < st.floor || st.deleted.contains(&id) {
                     continue;
                 }
-                let mut hit = false;
-                st.snapshot(id, id).scan_forward(|e| {
-                    hit = e.id() == id;
-                    false
-                })?;
-                if hit {
+                if st.holds(id)? {
                     found.push(id);
                 }
             }

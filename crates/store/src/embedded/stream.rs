@@ -119,6 +119,17 @@ impl StreamState {
         Ok(out)
     }
 
+    /// Whether a segment holds an event with exactly this id (deletions
+    /// aside; reads the files under the caller's lock).
+    pub(crate) fn holds(&self, id: EventId) -> Result<bool> {
+        let mut held = false;
+        self.snapshot(id, id).scan_forward(|e| {
+            held = e.id() == id;
+            false
+        })?;
+        Ok(held)
+    }
+
     /// Copies what a read of `[start, end]` needs, so the lock can be
     /// released before any file is touched.
     pub(crate) fn snapshot(&self, start: EventId, end: EventId) -> Snapshot {
