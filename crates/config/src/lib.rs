@@ -52,8 +52,9 @@ pub use env::ENV_VARS;
 pub use run::Addresses;
 pub use sections::{
     AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
-    JobsSection, ListenSection, LiveSection, LogConfig, LogFormat, OnCorruption, ReadinessConfig,
-    RetentionConfig, StorageConfig, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
+    JobsSection, JournalSection, ListenSection, LiveSection, LogConfig, LogFormat, OnCorruption,
+    ReadinessConfig, RetentionConfig, StorageConfig, TraceSection, DEFAULT_HTTP_ADDR,
+    DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -141,6 +142,10 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// `[listen]`
     pub listen: ListenSection,
+    /// `[journal]`
+    pub journal: JournalSection,
+    /// `[trace]`
+    pub trace: TraceSection,
 }
 
 impl Config {
@@ -345,6 +350,32 @@ impl Config {
                     key: "auth.tokens.scopes",
                     reason: format!("token `{}` has no scope", token.name),
                 });
+            }
+        }
+        for token in &self.auth.tokens {
+            if let Some(t) = &token.tenant {
+                if t.is_empty() || t.starts_with('_') || t.contains(':') {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.tokens.tenant",
+                        reason: format!(
+                            "the tenant `{t}` of token `{}` must be non-empty, without `:`, and not start with `_` (busbar's own streams are `_busbar:...`)",
+                            token.name
+                        ),
+                    });
+                }
+            }
+        }
+        for (key, zero) in [
+            ("journal.max_events", self.journal.max_events == 0),
+            ("journal.queue", self.journal.queue == 0),
+            ("journal.max_age", self.journal.max_age.0.is_zero()),
+            ("trace.max_running", self.trace.max_running == 0),
+            ("trace.max_duration", self.trace.max_duration.0.is_zero()),
+            ("trace.max_events", self.trace.max_events == 0),
+            ("trace.max_bytes", self.trace.max_bytes.bytes() == 0),
+        ] {
+            if zero {
+                return invalid(key, "must be greater than 0");
             }
         }
         if self.auth.tokens.is_empty() && !self.auth.allow_unauthenticated_remote {

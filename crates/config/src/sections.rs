@@ -500,3 +500,59 @@ impl Default for ReadinessConfig {
         }
     }
 }
+
+/// `[journal]`: the ops journal, kept in the internal stream `_busbar:ops`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    /// Ops events kept; the oldest are trimmed past it. Default 100000.
+    pub max_events: u64,
+    /// The oldest ops event kept. Default 7 days.
+    pub max_age: HumanDuration,
+    /// Ops events waiting to be written; past it new ones are dropped and
+    /// counted. Default 4096.
+    pub queue: usize,
+    /// At most one `error` ops event per reason per interval (the others
+    /// are counted in the next one's `suppressed`). Default 1 s.
+    pub error_interval: HumanDuration,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            max_events: 100_000,
+            max_age: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            queue: 4096,
+            error_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// `[trace]`: trace mode (`POST /api/ops/trace/start`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceSection {
+    /// Traces running at once. Default 8.
+    pub max_running: usize,
+    /// The longest trace. Default 10 minutes.
+    pub max_duration: HumanDuration,
+    /// Events one trace captures; past it, it counts what it left out.
+    /// Default 10000.
+    pub max_events: usize,
+    /// Bytes of events one trace captures. Default 8 MiB.
+    pub max_bytes: ByteSize,
+    /// Finished traces kept for `GET /api/ops/trace/{id}`. Default 32.
+    pub keep: usize,
+}
+
+impl Default for TraceSection {
+    fn default() -> Self {
+        TraceSection {
+            max_running: 8,
+            max_duration: HumanDuration(Duration::from_secs(600)),
+            max_events: 10_000,
+            max_bytes: ByteSize::mib(8),
+            keep: 32,
+        }
+    }
+}

@@ -107,6 +107,16 @@ impl Principal {
         }
     }
 
+    /// Who it is, for counters and journals: the token's name (never its
+    /// secret), `trusted` or `open`.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Token { name, .. } => name,
+            Principal::Trusted => "trusted",
+            Principal::Open => "open",
+        }
+    }
+
     /// The tenant the principal is bound to.
     pub fn tenant(&self) -> Option<&str> {
         match self {
@@ -167,6 +177,12 @@ impl Auth {
     /// Auth over `tokens` (none: open).
     pub fn new(tokens: Vec<TokenSpec>) -> Self {
         Auth { tokens }
+    }
+
+    /// Every configured secret, for redaction (a support pack removes each
+    /// wherever it appears).
+    pub fn secrets(&self) -> Vec<String> {
+        self.tokens.iter().map(|t| t.secret.clone()).collect()
     }
 
     /// Whether any token is configured.

@@ -28,6 +28,8 @@ pub struct EngineConfig {
     pub jobs: crate::JobsConfig,
     /// When a stream's health turns `degraded`.
     pub health: crate::HealthThresholds,
+    /// The ops journal's bounds.
+    pub journal: crate::JournalConfig,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +39,7 @@ impl Default for EngineConfig {
             max_read_count: 10_000,
             jobs: crate::JobsConfig::default(),
             health: crate::HealthThresholds::default(),
+            journal: crate::JournalConfig::default(),
         }
     }
 }
@@ -106,6 +109,8 @@ impl EngineBuilder {
         registry.register(gauges.clone());
         registry.register(process.clone());
         let (appended, _) = watch::channel(0);
+        let journal = crate::Journal::new(self.config.journal.clone());
+        registry.register(Arc::new(journal.clone()));
         let jobs = crate::jobs::Jobs::new(self.config.jobs.clone(), metrics.clone());
         Arc::new(Engine {
             store: self.store,
@@ -122,6 +127,7 @@ impl EngineBuilder {
             jobs,
             dlq_moves: tokio::sync::Mutex::new(()),
             hooks: ArcSwap::from_pointee(Vec::new()),
+            journal,
         })
     }
 }

@@ -63,6 +63,8 @@ pub struct Engine {
     /// Registration order; swapped whole when a hook is added, so the hot
     /// path reads it without a lock.
     pub(crate) hooks: ArcSwap<Vec<Arc<dyn Hook>>>,
+    /// Where ops events go ([`crate::journal`]).
+    pub(crate) journal: crate::Journal,
 }
 
 impl std::fmt::Debug for Engine {
@@ -266,6 +268,11 @@ impl Engine {
     ) -> Result<Vec<EventId>, EngineError> {
         principal.require(Scope::Publish)?;
         principal.check_stream(stream)?;
+        if crate::journal::is_internal(stream.as_str()) {
+            return Err(EngineError::ReservedStream {
+                stream: stream.clone(),
+            });
+        }
         if opts.trim.is_some() {
             principal.require(Scope::Admin)?;
         }
@@ -317,12 +324,20 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Counts a rejected request or event.
+    /// Counts a rejected request or event, and records it in the ops
+    /// journal (by reason, at most once a second per reason).
     pub fn count_error(&self, transport: Transport, error: &EngineError) {
         self.metrics
             .ingest_errors
             .get([transport.as_str(), error.reason()])
             .inc();
+        self.journal
+            .record_error(error.reason(), transport.as_str());
+    }
+
+    /// The ops journal: record what happened to the system here.
+    pub fn journal(&self) -> &crate::Journal {
+        &self.journal
     }
 
     /// The count a read asking for `asked` events runs with: at most
@@ -533,6 +548,20 @@ impl Engine {
         principal: &Principal,
         stream: Option<&StreamName>,
     ) -> Result<Vec<(StreamName, Rotated)>, EngineError> {
+        self.rotate_because(principal, stream, "requested").await
+    }
+
+    /// [`Engine::rotate`], journaling `reason` with each sealed segment
+    /// (`storage:rotate`).
+    ///
+    /// # Errors
+    /// As [`Engine::trim`].
+    pub async fn rotate_because(
+        &self,
+        principal: &Principal,
+        stream: Option<&StreamName>,
+        reason: &str,
+    ) -> Result<Vec<(StreamName, Rotated)>, EngineError> {
         principal.require(Scope::Admin)?;
         let targets = match stream {
             Some(s) => vec![s.clone()],
@@ -545,7 +574,18 @@ impl Engine {
         let mut out = Vec::new();
         for s in targets {
             principal.check_stream(&s)?;
-            out.push((s.clone(), self.store.rotate(&s).await?));
+            let rotated = self.store.rotate(&s).await?;
+            if rotated.sealed {
+                let tenant = s.as_str().split_once(':').map(|(t, _)| t);
+                self.journal.record(
+                    crate::OpsEvent::new("storage:rotate", "storage")
+                        .tenant(tenant.filter(|_| principal.tenant().is_some()))
+                        .field("stream", s.as_str())
+                        .field("segments", rotated.segments)
+                        .field("reason", reason),
+                );
+            }
+            out.push((s.clone(), rotated));
         }
         Ok(out)
     }

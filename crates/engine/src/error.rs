@@ -27,6 +27,12 @@ pub enum EngineError {
         /// The stream it tried to access.
         stream: StreamName,
     },
+    /// A client published to one of busbar's own streams (`_busbar:...`).
+    #[error("stream `{stream}` is busbar's own: clients may read it, not publish to it")]
+    ReservedStream {
+        /// The stream.
+        stream: StreamName,
+    },
     /// An event's `tenant` differs from the token's tenant.
     #[error("event tenant `{event_tenant}` does not match the token's tenant `{tenant}`")]
     TenantMismatch {
@@ -156,6 +162,7 @@ impl EngineError {
             EngineError::BadToken => "bad_token",
             EngineError::Forbidden { .. } => "forbidden",
             EngineError::WrongTenant { .. } | EngineError::TenantMismatch { .. } => "wrong_tenant",
+            EngineError::ReservedStream { .. } => "reserved_stream",
             EngineError::Event(e) => match e {
                 EventError::MalformedJson { .. } => "malformed_json",
                 EventError::NotAnObject => "not_an_object",
@@ -203,7 +210,8 @@ impl EngineError {
             EngineError::Unauthenticated | EngineError::BadToken => 401,
             EngineError::Forbidden { .. }
             | EngineError::WrongTenant { .. }
-            | EngineError::TenantMismatch { .. } => 403,
+            | EngineError::TenantMismatch { .. }
+            | EngineError::ReservedStream { .. } => 403,
             EngineError::Event(EventError::TooLarge { .. }) | EngineError::BatchTooLarge { .. } => {
                 413
             }

@@ -98,6 +98,12 @@ impl Readiness {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// Free bytes on the data directory's disk (`None` for a store without
+    /// one, or when the system cannot tell).
+    pub fn free_space(&self) -> Option<u64> {
+        fs2::available_space(self.data_dir.as_ref()?).ok()
+    }
+
     /// Every reason the daemon is not ready (empty: ready). Does a small
     /// probe write, so call it per readiness request, not per event.
     pub fn check(&self) -> Vec<NotReady> {

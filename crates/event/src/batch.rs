@@ -203,6 +203,15 @@ impl EventBatch {
         })
     }
 
+    /// Every event's `type`, in order (for per-type counters, without
+    /// decoding whole events).
+    pub fn types(&self) -> impl Iterator<Item = &str> + '_ {
+        self.frames().filter_map(|(_, body)| {
+            let len = u16::from_le_bytes([body[2], body[3]]) as usize;
+            std::str::from_utf8(body.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)?).ok()
+        })
+    }
+
     fn frames(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -304,6 +313,7 @@ mod tests {
             vec![None, Some(EventId::new(9, 9))]
         );
         assert_eq!(batch.sessions().collect::<Vec<_>>(), vec![("s", Some(-5))]);
+        assert_eq!(batch.types().collect::<Vec<_>>(), vec!["t", "u"]);
         let mut seq = 0;
         batch.assign(77, |req| {
             seq += 1;

@@ -265,13 +265,15 @@ impl Fanout {
     /// published event with a `session` is counted, and its metrics with
     /// the engine's registry.
     pub fn new(engine: Arc<Engine>, config: FanoutConfig) -> Arc<Fanout> {
-        let sessions = Arc::new(sessions::Sessions::new(config.sessions));
+        let journal = engine.journal().clone();
+        let sessions =
+            Arc::new(sessions::Sessions::new(config.sessions).with_journal(journal.clone()));
         engine.add_hook(Arc::new(SessionHook(sessions.clone())));
         let metrics = Arc::new(metrics::FanoutMetrics::default());
         let hub = Arc::new(Fanout {
             feeds: feed::Feeds::new(engine.clone(), metrics.clone(), config.feed_capacity),
             delays: Arc::new(rooms::Delays::new(config.default_delay, config.max_delay)),
-            sockets: Arc::new(sockets::Sockets::default()),
+            sockets: Arc::new(sockets::Sockets::default().with_journal(journal)),
             sessions,
             metrics,
             engine: engine.clone(),

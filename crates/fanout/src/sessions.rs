@@ -25,6 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use busbar_engine::{Journal, OpsEvent};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -116,7 +117,7 @@ pub struct SessionStats {
 /// An operational event (`drift_warn`, ...), for the ops API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OpsEvent {
+pub struct SessionEvent {
     /// Kind, e.g. `drift_warn`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -150,12 +151,15 @@ struct Entry {
 pub struct Sessions {
     config: SessionConfig,
     inner: Mutex<Inner>,
+    /// Where session starts, drift warnings and delay changes are also
+    /// journaled.
+    journal: Option<Journal>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     ids: HashMap<String, Entry>,
-    ops: VecDeque<OpsEvent>,
+    ops: VecDeque<SessionEvent>,
 }
 
 impl Inner {
@@ -194,6 +198,21 @@ impl Sessions {
         Sessions {
             config,
             inner: Mutex::new(Inner::default()),
+            journal: None,
+        }
+    }
+
+    /// The same table, journaling session starts, drift warnings and
+    /// delay changes in `journal` as well.
+    #[must_use]
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    fn journal(&self, event: OpsEvent) {
+        if let Some(journal) = &self.journal {
+            journal.record(event);
         }
     }
 
@@ -232,6 +251,11 @@ impl Sessions {
                 entry
                     .stats
                     .push((tenant.map(str::to_owned), Session::new(now_ms)));
+                let mut event = OpsEvent::new("session:start", "session")
+                    .tenant(tenant)
+                    .field("session", session);
+                event.at_ms = now_ms;
+                self.journal(event);
                 entry.stats.len() - 1
             }
         };
@@ -260,7 +284,7 @@ impl Sessions {
         let fire = warn && !s.warned;
         s.warned = warn;
         if fire {
-            let event = OpsEvent {
+            let event = SessionEvent {
                 kind: "drift_warn",
                 at_ms: now_ms,
                 session: session.to_owned(),
@@ -274,11 +298,20 @@ impl Sessions {
                 threshold_ms = limit,
                 "drift_warn"
             );
+            // A producer's clock is its relay's: the runbook looks for
+            // drift warnings among the relay's events (`type=relay`).
+            let mut journaled = OpsEvent::new("drift_warn", "relay")
+                .tenant(tenant)
+                .field("session", session)
+                .field("driftP95Ms", p95)
+                .field("thresholdMs", limit);
+            journaled.at_ms = now_ms;
+            self.journal(journaled);
             self.push_ops(&mut inner, event);
         }
     }
 
-    fn push_ops(&self, inner: &mut Inner, event: OpsEvent) {
+    fn push_ops(&self, inner: &mut Inner, event: SessionEvent) {
         if inner.ops.len() >= self.config.max_ops_events {
             inner.ops.pop_front();
         }
@@ -295,10 +328,16 @@ impl Sessions {
         detail: String,
         now_ms: u64,
     ) {
+        let mut journaled = OpsEvent::new(kind, "broadcast")
+            .tenant(tenant)
+            .field("session", session)
+            .field("detail", detail.as_str());
+        journaled.at_ms = now_ms;
+        self.journal(journaled);
         let mut inner = self.inner.lock();
         self.push_ops(
             &mut inner,
-            OpsEvent {
+            SessionEvent {
                 kind,
                 at_ms: now_ms,
                 session: session.to_owned(),
@@ -335,7 +374,7 @@ impl Sessions {
     }
 
     /// Recorded ops events, oldest first.
-    pub fn ops_events(&self) -> Vec<OpsEvent> {
+    pub fn ops_events(&self) -> Vec<SessionEvent> {
         self.inner.lock().ops.iter().cloned().collect()
     }
 

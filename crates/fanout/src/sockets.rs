@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use busbar_engine::Transport;
+use busbar_engine::{Journal, OpsEvent, Transport};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What a connection says it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -118,6 +119,9 @@ pub struct Sockets {
     inner: Mutex<Inner>,
     next: AtomicU64,
     max_events: usize,
+    /// Where connects, hellos, joins, leaves and disconnects are also
+    /// journaled (`socket:*`, `session:stop`).
+    journal: Option<Journal>,
 }
 
 impl Default for Sockets {
@@ -133,7 +137,16 @@ impl Sockets {
             inner: Mutex::new(Inner::default()),
             next: AtomicU64::new(1),
             max_events,
+            journal: None,
         }
+    }
+
+    /// The same registry, journaling what happens to connections in
+    /// `journal` as well.
+    #[must_use]
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     fn record(
@@ -144,6 +157,19 @@ impl Sockets {
         room: Option<String>,
         now_ms: u64,
     ) {
+        if let Some(journal) = &self.journal {
+            let mut event = OpsEvent::new(journal_kind(kind), "socket")
+                .tenant(tenant.as_deref())
+                .field("socket", socket);
+            event.at_ms = now_ms;
+            if let Some(room) = &room {
+                event = event.field("room", room.as_str());
+            }
+            if let Some(e) = inner.sockets.get(&socket) {
+                event = describe(event, e);
+            }
+            journal.record(event);
+        }
         if inner.events.len() >= self.max_events {
             inner.events.pop_front();
         }
@@ -195,10 +221,20 @@ impl Sockets {
 
     /// Every connection, oldest first.
     pub fn list(&self) -> Vec<SocketInfo> {
+        self.list_where(|_| true)
+    }
+
+    /// One connection, if it is open.
+    pub fn get(&self, id: u64) -> Option<SocketInfo> {
+        self.list_where(|sid| sid == id).pop()
+    }
+
+    fn list_where(&self, keep: impl Fn(u64) -> bool) -> Vec<SocketInfo> {
         self.inner
             .lock()
             .sockets
             .iter()
+            .filter(|(id, _)| keep(**id))
             .map(|(id, e)| SocketInfo {
                 id: *id,
                 transport: e.transport.as_str(),
@@ -270,6 +306,36 @@ impl Sockets {
     }
 }
 
+/// The journal's type for a registry event.
+fn journal_kind(kind: &'static str) -> &'static str {
+    match kind {
+        "connect" => "socket:connect",
+        "disconnect" => "socket:disconnect",
+        "join" => "socket:join",
+        "leave" => "socket:leave",
+        other => other,
+    }
+}
+
+/// Adds what is known of a connection to its ops event.
+fn describe(event: OpsEvent, e: &Entry) -> OpsEvent {
+    let mut event = event
+        .field("transport", e.transport.as_str())
+        .field("role", e.role.as_str())
+        .field("remote", e.remote.as_str())
+        .field(
+            "rooms",
+            e.rooms
+                .iter()
+                .map(|r| Value::from(r.as_str()))
+                .collect::<Vec<_>>(),
+        );
+    if let Some(session) = &e.session {
+        event = event.field("session", session.as_str());
+    }
+    event
+}
+
 /// A registered connection; dropping it unregisters.
 #[derive(Debug)]
 pub struct SocketGuard {
@@ -298,6 +364,15 @@ impl SocketGuard {
             e.role = role;
             e.session = session;
         });
+        if let Some(journal) = &self.registry.journal {
+            let inner = self.registry.inner.lock();
+            if let Some(e) = inner.sockets.get(&self.id) {
+                let event = OpsEvent::new("socket:hello", "socket")
+                    .tenant(self.tenant.as_deref())
+                    .field("socket", self.id);
+                journal.record(describe(event, e));
+            }
+        }
     }
 
     /// Joins a room (idempotent); returns whether it was new.
@@ -351,14 +426,30 @@ impl Drop for SocketGuard {
         let now = busbar_event::now_ms();
         let mut inner = self.registry.inner.lock();
         let who = || (self.id, self.tenant.clone());
-        if let Some(e) = inner.sockets.remove(&self.id) {
-            for room in e.rooms {
-                self.registry
-                    .record(&mut inner, "leave", who(), Some(room), now);
-            }
+        let rooms: Vec<String> = inner
+            .sockets
+            .get(&self.id)
+            .map(|e| e.rooms.iter().cloned().collect())
+            .unwrap_or_default();
+        for room in rooms {
+            self.registry
+                .record(&mut inner, "leave", who(), Some(room), now);
         }
+        // Recorded while the entry is still there, so it names its role,
+        // session and peer.
         self.registry
             .record(&mut inner, "disconnect", who(), None, now);
+        if let Some(e) = inner.sockets.remove(&self.id) {
+            if let (Some(journal), Some(session)) = (&self.registry.journal, &e.session) {
+                let mut event = OpsEvent::new("session:stop", "session")
+                    .tenant(self.tenant.as_deref())
+                    .field("session", session.as_str())
+                    .field("socket", self.id)
+                    .field("reason", "disconnected");
+                event.at_ms = now;
+                journal.record(event);
+            }
+        }
     }
 }
 

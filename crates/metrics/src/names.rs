@@ -113,3 +113,9 @@ pub const CONNECTION_TIMEOUTS: &str = "busbar_connection_timeouts_total";
 pub const UNAUTHENTICATED: &str = "busbar_unauthenticated_connections";
 /// Live connections busbar closed, by reason.
 pub const LIVE_CLOSES: &str = "busbar_live_closes_total";
+/// Ops events recorded in the journal, by type.
+pub const OPS_EVENTS: &str = "busbar_ops_events_total";
+/// Ops events dropped: the journal's queue was full.
+pub const OPS_EVENTS_DROPPED: &str = "busbar_ops_events_dropped_total";
+/// Failed writes of ops events to the journal's stream.
+pub const OPS_EVENTS_WRITE_ERRORS: &str = "busbar_ops_events_write_errors_total";
