@@ -140,6 +140,46 @@ impl Client {
         self.finish(req.send(body.to_string().as_bytes()))
     }
 
+    /// `POST path` with a JSON body: the answer's bytes (an archive).
+    pub fn post_json_bytes(&self, path: &str, body: &Value) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req
+            .send(body.to_string().as_bytes())
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                message: format!("reading the answer failed: {e}"),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(ClientError::Api {
+            status,
+            reason: value["error"].as_str().unwrap_or("http_error").to_owned(),
+            message: value["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+        })
+    }
+
     /// `DELETE path`, decoded as JSON.
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);

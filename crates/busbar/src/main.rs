@@ -17,6 +17,7 @@ mod dlq;
 mod groups;
 mod jobs;
 mod logging;
+mod ops;
 mod publish;
 mod read;
 mod replay;
@@ -77,6 +78,14 @@ enum Command {
     /// Background jobs (replays, DLQ reprocessing): list, show, wait,
     /// cancel.
     Jobs(jobs::JobsArgs),
+    /// The ops API: summary, recent ops events.
+    Ops(ops::OpsArgs),
+    /// Trace one session, stream or connection for a while: start, show,
+    /// list.
+    Trace(ops::TraceArgs),
+    /// Write a redacted diagnostics archive (summary, ops events, sessions,
+    /// metrics, log tail, optionally config and a trace).
+    SupportPack(ops::SupportPackArgs),
 }
 
 /// `busbar serve` flags; they override the config file and `BUSBAR_*`.
@@ -128,7 +137,9 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args.config().and_then(serve::run),
+        Command::Serve(args) => args
+            .config()
+            .and_then(|config| serve::run(config, args.config.as_deref())),
         Command::Cmd(args) => cmd::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => read::tail(args),
@@ -138,6 +149,9 @@ fn main() -> ExitCode {
         Command::Groups(args) => groups::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Ops(args) => ops::run(args),
+        Command::Trace(args) => ops::trace(args),
+        Command::SupportPack(args) => ops::support_pack(args),
         Command::Jobs(args) => jobs::run(args),
     };
     match result {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use busbar_config::{Addresses, Backend, Config, OnCorruption};
-use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Readiness};
+use busbar_engine::{
+    Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, JournalConfig, Readiness,
+};
 use busbar_ingest::{Ingest, IngestOptions};
 use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
@@ -18,8 +20,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<ExitCode> {
-    crate::logging::init(&config.log)?;
+pub fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let log_tail = busbar_ops::pack::LogTail::new(busbar_ops::LOG_TAIL_BYTES);
+    crate::logging::init(&config.log, log_tail.clone())?;
     raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = worker_threads(&config) {
@@ -30,7 +33,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         .thread_name("busbar")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, config_path, log_tail))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,7 +93,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: Option<&Path>,
+    log_tail: Arc<busbar_ops::pack::LogTail>,
+) -> anyhow::Result<()> {
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -119,9 +126,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .config(engine_config(&config))
         .readiness(readiness)
         .build();
+    // The ops journal's writer: what the engine and side services record
+    // goes to `_busbar:ops`.
+    let journal = {
+        let (journal, store) = (engine.journal().clone(), engine.store().clone());
+        tokio::spawn(async move { journal.run(store).await })
+    };
     // Operator surfaces: the command socket's commands and `/api/ops/*`;
     // side services register theirs with it.
-    let ops = busbar_ops::Ops::new(engine.clone());
+    let traces = busbar_ops::trace::TraceConfig {
+        max_running: config.trace.max_running,
+        max_duration: config.trace.max_duration.0,
+        max_events: config.trace.max_events,
+        max_bytes: config.trace.max_bytes.bytes(),
+        keep: config.trace.keep,
+    };
+    let ops = busbar_ops::Ops::with_traces(engine.clone(), traces);
+    ops.set_log_tail(log_tail);
+    ops.set_config_source(busbar_ops::pack::ConfigSource {
+        path: config_path.map(Path::to_path_buf),
+    });
+    let sampler = ops.spawn_sampler();
 
     let events_path = config.events_socket();
     let commands_path = config.commands_socket();
@@ -258,6 +283,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // No sweep may start a dead-letter move once the store is closing.
     sweeper.abort();
     let _ = sweeper.await;
+    // What happened during the drain (disconnects) is journaled first.
+    busbar_ops::events::settle(&engine, Duration::from_secs(1)).await;
+    journal.abort();
+    sampler.abort();
     engine
         .shutdown()
         .await
@@ -312,6 +341,12 @@ fn engine_config(config: &Config) -> EngineConfig {
         health: HealthThresholds {
             max_dlq: config.health.max_dlq,
             max_lag: config.health.max_lag,
+        },
+        journal: JournalConfig {
+            queue: config.journal.queue,
+            max_events: config.journal.max_events,
+            max_age: config.journal.max_age.0,
+            error_interval: config.journal.error_interval.0,
         },
     }
 }

@@ -42,6 +42,79 @@ pub fn router(hub: Arc<Fanout>, budget: Option<Budget>) -> Router {
 /// members among its connections) and delays; an untenanted one every
 /// tenant's, each item naming its tenant.
 pub fn register_ops(hub: &Arc<Fanout>, ops: &Ops) {
+    // The summary's `live` section: connections by transport and role,
+    // producer sessions, subscriptions and rooms the caller may see.
+    let weak = Arc::downgrade(hub);
+    ops.add_section("live", move |p| {
+        let Some(hub) = weak.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        let mut sockets = hub.sockets().list();
+        sockets.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+        let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for s in &sockets {
+            *by.entry(format!("{}/{}", s.transport, s.role.as_str()))
+                .or_default() += 1;
+        }
+        let mut sessions = hub.sessions().stats();
+        sessions.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+        let drifting = sessions.iter().filter(|s| s.drift_warn).count();
+        serde_json::json!({
+            "sockets": sockets.len(),
+            "byTransportAndRole": by,
+            "subscriptions": sockets.iter().map(|s| u64::from(s.subscriptions)).sum::<u64>(),
+            "sessions": sessions.len(),
+            "sessionsDrifting": drifting,
+            "rooms": hub.sockets().rooms_of(|t| p.sees_tenant(t)).len(),
+        })
+    });
+    // Support packs: every session and connection the caller may see, and
+    // the one session asked for.
+    let weak = Arc::downgrade(hub);
+    ops.add_pack_part("sessions.json", move |p| {
+        let Some(hub) = weak.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        let mut sessions = hub.sessions().stats();
+        sessions.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+        let mut events = hub.sessions().ops_events();
+        events.retain(|e| p.sees_tenant(e.tenant.as_deref()));
+        serde_json::json!({"sessions": sessions, "events": events})
+    });
+    let weak = Arc::downgrade(hub);
+    ops.add_pack_part("sockets.json", move |p| {
+        let Some(hub) = weak.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        let mut sockets = hub.sockets().list();
+        sockets.retain(|s| p.sees_tenant(s.tenant.as_deref()));
+        let rooms = hub.sockets().rooms_of(|t| p.sees_tenant(t));
+        let mut delays = hub.delays().list();
+        delays.retain(|d| p.sees_tenant(d.tenant.as_deref()));
+        serde_json::json!({"sockets": sockets, "rooms": rooms, "delays": delays})
+    });
+    let weak = Arc::downgrade(hub);
+    ops.set_session_lookup(Arc::new(move |p, id| {
+        let hub = weak.upgrade()?;
+        let mine: Vec<_> = hub
+            .sessions()
+            .stats()
+            .into_iter()
+            .filter(|s| s.session_id == id && p.sees_tenant(s.tenant.as_deref()))
+            .collect();
+        (!mine.is_empty()).then(|| serde_json::json!({"sessionId": id, "stats": mine}))
+    }));
+    // Connection traces sample a connection's counters.
+    let weak = Arc::downgrade(hub);
+    ops.traces().set_connection_probe(Arc::new(move |id| {
+        let s = weak.upgrade()?.sockets().get(id)?;
+        Some(busbar_ops::trace::ConnectionState {
+            tenant: s.tenant,
+            session: s.session,
+            sent: s.sent,
+            dropped: s.dropped,
+        })
+    }));
     let h = hub.clone();
     ops.route(
         "/api/ops/sessions",

@@ -52,7 +52,7 @@ struct Daemon {
     engine: Arc<Engine>,
     http: SocketAddr,
     tcp: SocketAddr,
-    ops_paths: Vec<&'static str>,
+    ops_endpoints: Vec<(&'static str, &'static str)>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -103,7 +103,7 @@ async fn daemon() -> Daemon {
         engine,
         http,
         tcp,
-        ops_paths: ops.paths(),
+        ops_endpoints: ops.endpoints(),
         _stop: stop,
     }
 }
@@ -287,6 +287,7 @@ struct Ids {
     pending: Vec<String>,
     dlq: String,
     job: String,
+    trace: String,
 }
 
 impl Ids {
@@ -309,7 +310,7 @@ impl Ids {
         .map(|s| (*s).to_owned())
         .collect();
         m.extend(self.events.iter().cloned());
-        m.extend([self.dlq.clone(), self.job.clone()]);
+        m.extend([self.dlq.clone(), self.job.clone(), self.trace.clone()]);
         m
     }
 }
@@ -450,11 +451,21 @@ async fn seed(d: &Daemon) -> (Ids, Vec<Ws>, Line) {
         json!({"type": "b-own"}),
     )
     .await;
+    // A trace of a's stream, running through the whole matrix.
+    let started = post_json(
+        d,
+        "/api/ops/trace/start",
+        A,
+        json!({"stream": STREAM, "durationSec": 600}),
+    )
+    .await;
+    let trace = started["traceId"].as_str().unwrap().to_owned();
     let ids = Ids {
         events,
         pending,
         dlq,
         job,
+        trace,
     };
     (ids, vec![producer, dashboard], subscriber)
 }
@@ -483,9 +494,9 @@ fn routes(d: &Daemon) -> Vec<(String, String)> {
             }
         }
     }
-    assert!(!d.ops_paths.is_empty());
-    for path in &d.ops_paths {
-        out.push(("GET".to_owned(), (*path).to_owned()));
+    assert!(!d.ops_endpoints.is_empty());
+    for (method, path) in &d.ops_endpoints {
+        out.push(((*method).to_owned(), (*path).to_owned()));
     }
     out
 }
@@ -502,6 +513,8 @@ fn requests(method: &str, template: &str, ids: &Ids) -> Vec<Req> {
     };
     let id = if template.contains("/dlq/") {
         &ids.dlq
+    } else if template.contains("/trace/") {
+        &ids.trace
     } else {
         &ids.events[0]
     };
@@ -551,6 +564,16 @@ fn requests(method: &str, template: &str, ids: &Ids) -> Vec<Req> {
         ("POST", t) if t.ends_with("/rotate") || t.ends_with("/pause") => vec![String::new()],
         ("POST", t) if t.ends_with("/resume") || t.ends_with("/cancel") => vec![String::new()],
         ("POST", "/api/streams/{stream}/dlq/{id}/reprocess") => vec![String::new()],
+        ("POST", "/api/ops/trace/start") => vec![
+            json!({"stream": STREAM, "durationSec": 1}).to_string(),
+            json!({"sessionId": SESSION, "durationSec": 1}).to_string(),
+        ],
+        ("POST", "/api/ops/support-pack") => vec![
+            json!({}).to_string(),
+            json!({"sessionId": PIT}).to_string(),
+            json!({"traceId": ids.trace}).to_string(),
+            json!({"includeConfig": true}).to_string(),
+        ],
         _ => panic!("the tenancy matrix has no request for {method} {template}: add one"),
     };
     let query = match template {

@@ -258,7 +258,10 @@ async fn rotate(engine: &Engine, args: &Value) -> Value {
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => return failure("invalid_stream", &e.to_string()),
     };
-    match engine.rotate(&Principal::Trusted, stream.as_ref()).await {
+    match engine
+        .rotate_because(&Principal::Trusted, stream.as_ref(), &reason)
+        .await
+    {
         Ok(rotated) => {
             let sealed = rotated.iter().filter(|(_, r)| r.sealed).count();
             tracing::info!(reason = %reason, streams = rotated.len(), sealed, "rotation requested on the command socket");
