@@ -40,7 +40,8 @@ use tokio::sync::watch;
 use crate::gauges::ScrapeGauges;
 use crate::hooks::{Admit, Hook};
 use crate::{
-    Auth, EngineConfig, EngineError, Metrics, Principal, ReadOp, Readiness, Scope, Transport,
+    AdminAction, Auth, EngineConfig, EngineError, Metrics, Principal, ReadOp, Readiness, Scope,
+    Transport,
 };
 
 /// The core engine. Cheap to share (`Arc<Engine>`).
@@ -491,7 +492,16 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.trim(stream, trim).await?)
+        let removed = self.store.trim(stream, trim).await?;
+        self.administered(
+            principal,
+            &AdminAction::Trim {
+                stream,
+                trim,
+                removed,
+            },
+        );
+        Ok(removed)
     }
 
     /// Deletes events (admin).
@@ -506,7 +516,16 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.delete(stream, ids).await?)
+        let deleted = self.store.delete(stream, ids).await?;
+        self.administered(
+            principal,
+            &AdminAction::DeleteEvents {
+                stream,
+                ids,
+                deleted,
+            },
+        );
+        Ok(deleted)
     }
 
     /// Deletes a whole stream (admin).
@@ -520,7 +539,9 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.delete_stream(stream).await?)
+        let existed = self.store.delete_stream(stream).await?;
+        self.administered(principal, &AdminAction::DeleteStream { stream, existed });
+        Ok(existed)
     }
 
     /// Seals the active segment of one stream, or of every stream the
@@ -545,8 +566,31 @@ impl Engine {
         let mut out = Vec::new();
         for s in targets {
             principal.check_stream(&s)?;
-            out.push((s.clone(), self.store.rotate(&s).await?));
+            let rotated = match self.store.rotate(&s).await {
+                Ok(rotated) => rotated,
+                Err(e) => {
+                    // The streams sealed before the failure were rotated.
+                    if !out.is_empty() {
+                        self.administered(
+                            principal,
+                            &AdminAction::Rotate {
+                                stream,
+                                rotated: &out,
+                            },
+                        );
+                    }
+                    return Err(e.into());
+                }
+            };
+            out.push((s.clone(), rotated));
         }
+        self.administered(
+            principal,
+            &AdminAction::Rotate {
+                stream,
+                rotated: &out,
+            },
+        );
         Ok(out)
     }
 
