@@ -113,3 +113,12 @@ pub const CONNECTION_TIMEOUTS: &str = "busbar_connection_timeouts_total";
 pub const UNAUTHENTICATED: &str = "busbar_unauthenticated_connections";
 /// Live connections busbar closed, by reason.
 pub const LIVE_CLOSES: &str = "busbar_live_closes_total";
+/// Audit records written (fsynced).
+pub const AUDIT_RECORDS: &str = "busbar_audit_records_total";
+/// Audit records that could not be written, by reason (`queue_full`,
+/// `closed`, `io`).
+pub const AUDIT_WRITE_ERRORS: &str = "busbar_audit_write_errors_total";
+/// The audit chain's head: one sample whose value is the newest record's
+/// `seq` and whose `hash` label is the first 16 hex digits of its hash
+/// (one series at a time; it changes only with an administrative action).
+pub const AUDIT_HEAD: &str = "busbar_audit_head";
