@@ -5,10 +5,12 @@
 //! - `busbar cmd <name> [json]`: a command on the command socket;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
+//! - `busbar audit verify | show`: the audit log, read from its file;
 //! - `busbar bench ingest | fanout | groups`: busbar's ingest against Redis
 //!   `XADD`, its live fan-out against NATS, its consumer groups against
 //!   Redis Streams and NATS JetStream (the `busbar-bench` crate).
 
+mod audit;
 mod bench;
 mod client;
 mod cmd;
@@ -77,6 +79,8 @@ enum Command {
     /// Background jobs (replays, DLQ reprocessing): list, show, wait,
     /// cancel.
     Jobs(jobs::JobsArgs),
+    /// The tamper-evident audit log: verify its hash chain, show records.
+    Audit(audit::AuditArgs),
 }
 
 /// `busbar serve` flags; they override the config file and `BUSBAR_*`.
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,

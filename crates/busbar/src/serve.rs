@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use busbar_config::{Addresses, Backend, Config, OnCorruption};
+use busbar_audit::{AuditConfig, AuditLog, OnBroken};
+use busbar_config::{Addresses, Backend, Config, OnAuditBroken, OnCorruption};
 use busbar_engine::{Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, Readiness};
 use busbar_ingest::{Ingest, IngestOptions};
 use busbar_listen::{bind_tcp, bind_unix};
@@ -90,6 +91,23 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Opens the audit log when `[audit] enabled`, continuing its chain.
+async fn open_audit(config: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
+    if !config.audit.enabled {
+        tracing::info!("audit log disabled ([audit] enabled = false)");
+        return Ok(None);
+    }
+    let mut audit = AuditConfig::new(config.audit_path());
+    audit.on_broken = match config.audit.on_broken {
+        OnAuditBroken::Fail => OnBroken::Fail,
+        OnAuditBroken::NewFile => OnBroken::NewFile,
+    };
+    let log = tokio::task::spawn_blocking(move || AuditLog::open(audit))
+        .await
+        .context("the audit log's recovery task failed")??;
+    Ok(Some(log))
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -119,6 +137,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .config(engine_config(&config))
         .readiness(readiness)
         .build();
+    let audit = open_audit(&config).await?;
+    if let Some(audit) = &audit {
+        engine.add_hook(audit.clone());
+        engine.registry().register(audit.clone());
+    }
     // Operator surfaces: the command socket's commands and `/api/ops/*`;
     // side services register theirs with it.
     let ops = busbar_ops::Ops::new(engine.clone());
@@ -258,6 +281,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // No sweep may start a dead-letter move once the store is closing.
     sweeper.abort();
     let _ = sweeper.await;
+    if let Some(audit) = audit {
+        // Writes every record still queued.
+        let closed = tokio::task::spawn_blocking(move || audit.close()).await;
+        if closed.is_err() {
+            tracing::error!("the audit log did not close cleanly");
+        }
+    }
     engine
         .shutdown()
         .await
