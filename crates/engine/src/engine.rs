@@ -9,7 +9,7 @@
 //!
 //! | seam | trait | what it is for |
 //! |---|---|---|
-//! | engine hooks | [`Hook`](crate::Hook) ([`crate::hooks`]) | an ordered list registered at start-up with [`Engine::add_hook`]: [`Hook::admit`](crate::Hook::admit) may refuse a publish, a read or a connection (`Overloaded { reason, retry_after }` or `Paused { reason }`); [`Hook::publishing`](crate::Hook::publishing) and [`Hook::published`](crate::Hook::published) observe every client batch before and after its append |
+//! | engine hooks | [`Hook`](crate::Hook) ([`crate::hooks`]) | an ordered list registered at start-up with [`Engine::add_hook`]: [`Hook::admit`](crate::Hook::admit) may refuse a publish, a read or a connection (`Overloaded { reason, retry_after }` or `Paused { reason }`); [`Hook::publishing`](crate::Hook::publishing) and [`Hook::published`](crate::Hook::published) observe every client batch before and after its append; [`Hook::administered`](crate::Hook::administered) sees every administrative action once it succeeded ([`crate::admin`]) |
 //! | metrics | `busbar_metrics::Collector` | a side service keeps its instruments in a struct of its own and registers it with the [`Registry`](busbar_metrics::Registry) ([`Engine::registry`]); it never needs the engine to record |
 //! | operator surfaces | commands and `/api/ops/*` routes | registered with the ops crate (`busbar-ops`), which owns the command socket and the ops routes |
 //! | connection hand-over | `busbar_ingest::LiveUpgrade` | an ingest connection that switches to the live protocol is handed to the live hub, so ingest does not depend on it |
