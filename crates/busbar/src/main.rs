@@ -5,10 +5,12 @@
 //! - `busbar cmd <name> [json]`: a command on the command socket;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
+//! - `busbar audit verify | show`: the audit log, read from its file;
 //! - `busbar bench ingest | fanout | groups`: busbar's ingest against Redis
 //!   `XADD`, its live fan-out against NATS, its consumer groups against
 //!   Redis Streams and NATS JetStream (the `busbar-bench` crate).
 
+mod audit;
 mod bench;
 mod client;
 mod cmd;
@@ -86,6 +88,8 @@ enum Command {
     /// Write a redacted diagnostics archive (summary, ops events, sessions,
     /// metrics, log tail, optionally config and a trace).
     SupportPack(ops::SupportPackArgs),
+    /// The tamper-evident audit log: verify its hash chain, show records.
+    Audit(audit::AuditArgs),
 }
 
 /// `busbar serve` flags; they override the config file and `BUSBAR_*`.
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => ops::trace(args),
         Command::SupportPack(args) => ops::support_pack(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use busbar_config::{Addresses, Backend, Config, OnCorruption};
+use busbar_audit::{AuditConfig, AuditLog, OnBroken};
+use busbar_config::{Addresses, Backend, Config, OnAuditBroken, OnCorruption};
 use busbar_engine::{
     Auth, Engine, EngineConfig, HealthThresholds, JobsConfig, JournalConfig, Readiness,
 };
@@ -93,6 +94,23 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Opens the audit log when `[audit] enabled`, continuing its chain.
+async fn open_audit(config: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
+    if !config.audit.enabled {
+        tracing::info!("audit log disabled ([audit] enabled = false)");
+        return Ok(None);
+    }
+    let mut audit = AuditConfig::new(config.audit_path());
+    audit.on_broken = match config.audit.on_broken {
+        OnAuditBroken::Fail => OnBroken::Fail,
+        OnAuditBroken::NewFile => OnBroken::NewFile,
+    };
+    let log = tokio::task::spawn_blocking(move || AuditLog::open(audit))
+        .await
+        .context("the audit log's recovery task failed")??;
+    Ok(Some(log))
+}
+
 async fn serve(
     config: Config,
     config_path: Option<&Path>,
@@ -132,6 +150,11 @@ async fn serve(
         let (journal, store) = (engine.journal().clone(), engine.store().clone());
         tokio::spawn(async move { journal.run(store).await })
     };
+    let audit = open_audit(&config).await?;
+    if let Some(audit) = &audit {
+        engine.add_hook(audit.clone());
+        engine.registry().register(audit.clone());
+    }
     // Operator surfaces: the command socket's commands and `/api/ops/*`;
     // side services register theirs with it.
     let traces = busbar_ops::trace::TraceConfig {
@@ -143,6 +166,24 @@ async fn serve(
     };
     let ops = busbar_ops::Ops::with_traces(engine.clone(), traces);
     ops.set_log_tail(log_tail);
+    if let Some(audit) = &audit {
+        // The chain head in the summary, for an operator to note down and
+        // later check with `busbar audit verify --expect-head`. Not a
+        // tenant's to see: it counts every tenant's actions.
+        let audit = Arc::downgrade(audit);
+        ops.add_section("audit", move |p| match (audit.upgrade(), p.tenant()) {
+            (Some(audit), None) => {
+                let (seq, hash) = audit.head();
+                serde_json::json!({
+                    "path": audit.path(),
+                    "headSeq": seq,
+                    "headHash": hash,
+                    "expectHead": format!("{seq}:{hash}"),
+                })
+            }
+            _ => serde_json::Value::Null,
+        });
+    }
     ops.set_config_source(busbar_ops::pack::ConfigSource {
         path: config_path.map(Path::to_path_buf),
     });
@@ -287,6 +328,13 @@ async fn serve(
     busbar_ops::events::settle(&engine, Duration::from_secs(1)).await;
     journal.abort();
     sampler.abort();
+    if let Some(audit) = audit {
+        // Writes every record still queued.
+        let closed = tokio::task::spawn_blocking(move || audit.close()).await;
+        if closed.is_err() {
+            tracing::error!("the audit log did not close cleanly");
+        }
+    }
     engine
         .shutdown()
         .await

@@ -36,6 +36,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_LOG_LEVEL", "log.level"),
     ("BUSBAR_LOG_FORMAT", "log.format"),
     ("BUSBAR_MIN_FREE_DISK", "readiness.min_free_disk"),
+    ("BUSBAR_AUDIT_ENABLED", "audit.enabled"),
+    ("BUSBAR_AUDIT_PATH", "audit.path"),
+    ("BUSBAR_AUDIT_ON_BROKEN", "audit.on_broken"),
 ];
 
 fn parse<T: FromStr>(v: &str) -> Result<T, String>
@@ -149,6 +152,18 @@ fn setter(var: &str) -> Option<Setter> {
         },
         "BUSBAR_MIN_FREE_DISK" => |c, v| {
             c.readiness.min_free_disk = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_AUDIT_ENABLED" => |c, v| {
+            c.audit.enabled = parse_bool(v)?;
+            Ok(())
+        },
+        "BUSBAR_AUDIT_PATH" => |c, v| {
+            c.audit.path = Some(PathBuf::from(v));
+            Ok(())
+        },
+        "BUSBAR_AUDIT_ON_BROKEN" => |c, v| {
+            c.audit.on_broken = parse(v)?;
             Ok(())
         },
         _ => return None,

@@ -5,7 +5,8 @@
 //! 1. built-in defaults ([`Config::default`]);
 //! 2. a TOML file (`busbar serve --config busbar.toml`), one table per
 //!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[jobs]`,
-//!    `[health]`, `[live]`, `[auth]`, `[commands]`, `[log]`, `[readiness]`;
+//!    `[health]`, `[live]`, `[auth]`, `[commands]`, `[log]`, `[readiness]`,
+//!    `[listen]`, `[audit]`;
 //!    unknown keys are errors, so typos surface;
 //! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]);
 //! 4. command-line flags, which the binary writes into the struct before
@@ -51,10 +52,10 @@ use thiserror::Error;
 pub use env::ENV_VARS;
 pub use run::Addresses;
 pub use sections::{
-    AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection, IngestConfig,
-    JobsSection, JournalSection, ListenSection, LiveSection, LogConfig, LogFormat, OnCorruption,
-    ReadinessConfig, RetentionConfig, StorageConfig, TraceSection, DEFAULT_HTTP_ADDR,
-    DEFAULT_TCP_ADDR,
+    AuditSection, AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection,
+    IngestConfig, JobsSection, JournalSection, ListenSection, LiveSection, LogConfig, LogFormat,
+    OnAuditBroken, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, TraceSection,
+    DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -146,6 +147,8 @@ pub struct Config {
     pub journal: JournalSection,
     /// `[trace]`
     pub trace: TraceSection,
+    /// `[audit]`
+    pub audit: AuditSection,
 }
 
 impl Config {
@@ -215,6 +218,14 @@ impl Config {
             .unwrap_or_else(|| self.storage.data_dir.join("sock").join("commands.sock"))
     }
 
+    /// The audit log: `audit.path`, or `<data_dir>/audit/audit.log`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit
+            .path
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("audit").join("audit.log"))
+    }
+
     /// Where the daemon writes its run files ([`Addresses`]).
     pub fn run_dir(&self) -> PathBuf {
         run::run_dir(&self.storage.data_dir)
@@ -233,6 +244,14 @@ impl Config {
         };
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
+        }
+        if self
+            .audit
+            .path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.file_name().is_none())
+        {
+            return invalid("audit.path", "must name a file");
         }
         if self.storage.segment_size.bytes() < 4096 {
             return invalid("storage.segment_size", "must be at least 4 KiB");

@@ -501,6 +501,55 @@ impl Default for ReadinessConfig {
     }
 }
 
+/// What the daemon does with an audit log whose hash chain is broken
+/// (other than by a torn last line, which is always repaired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAuditBroken {
+    /// Refuse to start, naming the first broken record, leaving the file
+    /// untouched for inspection.
+    #[default]
+    Fail,
+    /// Keep the broken file as `<path>.broken-<ms>` and start a new chain
+    /// whose first record names it.
+    NewFile,
+}
+
+impl FromStr for OnAuditBroken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "fail" => Ok(OnAuditBroken::Fail),
+            "new_file" => Ok(OnAuditBroken::NewFile),
+            other => Err(format!(
+                "unknown audit policy `{other}`: expected fail or new_file"
+            )),
+        }
+    }
+}
+
+/// `[audit]`: the tamper-evident log of administrative actions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSection {
+    /// Whether administrative actions are recorded. Default true.
+    pub enabled: bool,
+    /// The log file. Default `<data_dir>/audit/audit.log`.
+    pub path: Option<PathBuf>,
+    /// What to do with a broken chain at start-up.
+    pub on_broken: OnAuditBroken,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            enabled: true,
+            path: None,
+            on_broken: OnAuditBroken::Fail,
+        }
+    }
+}
+
 /// `[journal]`: the ops journal, kept in the internal stream `_busbar:ops`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -339,3 +339,42 @@ fn engine_limits_out_of_range_are_refused_naming_the_key() {
     .validate()
     .unwrap();
 }
+
+#[test]
+fn the_audit_log_lives_in_the_data_directory_unless_named() {
+    let c = Config::default();
+    assert!(c.audit.enabled);
+    assert_eq!(c.audit_path(), PathBuf::from("data/audit/audit.log"));
+    let c = Config::from_toml_str("[storage]\ndata_dir = \"/d\"\n", "t").unwrap();
+    assert_eq!(c.audit_path(), PathBuf::from("/d/audit/audit.log"));
+    let c = c
+        .with_env(env(&[
+            ("BUSBAR_AUDIT_ENABLED", "false"),
+            ("BUSBAR_AUDIT_PATH", "/var/log/busbar/audit.log"),
+            ("BUSBAR_AUDIT_ON_BROKEN", "new_file"),
+        ]))
+        .unwrap();
+    assert!(!c.audit.enabled);
+    assert_eq!(c.audit_path(), PathBuf::from("/var/log/busbar/audit.log"));
+    assert_eq!(c.audit.on_broken, OnAuditBroken::NewFile);
+    let bad = Config::default().with_env(env(&[("BUSBAR_AUDIT_ON_BROKEN", "ignore")]));
+    assert!(
+        matches!(
+            bad,
+            Err(ConfigError::Env {
+                var: "BUSBAR_AUDIT_ON_BROKEN",
+                ..
+            })
+        ),
+        "{bad:?}"
+    );
+    let mut c = Config::default();
+    c.audit.path = Some(PathBuf::from("/"));
+    assert!(matches!(
+        c.validate(),
+        Err(ConfigError::Invalid {
+            key: "audit.path",
+            ..
+        })
+    ));
+}

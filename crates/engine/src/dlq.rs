@@ -34,7 +34,7 @@ use busbar_store::{ReadQuery, StoreError, Trim, TypeFilter};
 use serde::Serialize;
 
 use crate::jobs::{Job, JobKind, JobSpec, JobState, JobStatus, Pacer};
-use crate::{Engine, EngineError, Principal, ReadOp, Scope};
+use crate::{AdminAction, Engine, EngineError, Principal, ReadOp, Scope};
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -261,9 +261,18 @@ impl Engine {
         let ids = self
             .move_back(stream, &dlq, std::slice::from_ref(&event))
             .await?;
+        let copy = ids.first().copied().unwrap_or(EventId::ZERO);
+        self.administered(
+            p,
+            &AdminAction::DlqReprocess {
+                stream,
+                dlq_id: id,
+                id: copy,
+            },
+        );
         Ok(Reprocessed {
             dlq_id: id,
-            id: ids.first().copied().unwrap_or(EventId::ZERO),
+            id: copy,
             original_id: DlqOrigin::of(&event).map(|o| o.original_id),
         })
     }
@@ -322,10 +331,21 @@ impl Engine {
             rate,
         };
         let engine = self.clone();
-        let stream = stream.clone();
-        self.spawn_job(spec, move |job| async move {
-            engine.run_reprocess(&job, &stream, &dlq, end, types).await
-        })
+        let recorded = types.clone();
+        let main = stream.clone();
+        let status = self.spawn_job(spec, move |job| async move {
+            engine.run_reprocess(&job, &main, &dlq, end, types).await
+        })?;
+        self.administered(
+            p,
+            &AdminAction::DlqReprocessAll {
+                stream,
+                types: recorded.as_ref(),
+                rate,
+                job: &status.id,
+            },
+        );
+        Ok(status)
     }
 
     async fn run_reprocess(
@@ -413,6 +433,7 @@ impl Engine {
             return Err(EngineError::NoSuchDlqEntry { stream: dlq, id });
         }
         self.metrics().dlq_deleted.get([stream.as_str()]).inc();
+        self.administered(p, &AdminAction::DlqDelete { stream, id });
         Ok(())
     }
 
@@ -453,6 +474,7 @@ impl Engine {
             .get([stream.as_str()])
             .add(removed);
         tracing::info!(stream = %stream, removed, "dead-letter stream purged");
+        self.administered(p, &AdminAction::DlqPurge { stream, removed });
         Ok(removed)
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! | seam | trait | what it is for |
 //! |---|---|---|
-//! | engine hooks | [`Hook`](crate::Hook) ([`crate::hooks`]) | an ordered list registered at start-up with [`Engine::add_hook`]: [`Hook::admit`](crate::Hook::admit) may refuse a publish, a read or a connection (`Overloaded { reason, retry_after }` or `Paused { reason }`); [`Hook::publishing`](crate::Hook::publishing) and [`Hook::published`](crate::Hook::published) observe every client batch before and after its append |
+//! | engine hooks | [`Hook`](crate::Hook) ([`crate::hooks`]) | an ordered list registered at start-up with [`Engine::add_hook`]: [`Hook::admit`](crate::Hook::admit) may refuse a publish, a read or a connection (`Overloaded { reason, retry_after }` or `Paused { reason }`); [`Hook::publishing`](crate::Hook::publishing) and [`Hook::published`](crate::Hook::published) observe every client batch before and after its append; [`Hook::administered`](crate::Hook::administered) sees every administrative action once it succeeded ([`crate::admin`]) |
 //! | metrics | `busbar_metrics::Collector` | a side service keeps its instruments in a struct of its own and registers it with the [`Registry`](busbar_metrics::Registry) ([`Engine::registry`]); it never needs the engine to record |
 //! | operator surfaces | commands and `/api/ops/*` routes | registered with the ops crate (`busbar-ops`), which owns the command socket and the ops routes |
 //! | connection hand-over | `busbar_ingest::LiveUpgrade` | an ingest connection that switches to the live protocol is handed to the live hub, so ingest does not depend on it |
@@ -40,7 +40,8 @@ use tokio::sync::watch;
 use crate::gauges::ScrapeGauges;
 use crate::hooks::{Admit, Hook};
 use crate::{
-    Auth, EngineConfig, EngineError, Metrics, Principal, ReadOp, Readiness, Scope, Transport,
+    AdminAction, Auth, EngineConfig, EngineError, Metrics, Principal, ReadOp, Readiness, Scope,
+    Transport,
 };
 
 /// The core engine. Cheap to share (`Arc<Engine>`).
@@ -506,7 +507,16 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.trim(stream, trim).await?)
+        let removed = self.store.trim(stream, trim).await?;
+        self.administered(
+            principal,
+            &AdminAction::Trim {
+                stream,
+                trim,
+                removed,
+            },
+        );
+        Ok(removed)
     }
 
     /// Deletes events (admin).
@@ -521,7 +531,16 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.delete(stream, ids).await?)
+        let deleted = self.store.delete(stream, ids).await?;
+        self.administered(
+            principal,
+            &AdminAction::DeleteEvents {
+                stream,
+                ids,
+                deleted,
+            },
+        );
+        Ok(deleted)
     }
 
     /// Deletes a whole stream (admin).
@@ -535,7 +554,9 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         principal.require(Scope::Admin)?;
         principal.check_stream(stream)?;
-        Ok(self.store.delete_stream(stream).await?)
+        let existed = self.store.delete_stream(stream).await?;
+        self.administered(principal, &AdminAction::DeleteStream { stream, existed });
+        Ok(existed)
     }
 
     /// Seals the active segment of one stream, or of every stream the
@@ -574,7 +595,23 @@ impl Engine {
         let mut out = Vec::new();
         for s in targets {
             principal.check_stream(&s)?;
-            let rotated = self.store.rotate(&s).await?;
+            let rotated = match self.store.rotate(&s).await {
+                Ok(rotated) => rotated,
+                Err(e) => {
+                    // The streams sealed before the failure were rotated.
+                    if !out.is_empty() {
+                        self.administered(
+                            principal,
+                            &AdminAction::Rotate {
+                                stream,
+                                rotated: &out,
+                                reason,
+                            },
+                        );
+                    }
+                    return Err(e.into());
+                }
+            };
             if rotated.sealed {
                 let tenant = s.as_str().split_once(':').map(|(t, _)| t);
                 self.journal.record(
@@ -587,6 +624,14 @@ impl Engine {
             }
             out.push((s.clone(), rotated));
         }
+        self.administered(
+            principal,
+            &AdminAction::Rotate {
+                stream,
+                rotated: &out,
+                reason,
+            },
+        );
         Ok(out)
     }
 

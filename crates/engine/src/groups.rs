@@ -28,7 +28,7 @@ use busbar_store::group::{
     PendingInfo, ReadOutcome,
 };
 
-use crate::{Engine, EngineError, Principal, ReadOp, Scope};
+use crate::{AdminAction, Engine, EngineError, Principal, ReadOp, Scope};
 
 /// How often a blocked group read looks again for entries that became due
 /// with time (nack delays, `ack_wait` expiry) rather than with an append.
@@ -94,6 +94,14 @@ impl Engine {
             .store()
             .create_group(stream, group, start, config)
             .await?;
+        self.administered(
+            p,
+            &AdminAction::GroupCreate {
+                stream,
+                group,
+                start,
+            },
+        );
         Ok(self.truthful(info))
     }
 
@@ -108,7 +116,16 @@ impl Engine {
         group: &str,
     ) -> Result<bool> {
         self.group_access(p, stream, Scope::Admin)?;
-        Ok(self.store().delete_group(stream, group).await?)
+        let existed = self.store().delete_group(stream, group).await?;
+        self.administered(
+            p,
+            &AdminAction::GroupDelete {
+                stream,
+                group,
+                existed,
+            },
+        );
+        Ok(existed)
     }
 
     /// Every group of a stream (`paused` as in [`Engine::group`]).
@@ -366,7 +383,16 @@ impl Engine {
         paused: bool,
     ) -> Result<()> {
         self.group_access(p, stream, Scope::Admin)?;
-        Ok(self.store().set_paused(stream, group, paused).await?)
+        self.store().set_paused(stream, group, paused).await?;
+        self.administered(
+            p,
+            &AdminAction::GroupPause {
+                stream,
+                group,
+                paused,
+            },
+        );
+        Ok(())
     }
 
     /// Pauses or resumes all group delivery the caller may see at once
@@ -390,6 +416,7 @@ impl Engine {
                 }
             }
         }
+        self.administered(p, &AdminAction::PauseAll { paused });
         Ok(())
     }
 
@@ -418,10 +445,20 @@ impl Engine {
         consumer: &str,
     ) -> Result<u64> {
         self.group_access(p, stream, Scope::Admin)?;
-        Ok(self
+        let pending = self
             .store()
             .delete_consumer(stream, group, consumer)
-            .await?)
+            .await?;
+        self.administered(
+            p,
+            &AdminAction::ConsumerDelete {
+                stream,
+                group,
+                consumer,
+                pending,
+            },
+        );
+        Ok(pending)
     }
 
     /// Moves a group's cursor (admin).
@@ -436,7 +473,16 @@ impl Engine {
         cursor: EventId,
     ) -> Result<()> {
         self.group_access(p, stream, Scope::Admin)?;
-        Ok(self.store().set_cursor(stream, group, cursor).await?)
+        self.store().set_cursor(stream, group, cursor).await?;
+        self.administered(
+            p,
+            &AdminAction::GroupCursor {
+                stream,
+                group,
+                cursor,
+            },
+        );
+        Ok(())
     }
 
     /// One sweep: dead-letters (or drops) exhausted entries that are due in

@@ -19,6 +19,8 @@
 //!   sessions and clock drift here, by the publisher's tenant); [`Hook::published`] sees the ids once the append is durable
 //!   (audit, relay wake-ups, ops counters). Engine-internal appends (DLQ
 //!   reprocessing, replays) are not publishes and do not reach them.
+//! - [`Hook::administered`] sees every administrative action once it has
+//!   succeeded, and who performed it (an audit log; see [`crate::admin`]).
 //!
 //! Hooks are called on the caller's task, once per batch or connection,
 //! never per event: keep them cheap and never block.
@@ -64,7 +66,7 @@ use std::time::Duration;
 
 use busbar_event::{EventBatch, EventId, StreamName};
 
-use crate::{EngineError, Principal, ReadOp, Transport};
+use crate::{AdminAction, EngineError, Principal, ReadOp, Transport};
 
 /// What an admission check is asked about.
 #[derive(Debug, Clone, Copy)]
@@ -167,5 +169,14 @@ pub trait Hook: Send + Sync + 'static {
     /// store's policy says).
     fn published(&self, stream: &StreamName, ids: &[EventId], transport: Transport) {
         let _ = (stream, ids, transport);
+    }
+
+    /// `principal` performed the administrative `action`, which succeeded
+    /// (see [`crate::admin`]): a trim, a deletion, a rotation, a dead-letter
+    /// move or purge, a replay, a pause, a job cancelled, a delay set. Rare;
+    /// called on the caller's task, so hand slow work (a file write) to a
+    /// thread of its own.
+    fn administered(&self, principal: &Principal, action: &AdminAction<'_>) {
+        let _ = (principal, action);
     }
 }

@@ -551,6 +551,13 @@ impl Engine {
             return Err(EngineError::JobNotRunning { job: id.to_owned() });
         }
         job.cancel.send_replace(true);
+        self.administered(
+            p,
+            &crate::AdminAction::JobCancel {
+                job: id,
+                kind: job.kind,
+            },
+        );
         Ok(job.status())
     }
 }

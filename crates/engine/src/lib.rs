@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 mod auth;
 mod builder;
 mod dlq;
@@ -26,6 +27,7 @@ mod readiness;
 mod replay;
 mod transport;
 
+pub use admin::AdminAction;
 pub use auth::{bearer_token, Auth, Principal, Scope, TokenSpec};
 pub use builder::{EngineBuilder, EngineConfig};
 pub use dlq::{DlqEntry, DlqPage, DlqQuery, Reprocessed};

@@ -37,7 +37,7 @@ use busbar_store::group::{GroupConfig, GroupStart};
 use busbar_store::{ReadQuery, StoreError, TypeFilter};
 
 use crate::jobs::{Job, JobKind, JobSpec, JobState, JobStatus, Pacer};
-use crate::{Engine, EngineError, Principal, Scope};
+use crate::{AdminAction, Engine, EngineError, Principal, Scope};
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -150,7 +150,8 @@ impl Engine {
         // A batch goes out at once: never more than a second's worth.
         let batch = batch.min(rate as usize);
         let info = self.store().info(&spec.stream).await?;
-        match spec.target.clone() {
+        let recorded = spec.clone();
+        let status = match spec.target.clone() {
             ReplayTarget::Stream(target) => {
                 p.check_stream(&target)?;
                 self.start_republish(spec, target, info.last_id, batch, rate)
@@ -164,7 +165,16 @@ impl Engine {
                 self.start_group_replay(spec, name, Some(config), rate)
                     .await
             }
-        }
+        }?;
+        self.administered(
+            p,
+            &AdminAction::ReplayStart {
+                spec: &recorded,
+                rate: status.rate,
+                job: &status.id,
+            },
+        );
+        Ok(status)
     }
 
     fn start_republish(

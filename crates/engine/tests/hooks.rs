@@ -275,3 +275,167 @@ async fn a_connection_refusal_names_its_transport_and_peer() {
         1
     );
 }
+
+/// Keeps `<actor> <action> <target> <params>` for each administrative
+/// action.
+#[derive(Default)]
+struct Admin(Mutex<Vec<String>>);
+
+impl Hook for Admin {
+    fn name(&self) -> &'static str {
+        "admin"
+    }
+
+    fn administered(&self, principal: &Principal, action: &busbar_engine::AdminAction<'_>) {
+        let who = match principal {
+            Principal::Token { name, .. } => name.as_str(),
+            Principal::Trusted => "trusted",
+            Principal::Open => "open",
+        };
+        self.0.lock().push(format!(
+            "{who} {} {} {}",
+            action.name(),
+            action.target(),
+            action.params()
+        ));
+    }
+}
+
+#[tokio::test]
+async fn every_administrative_action_reaches_the_hooks_once_it_succeeded() {
+    use busbar_engine::{ReplaySpec, Scope};
+    use busbar_store::group::{GroupConfig, GroupStart, NackOptions};
+    use busbar_store::Trim;
+
+    let engine = engine();
+    let admin = Arc::new(Admin::default());
+    engine.add_hook(admin.clone());
+    let ops = Principal::Token {
+        name: "ops".into(),
+        scopes: vec![Scope::Admin, Scope::Consume, Scope::Publish],
+        tenant: None,
+    };
+    let s = stream();
+    let ids = publish(&engine, 4).await.unwrap();
+    engine
+        .create_group(&ops, &s, "g", GroupStart::Beginning, GroupConfig::default())
+        .await
+        .unwrap();
+    let read = engine
+        .read_group(&ops, &s, "g", "c", 2, Duration::ZERO)
+        .await
+        .unwrap();
+    let terminal = NackOptions {
+        terminal: true,
+        ..NackOptions::default()
+    };
+    let delivered: Vec<EventId> = read.deliveries.iter().map(|d| d.event.id()).collect();
+    engine
+        .nack(&ops, &s, "g", "c", &delivered, terminal)
+        .await
+        .unwrap();
+    let dead = engine
+        .dlq_list(&ops, &s, busbar_engine::DlqQuery::all(10))
+        .await
+        .unwrap();
+    let (first, second) = (dead.entries[0].event.id(), dead.entries[1].event.id());
+    let moved = engine.dlq_reprocess(&ops, &s, first).await.unwrap();
+    engine.dlq_delete(&ops, &s, second).await.unwrap();
+    engine.dlq_purge(&ops, &s, true).await.unwrap();
+    let job = engine
+        .dlq_reprocess_all(&ops, &s, None, Some(10))
+        .await
+        .unwrap();
+    let mut spec = ReplaySpec::new(s.clone());
+    spec.rate = Some(1);
+    let replay = engine.start_replay(&ops, spec).await.unwrap();
+    engine.cancel_job(&ops, &replay.id).unwrap();
+    engine.set_group_paused(&ops, &s, "g", true).await.unwrap();
+    engine.set_group_paused(&ops, &s, "g", false).await.unwrap();
+    engine.set_all_paused(&ops, true).unwrap();
+    engine.set_all_paused(&Principal::Trusted, false).unwrap();
+    engine
+        .set_group_cursor(&ops, &s, "g", ids[0])
+        .await
+        .unwrap();
+    engine.delete_consumer(&ops, &s, "g", "c").await.unwrap();
+    engine.rotate(&ops, Some(&s)).await.unwrap();
+    engine
+        .trim(
+            &ops,
+            &s,
+            Trim::MaxLen {
+                max: 3,
+                approx: false,
+            },
+        )
+        .await
+        .unwrap();
+    engine.delete(&ops, &s, &ids[3..]).await.unwrap();
+    engine.delete_group(&ops, &s, "g").await.unwrap();
+    // Refused calls change nothing and are not reported.
+    let reader = Principal::Token {
+        name: "reader".into(),
+        scopes: vec![Scope::Consume],
+        tenant: None,
+    };
+    assert!(engine.delete_stream(&reader, &s).await.is_err());
+    assert!(engine.set_all_paused(&reader, true).is_err());
+    engine.delete_stream(&ops, &s).await.unwrap();
+
+    let seen = admin.0.lock().clone();
+    let actions: Vec<&str> = seen.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "group.create",
+            "dlq.reprocess",
+            "dlq.delete",
+            "dlq.purge",
+            "dlq.reprocess_all",
+            "replay.start",
+            "job.cancel",
+            "group.pause",
+            "group.resume",
+            "delivery.pause",
+            "delivery.resume",
+            "group.set_cursor",
+            "consumer.delete",
+            "stream.rotate",
+            "stream.trim",
+            "events.delete",
+            "group.delete",
+            "stream.delete",
+        ],
+        "{seen:#?}"
+    );
+    assert!(seen
+        .iter()
+        .all(|l| l.starts_with("ops ") || l.starts_with("trusted ")));
+    assert!(
+        seen[1].contains(&format!("\"dlq_id\":\"{first}\"")),
+        "{}",
+        seen[1]
+    );
+    assert!(
+        seen[1].contains(&format!("\"id\":\"{}\"", moved.id)),
+        "{}",
+        seen[1]
+    );
+    assert!(
+        seen[4].contains(&format!("\"job\":\"{}\"", job.id)),
+        "{}",
+        seen[4]
+    );
+    assert!(
+        seen[6].starts_with(&format!("ops job.cancel {} ", replay.id)),
+        "{}",
+        seen[6]
+    );
+    assert!(seen[7].contains("orders/g"), "{}", seen[7]);
+    assert!(
+        seen[15].contains(&format!("\"ids\":[\"{}\"]", ids[3])),
+        "{}",
+        seen[15]
+    );
+}

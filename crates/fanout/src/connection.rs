@@ -582,6 +582,14 @@ impl Conn {
             .delays
             .set(room.session(), tenant.as_deref(), delay)?;
         tracing::info!(session, ?tenant, delay_ms, "broadcast delay set");
+        self.live.engine().administered(
+            &self.principal,
+            &busbar_engine::AdminAction::DelaySet {
+                session: room.session(),
+                tenant: tenant.as_deref(),
+                delay_ms,
+            },
+        );
         self.live.sessions.record(
             "broadcast:delay:set",
             tenant.as_deref(),

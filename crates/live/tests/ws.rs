@@ -934,3 +934,69 @@ async fn messages_past_the_input_limits_are_refused_and_the_connection_goes_on()
         assert!(metrics.contains(counted), "{counted} in {metrics}");
     }
 }
+
+/// Keeps each administrative action the engine is told about.
+#[derive(Default)]
+struct AdminLog(std::sync::Mutex<Vec<String>>);
+
+impl busbar_engine::Hook for AdminLog {
+    fn name(&self) -> &'static str {
+        "admin-log"
+    }
+
+    fn administered(
+        &self,
+        principal: &busbar_engine::Principal,
+        action: &busbar_engine::AdminAction<'_>,
+    ) {
+        let who = match principal {
+            busbar_engine::Principal::Token { name, .. } => name.clone(),
+            other => format!("{other:?}"),
+        };
+        self.0.lock().unwrap().push(format!(
+            "{who} {} {} {}",
+            action.name(),
+            action.target(),
+            action.params()
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_delay_change_is_reported_as_an_administrative_action() {
+    let tokens = vec![
+        TokenSpec {
+            name: "dir".into(),
+            secret: "dir-secret-0123".into(),
+            scopes: vec![Scope::Consume, Scope::Director],
+            tenant: Some("acme".into()),
+        },
+        TokenSpec {
+            name: "dash".into(),
+            secret: "dash-secret-0123".into(),
+            scopes: vec![Scope::Consume],
+            tenant: None,
+        },
+    ];
+    let s = server(LiveConfig::default(), tokens).await;
+    let log = Arc::new(AdminLog::default());
+    s.engine.add_hook(log.clone());
+    let mut dash = connect(&s, "?token=dash-secret-0123").await;
+    send(
+        &mut dash,
+        serde_json::json!({"op":"set_delay","session":"car7","delay_ms":10}),
+    )
+    .await;
+    assert_eq!(next_of(&mut dash, "error").await["error"], "forbidden");
+    let mut dir = connect(&s, "?token=dir-secret-0123").await;
+    send(
+        &mut dir,
+        serde_json::json!({"op":"set_delay","session":"car7","delay_ms":2500}),
+    )
+    .await;
+    next_of(&mut dir, "delay").await;
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [r#"dir broadcast_delay.set session:car7 {"delay_ms":2500,"session_tenant":"acme"}"#]
+    );
+}

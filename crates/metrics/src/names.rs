@@ -119,3 +119,12 @@ pub const OPS_EVENTS: &str = "busbar_ops_events_total";
 pub const OPS_EVENTS_DROPPED: &str = "busbar_ops_events_dropped_total";
 /// Failed writes of ops events to the journal's stream.
 pub const OPS_EVENTS_WRITE_ERRORS: &str = "busbar_ops_events_write_errors_total";
+/// Audit records written (fsynced).
+pub const AUDIT_RECORDS: &str = "busbar_audit_records_total";
+/// Audit records that could not be written, by reason (`queue_full`,
+/// `closed`, `io`).
+pub const AUDIT_WRITE_ERRORS: &str = "busbar_audit_write_errors_total";
+/// The audit chain's head: one sample whose value is the newest record's
+/// `seq` and whose `hash` label is the first 16 hex digits of its hash
+/// (one series at a time; it changes only with an administrative action).
+pub const AUDIT_HEAD: &str = "busbar_audit_head";

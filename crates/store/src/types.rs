@@ -172,6 +172,11 @@ impl TypeFilter {
         }
     }
 
+    /// The patterns, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
     /// Whether `event_type` matches any pattern.
     pub fn matches(&self, event_type: &str) -> bool {
         self.patterns.iter().any(|p| match p.strip_suffix('*') {

@@ -2,6 +2,7 @@
 //! the Unix socket, TCP and HTTP, bad input, authentication, shutdown,
 //! crash recovery and a full disk.
 
+mod audit;
 mod churn;
 mod consume;
 mod full_disk;
