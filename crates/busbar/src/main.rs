@@ -19,6 +19,7 @@ mod jobs;
 mod logging;
 mod publish;
 mod read;
+mod reload;
 mod replay;
 mod serve;
 
@@ -54,7 +55,7 @@ enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
     /// Run an operator command on the command socket (health, stats,
-    /// rotate, flush, streams).
+    /// rotate, flush, streams, reload, log-level).
     Cmd(cmd::CmdArgs),
     /// Publish events given as arguments, or NDJSON read from stdin.
     Publish(publish::PublishArgs),
@@ -128,7 +129,9 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args.config().and_then(serve::run),
+        Command::Serve(args) => args
+            .config()
+            .and_then(|config| serve::run(config, Box::new(move || args.config()))),
         Command::Cmd(args) => cmd::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => read::tail(args),

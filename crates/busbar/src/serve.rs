@@ -14,12 +14,16 @@ use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
 use busbar_store::memory::MemoryStore;
 use busbar_store::{Durability, Retention, Store};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Config) -> anyhow::Result<ExitCode> {
-    crate::logging::init(&config.log)?;
+use crate::logging::LogControl;
+use crate::reload::{Loader, Reloader};
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the
+/// configuration through `load`.
+pub fn run(config: Config, load: Loader) -> anyhow::Result<ExitCode> {
+    let log = crate::logging::init(&config.log)?;
     raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = worker_threads(&config) {
@@ -30,7 +34,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         .thread_name("busbar")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, load, log))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,7 +94,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, load: Loader, log: Arc<LogControl>) -> anyhow::Result<()> {
+    // Before anything else: SIGHUP's default action would end the process.
+    let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -180,6 +186,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // A socket connection that sends a live op (`subscribe`, `join`...) is
     // served by the hub from then on.
     .with_live(Arc::new(busbar_live::SocketUpgrade(live.clone())));
+    let reloader = Reloader::new(
+        load,
+        config.clone(),
+        engine.clone(),
+        ingest.clone(),
+        live.clone(),
+        log,
+    );
+    reloader.register(&ops);
+    let reloads = tokio::spawn(reload_on_hangup(hangup, reloader));
     let mut tasks = tokio::task::JoinSet::new();
     {
         let ingest = ingest.clone();
@@ -204,6 +220,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             body_timeout: config.http.body_timeout.0,
             drain_timeout: config.ingest.drain_timeout.0,
             budget: Some(http_budget),
+            metrics_enabled: config.metrics.enabled,
             ..busbar_api::HttpConfig::default()
         };
         let mut stopping = stopping.clone();
@@ -214,7 +231,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             closing.shutdown();
         };
         let engine = engine.clone();
-        let live_routes = busbar_live::router(live.clone(), Some(ws_budget)).merge(ops.router());
+        let mut live_routes = busbar_live::router(live.clone(), Some(ws_budget));
+        // `[ops] enabled = false` leaves every /api/ops/* path unrouted: 404.
+        if config.ops.enabled {
+            live_routes = live_routes.merge(ops.router());
+        }
         tasks.spawn(async move {
             let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
             if let Err(e) = served.await {
@@ -255,6 +276,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("transports did not stop in time; closing the store anyway");
         tasks.abort_all();
     }
+    reloads.abort();
     // No sweep may start a dead-letter move once the store is closing.
     sweeper.abort();
     let _ = sweeper.await;
@@ -274,6 +296,19 @@ fn write_addresses(path: &Path, addresses: &Addresses) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP until aborted.
+async fn reload_on_hangup(mut hangup: Signal, reloader: Arc<Reloader>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(
+            signal = "SIGHUP",
+            "signal received: reloading the configuration"
+        );
+        let reloader = reloader.clone();
+        // Reading the file is blocking I/O; the outcome is logged.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

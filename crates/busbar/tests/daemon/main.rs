@@ -12,6 +12,7 @@ mod hostile;
 mod input;
 mod limits;
 mod live;
+mod reload;
 mod socket_live;
 
 use std::collections::HashSet;
