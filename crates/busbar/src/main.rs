@@ -3,6 +3,7 @@
 //! - `busbar serve`: the daemon (storage, engine, socket ingest, command
 //!   socket, HTTP API);
 //! - `busbar cmd <name> [json]`: a command on the command socket;
+//! - `busbar doctor`: the smoke test of a running daemon;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
 //! - `busbar bench ingest | fanout | groups`: busbar's ingest against Redis
@@ -14,6 +15,7 @@ mod client;
 mod cmd;
 mod decode;
 mod dlq;
+mod doctor;
 mod groups;
 mod jobs;
 mod logging;
@@ -57,6 +59,10 @@ enum Command {
     /// Run an operator command on the command socket (health, stats,
     /// rotate, flush, streams, reload, log-level).
     Cmd(cmd::CmdArgs),
+    /// Smoke-test a running daemon: publish and read back a probe over
+    /// every transport, check readiness, the command socket, relay sinks
+    /// and disk headroom.
+    Doctor(doctor::DoctorArgs),
     /// Publish events given as arguments, or NDJSON read from stdin.
     Publish(publish::PublishArgs),
     /// Follow a stream: print new events as they arrive.
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
             .config()
             .and_then(|config| serve::run(config, Box::new(move || args.config()))),
         Command::Cmd(args) => cmd::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => read::tail(args),
         Command::Range(args) => read::range(args),

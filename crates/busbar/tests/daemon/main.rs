@@ -4,6 +4,7 @@
 
 mod churn;
 mod consume;
+mod doctor;
 mod full_disk;
 mod group_client;
 mod group_crash;
