@@ -183,6 +183,9 @@ pub struct HttpConfig {
     pub drain_timeout: Duration,
     /// The HTTP listener's share of the process's connection budget.
     pub budget: Option<busbar_listen::Budget>,
+    /// Serve `/metrics` (default true; `[metrics] enabled`). When false
+    /// the path answers 404 like any unknown one.
+    pub metrics_enabled: bool,
 }
 
 impl Default for HttpConfig {
@@ -198,6 +201,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             budget: None,
+            metrics_enabled: true,
         }
     }
 }
@@ -324,6 +328,9 @@ fn build(engine: Arc<Engine>, cfg: HttpConfig, draining: Arc<watch::Sender<bool>
     };
     let mut router = Router::new();
     for (path, methods) in routes() {
+        if path == "/metrics" && !state.cfg.metrics_enabled {
+            continue;
+        }
         router = router.route(path, methods.fallback(ops::method_not_allowed));
     }
     router

@@ -13,10 +13,15 @@ use serde_json::Value;
 /// `busbar cmd` arguments.
 #[derive(Args)]
 pub struct CmdArgs {
-    /// health, stats, rotate, flush or streams.
+    /// health, stats, rotate, flush, streams, reload or log-level.
     pub name: String,
-    /// Arguments as a JSON object, e.g. '{"reason":"manual"}'.
+    /// Arguments as a JSON object, e.g. '{"reason":"manual"}'; for
+    /// log-level, the level alone will do (`busbar cmd log-level debug`).
     pub args: Option<String>,
+    /// log-level: how long the level holds before the configured one is
+    /// back, e.g. 10m.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_duration: Option<String>,
     /// The command socket (default: <data-dir>/sock/commands.sock).
     #[arg(long, env = "BUSBAR_COMMANDS_SOCKET")]
     pub socket: Option<PathBuf>,
@@ -43,11 +48,23 @@ pub fn run(args: CmdArgs) -> anyhow::Result<ExitCode> {
             config.commands_socket()
         }
     };
-    let cmd_args: Value = match &args.args {
+    let mut cmd_args: Value = match &args.args {
         None => Value::Null,
+        Some(text) if args.name == "log-level" && !text.trim_start().starts_with('{') => {
+            serde_json::json!({ "level": text })
+        }
         Some(text) => serde_json::from_str(text)
             .with_context(|| format!("arguments must be a JSON object, got `{text}`"))?,
     };
+    if let Some(duration) = &args.for_duration {
+        if cmd_args.is_null() {
+            cmd_args = serde_json::json!({});
+        }
+        let Some(object) = cmd_args.as_object_mut() else {
+            anyhow::bail!("--for needs the arguments to be a JSON object");
+        };
+        object.insert("for".to_owned(), Value::String(duration.clone()));
+    }
     let line = serde_json::json!({"cmd": args.name, "args": cmd_args});
 
     let mut stream = UnixStream::connect(&socket).with_context(|| {

@@ -3,6 +3,7 @@
 //! - `busbar serve`: the daemon (storage, engine, socket ingest, command
 //!   socket, HTTP API);
 //! - `busbar cmd <name> [json]`: a command on the command socket;
+//! - `busbar doctor`: the smoke test of a running daemon;
 //! - `busbar publish | tail | range | streams | groups | dlq | replay | jobs`:
 //!   a CLI over the HTTP API;
 //! - `busbar audit verify | show`: the audit log, read from its file;
@@ -16,12 +17,14 @@ mod client;
 mod cmd;
 mod decode;
 mod dlq;
+mod doctor;
 mod groups;
 mod jobs;
 mod logging;
 mod ops;
 mod publish;
 mod read;
+mod reload;
 mod replay;
 mod serve;
 
@@ -57,8 +60,12 @@ enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
     /// Run an operator command on the command socket (health, stats,
-    /// rotate, flush, streams).
+    /// rotate, flush, streams, reload, log-level).
     Cmd(cmd::CmdArgs),
+    /// Smoke-test a running daemon: publish and read back a probe over
+    /// every transport, check readiness, the command socket, relay sinks
+    /// and disk headroom.
+    Doctor(doctor::DoctorArgs),
     /// Publish events given as arguments, or NDJSON read from stdin.
     Publish(publish::PublishArgs),
     /// Follow a stream: print new events as they arrive.
@@ -141,10 +148,12 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args
-            .config()
-            .and_then(|config| serve::run(config, args.config.as_deref())),
+        Command::Serve(args) => args.config().and_then(|config| {
+            let path = args.config.clone();
+            serve::run(config, Box::new(move || args.config()), path)
+        }),
         Command::Cmd(args) => cmd::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => read::tail(args),
         Command::Range(args) => read::range(args),

@@ -1,7 +1,7 @@
 //! `busbar serve`: wires storage, engine and transports together, and shuts
 //! them down in order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,18 @@ use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
 use busbar_store::memory::MemoryStore;
 use busbar_store::{Durability, Retention, Store};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+use crate::logging::LogControl;
+use crate::reload::{Loader, Reloader};
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the
+/// configuration through `load`. `config_path` is the file it came from
+/// (support packs include it, redacted, when asked to).
+pub fn run(config: Config, load: Loader, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let log_tail = busbar_ops::pack::LogTail::new(busbar_ops::LOG_TAIL_BYTES);
-    crate::logging::init(&config.log, log_tail.clone())?;
+    let log = crate::logging::init(&config.log, log_tail.clone())?;
     raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = worker_threads(&config) {
@@ -34,7 +39,7 @@ pub fn run(config: Config, config_path: Option<&Path>) -> anyhow::Result<ExitCod
         .thread_name("busbar")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, config_path, log_tail))?;
+    runtime.block_on(serve(config, load, log, config_path, log_tail))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,9 +118,13 @@ async fn open_audit(config: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
 
 async fn serve(
     config: Config,
-    config_path: Option<&Path>,
+    load: Loader,
+    log: Arc<LogControl>,
+    config_path: Option<PathBuf>,
     log_tail: Arc<busbar_ops::pack::LogTail>,
 ) -> anyhow::Result<()> {
+    // Before anything else: SIGHUP's default action would end the process.
+    let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -166,6 +175,7 @@ async fn serve(
     };
     let ops = busbar_ops::Ops::with_traces(engine.clone(), traces);
     ops.set_log_tail(log_tail);
+    ops.set_diagnostics(config.ops.diagnostics);
     if let Some(audit) = &audit {
         // The chain head in the summary, for an operator to note down and
         // later check with `busbar audit verify --expect-head`. Not a
@@ -184,9 +194,7 @@ async fn serve(
             _ => serde_json::Value::Null,
         });
     }
-    ops.set_config_source(busbar_ops::pack::ConfigSource {
-        path: config_path.map(Path::to_path_buf),
-    });
+    ops.set_config_source(busbar_ops::pack::ConfigSource { path: config_path });
     let sampler = ops.spawn_sampler();
 
     let events_path = config.events_socket();
@@ -246,6 +254,16 @@ async fn serve(
     // A socket connection that sends a live op (`subscribe`, `join`...) is
     // served by the hub from then on.
     .with_live(Arc::new(busbar_live::SocketUpgrade(live.clone())));
+    let reloader = Reloader::new(
+        load,
+        config.clone(),
+        engine.clone(),
+        ingest.clone(),
+        live.clone(),
+        log,
+    );
+    reloader.register(&ops);
+    let reloads = tokio::spawn(reload_on_hangup(hangup, reloader));
     let mut tasks = tokio::task::JoinSet::new();
     {
         let ingest = ingest.clone();
@@ -270,6 +288,7 @@ async fn serve(
             body_timeout: config.http.body_timeout.0,
             drain_timeout: config.ingest.drain_timeout.0,
             budget: Some(http_budget),
+            metrics_enabled: config.metrics.enabled,
             ..busbar_api::HttpConfig::default()
         };
         let mut stopping = stopping.clone();
@@ -280,7 +299,11 @@ async fn serve(
             closing.shutdown();
         };
         let engine = engine.clone();
-        let live_routes = busbar_live::router(live.clone(), Some(ws_budget)).merge(ops.router());
+        let mut live_routes = busbar_live::router(live.clone(), Some(ws_budget));
+        // `[ops] enabled = false` leaves every /api/ops/* path unrouted: 404.
+        if config.ops.enabled {
+            live_routes = live_routes.merge(ops.router());
+        }
         tasks.spawn(async move {
             let served = busbar_api::serve_with(http, engine, http_config, live_routes, shutdown);
             if let Err(e) = served.await {
@@ -321,6 +344,7 @@ async fn serve(
         tracing::warn!("transports did not stop in time; closing the store anyway");
         tasks.abort_all();
     }
+    reloads.abort();
     // No sweep may start a dead-letter move once the store is closing.
     sweeper.abort();
     let _ = sweeper.await;
@@ -351,6 +375,19 @@ fn write_addresses(path: &Path, addresses: &Addresses) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP until aborted.
+async fn reload_on_hangup(mut hangup: Signal, reloader: Arc<Reloader>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(
+            signal = "SIGHUP",
+            "signal received: reloading the configuration"
+        );
+        let reloader = reloader.clone();
+        // Reading the file is blocking I/O; the outcome is logged.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -35,10 +35,26 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_COMMANDS_SOCKET", "commands.socket"),
     ("BUSBAR_LOG_LEVEL", "log.level"),
     ("BUSBAR_LOG_FORMAT", "log.format"),
+    ("BUSBAR_LOG_FILE", "log.file"),
+    ("BUSBAR_LOG_MAX_SIZE", "log.max_size"),
+    ("BUSBAR_LOG_KEEP", "log.keep"),
     ("BUSBAR_MIN_FREE_DISK", "readiness.min_free_disk"),
     ("BUSBAR_AUDIT_ENABLED", "audit.enabled"),
     ("BUSBAR_AUDIT_PATH", "audit.path"),
     ("BUSBAR_AUDIT_ON_BROKEN", "audit.on_broken"),
+    ("BUSBAR_OPS_ENABLED", "ops.enabled"),
+    ("BUSBAR_DIAGNOSTICS_ENABLED", "ops.diagnostics"),
+    ("BUSBAR_METRICS_ENABLED", "metrics.enabled"),
+];
+
+/// The runbooks' own names for some switches, read when the `BUSBAR_*`
+/// variable beside them is unset: `(alias, BUSBAR_* variable)`. A
+/// `BUSBAR_*` variable wins over its alias; both win over the file.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("LOG_LEVEL", "BUSBAR_LOG_LEVEL"),
+    ("OPS_UI_ENABLED", "BUSBAR_OPS_ENABLED"),
+    ("DIAGNOSTICS_ENABLED", "BUSBAR_DIAGNOSTICS_ENABLED"),
+    ("METRICS_ENABLED", "BUSBAR_METRICS_ENABLED"),
 ];
 
 fn parse<T: FromStr>(v: &str) -> Result<T, String>
@@ -150,6 +166,18 @@ fn setter(var: &str) -> Option<Setter> {
             c.log.format = parse(v)?;
             Ok(())
         },
+        "BUSBAR_LOG_FILE" => |c, v| {
+            c.log.file = Some(PathBuf::from(v));
+            Ok(())
+        },
+        "BUSBAR_LOG_MAX_SIZE" => |c, v| {
+            c.log.max_size = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_LOG_KEEP" => |c, v| {
+            c.log.keep = parse(v)?;
+            Ok(())
+        },
         "BUSBAR_MIN_FREE_DISK" => |c, v| {
             c.readiness.min_free_disk = parse(v)?;
             Ok(())
@@ -166,6 +194,18 @@ fn setter(var: &str) -> Option<Setter> {
             c.audit.on_broken = parse(v)?;
             Ok(())
         },
+        "BUSBAR_OPS_ENABLED" => |c, v| {
+            c.ops.enabled = parse_bool(v)?;
+            Ok(())
+        },
+        "BUSBAR_DIAGNOSTICS_ENABLED" => |c, v| {
+            c.ops.diagnostics = parse_bool(v)?;
+            Ok(())
+        },
+        "BUSBAR_METRICS_ENABLED" => |c, v| {
+            c.metrics.enabled = parse_bool(v)?;
+            Ok(())
+        },
         _ => return None,
     };
     Some(f)
@@ -175,14 +215,26 @@ pub(crate) fn apply(
     config: &mut Config,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
-    for &(var, key) in ENV_VARS {
-        let Some(value) = lookup(var) else { continue };
-        // An empty variable counts as unset, the way shells export them.
-        if value.is_empty() {
+    // An empty variable counts as unset, the way shells export them.
+    let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
+    for &(busbar_var, key) in ENV_VARS {
+        let alias = ENV_ALIASES
+            .iter()
+            .find(|(_, target)| *target == busbar_var)
+            .map(|(alias, _)| *alias);
+        // The error names the variable the value came from.
+        let (var, value) = match (set(busbar_var), alias) {
+            (Some(value), _) => (busbar_var, value),
+            (None, Some(alias)) => match set(alias) {
+                Some(value) => (alias, value),
+                None => continue,
+            },
+            (None, None) => continue,
+        };
+        let Some(apply) = setter(busbar_var) else {
             continue;
-        }
-        let Some(set) = setter(var) else { continue };
-        set(config, &value).map_err(|reason| ConfigError::Env {
+        };
+        apply(config, &value).map_err(|reason| ConfigError::Env {
             var,
             key,
             value: value.clone(),

@@ -6,13 +6,20 @@
 //! 2. a TOML file (`busbar serve --config busbar.toml`), one table per
 //!    section: `[storage]`, `[ingest]`, `[groups]`, `[http]`, `[jobs]`,
 //!    `[health]`, `[live]`, `[auth]`, `[commands]`, `[log]`, `[readiness]`,
-//!    `[listen]`, `[audit]`;
+//!    `[listen]`, `[audit]`, `[journal]`, `[trace]`, `[ops]`, `[metrics]`;
 //!    unknown keys are errors, so typos surface;
-//! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]);
+//! 3. `BUSBAR_*` environment variables ([`ENV_VARS`]); a few also answer
+//!    to the bare names the runbooks use ([`ENV_ALIASES`]: `LOG_LEVEL`,
+//!    `OPS_UI_ENABLED`, `METRICS_ENABLED`, `DIAGNOSTICS_ENABLED`), below
+//!    their `BUSBAR_*` variable when both are set;
 //! 4. command-line flags, which the binary writes into the struct before
 //!    calling [`Config::validate`].
 //!
 //! Sizes and durations are written for humans (`"1 MiB"`, `"500ms"`).
+//!
+//! A running daemon reads the same layers again on `busbar cmd reload` or
+//! SIGHUP; [`Config::changes`] says which changed keys it applies at once
+//! and which wait for a restart ([`reload`]).
 //!
 //! `busbar.example.toml` at the repository root describes every key with
 //! its default and environment variable; for a limit, also what a client
@@ -39,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod env;
+pub mod reload;
 mod run;
 mod sections;
 mod units;
@@ -49,13 +57,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use env::ENV_VARS;
+pub use env::{ENV_ALIASES, ENV_VARS};
+pub use reload::{Changes, Reload};
 pub use run::Addresses;
 pub use sections::{
     AuditSection, AuthConfig, Backend, CommandsConfig, GroupsConfig, HealthSection, HttpSection,
     IngestConfig, JobsSection, JournalSection, ListenSection, LiveSection, LogConfig, LogFormat,
-    OnAuditBroken, OnCorruption, ReadinessConfig, RetentionConfig, StorageConfig, TraceSection,
-    DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
+    MetricsSection, OnAuditBroken, OnCorruption, OpsSection, ReadinessConfig, RetentionConfig,
+    StorageConfig, TraceSection, DEFAULT_HTTP_ADDR, DEFAULT_TCP_ADDR,
 };
 pub use units::{ByteSize, FileMode, HumanDuration, ParseModeError, ParseSizeError};
 
@@ -149,6 +158,10 @@ pub struct Config {
     pub trace: TraceSection,
     /// `[audit]`
     pub audit: AuditSection,
+    /// `[ops]`
+    pub ops: OpsSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
 }
 
 impl Config {
@@ -279,6 +292,19 @@ impl Config {
         }
         if self.ingest.unauthenticated_bytes.bytes() < 256 {
             return invalid("ingest.unauthenticated_bytes", "must be at least 256 bytes");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(self.log.level.trim()) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: format!(
+                    "`{}` is not a level (error, warn, info, debug, trace) or a filter such as \
+                     info,busbar_ingest=debug: {e}",
+                    self.log.level
+                ),
+            });
+        }
+        if self.log.file.is_some() && self.log.max_size.bytes() < 4096 {
+            return invalid("log.max_size", "must be at least 4 KiB");
         }
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be greater than 0");

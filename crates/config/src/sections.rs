@@ -469,10 +469,20 @@ impl FromStr for LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// A level (`info`) or a filter (`info,busbar_ingest=debug`).
+    /// A level (`info`) or a filter (`info,busbar_ingest=debug`). Changes
+    /// on reload.
     pub level: String,
     /// `plain` (default) or `json`.
     pub format: LogFormat,
+    /// Write logs to this file instead of stderr, rotated by size. Default
+    /// none (stderr).
+    pub file: Option<PathBuf>,
+    /// Size at which the log file is rotated (`busbar.log` becomes
+    /// `busbar.log.1`). Default 100 MiB.
+    pub max_size: ByteSize,
+    /// Rotated files kept beside the live one; older ones are deleted.
+    /// Default 5.
+    pub keep: usize,
 }
 
 impl Default for LogConfig {
@@ -480,7 +490,46 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Plain,
+            file: None,
+            max_size: ByteSize::mib(100),
+            keep: 5,
         }
+    }
+}
+
+/// `[ops]`: the operator surfaces over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSection {
+    /// Serve the `/api/ops/*` routes (the runbook's `OPS_UI_ENABLED`);
+    /// when false they answer 404. The command socket stays. Default true.
+    pub enabled: bool,
+    /// Serve the diagnostics routes: traces and support packs (the
+    /// runbook's `DIAGNOSTICS_ENABLED`). Default true.
+    pub diagnostics: bool,
+}
+
+impl Default for OpsSection {
+    fn default() -> Self {
+        OpsSection {
+            enabled: true,
+            diagnostics: true,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `/metrics` (the runbook's `METRICS_ENABLED`); when false it
+    /// answers 404. Default true.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection { enabled: true }
     }
 }
 

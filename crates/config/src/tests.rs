@@ -378,3 +378,68 @@ fn the_audit_log_lives_in_the_data_directory_unless_named() {
         })
     ));
 }
+
+#[test]
+fn runbook_switches_come_from_busbar_vars_or_their_aliases() {
+    let c = Config::default()
+        .with_env(env(&[
+            ("OPS_UI_ENABLED", "0"),
+            ("METRICS_ENABLED", "false"),
+            ("DIAGNOSTICS_ENABLED", "no"),
+            ("LOG_LEVEL", "debug"),
+        ]))
+        .unwrap();
+    assert!(!c.ops.enabled && !c.metrics.enabled && !c.ops.diagnostics);
+    assert_eq!(c.log.level, "debug");
+    // The BUSBAR_* variable wins over the runbook's name.
+    let c = Config::default()
+        .with_env(env(&[
+            ("LOG_LEVEL", "debug"),
+            ("BUSBAR_LOG_LEVEL", "warn"),
+            ("OPS_UI_ENABLED", "0"),
+            ("BUSBAR_OPS_ENABLED", "1"),
+        ]))
+        .unwrap();
+    assert_eq!(c.log.level, "warn");
+    assert!(c.ops.enabled);
+    // A bad value names the variable it came from.
+    let e = Config::default()
+        .with_env(env(&[("METRICS_ENABLED", "maybe")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("METRICS_ENABLED") && e.contains("metrics.enabled"),
+        "{e}"
+    );
+    assert!(!e.contains("BUSBAR_METRICS_ENABLED"), "{e}");
+}
+
+#[test]
+fn example_file_names_every_alias() {
+    let text = include_str!("../../../busbar.example.toml");
+    for (alias, _) in ENV_ALIASES {
+        assert!(
+            text.contains(alias),
+            "busbar.example.toml does not name {alias}"
+        );
+    }
+}
+
+#[test]
+fn log_file_keys_and_a_bad_level_name_the_key() {
+    let c = Config::from_toml_str(
+        "[log]\nfile = \"/var/log/busbar.log\"\nmax_size = \"1 MiB\"\nkeep = 2\n",
+        "t",
+    )
+    .unwrap()
+    .with_env(env(&[("BUSBAR_LOG_KEEP", "3")]))
+    .unwrap();
+    assert_eq!(c.log.file, Some(PathBuf::from("/var/log/busbar.log")));
+    assert_eq!(c.log.max_size, ByteSize::mib(1));
+    assert_eq!(c.log.keep, 3);
+    c.validate().unwrap();
+    let mut bad = Config::default();
+    bad.log.level = "busbar=loud".to_owned();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("log.level"), "{e}");
+}

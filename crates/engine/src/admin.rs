@@ -175,6 +175,15 @@ pub enum AdminAction<'a> {
         /// Paused (true) or resumed.
         paused: bool,
     },
+    /// The configuration was read again and its run-time keys applied.
+    ConfigReload {
+        /// What asked (`command`, `SIGHUP`).
+        source: &'a str,
+        /// Keys applied.
+        applied: &'a [&'a str],
+        /// Changed keys that wait for a restart.
+        restart: &'a [&'a str],
+    },
     /// A group's cursor was moved.
     GroupCursor {
         /// The stream.
@@ -228,6 +237,7 @@ impl AdminAction<'_> {
             AdminAction::GroupPause { paused: false, .. } => "group.resume",
             AdminAction::PauseAll { paused: true } => "delivery.pause",
             AdminAction::PauseAll { paused: false } => "delivery.resume",
+            AdminAction::ConfigReload { .. } => "config.reload",
             AdminAction::GroupCursor { .. } => "group.set_cursor",
             AdminAction::ConsumerDelete { .. } => "consumer.delete",
             AdminAction::DelaySet { .. } => "broadcast_delay.set",
@@ -262,6 +272,7 @@ impl AdminAction<'_> {
                 ..
             } => format!("{stream}/{group}/{consumer}"),
             AdminAction::PauseAll { .. } => "*".to_owned(),
+            AdminAction::ConfigReload { .. } => "config".to_owned(),
             AdminAction::DelaySet { session, .. } => format!("session:{session}"),
         }
     }
@@ -352,6 +363,15 @@ impl AdminAction<'_> {
                 p.insert("existed".into(), json!(existed));
             }
             AdminAction::GroupPause { .. } | AdminAction::PauseAll { .. } => {}
+            AdminAction::ConfigReload {
+                source,
+                applied,
+                restart,
+            } => {
+                p.insert("source".into(), json!(source));
+                p.insert("applied".into(), json!(applied));
+                p.insert("restart_required".into(), json!(restart));
+            }
             AdminAction::GroupCursor { cursor, .. } => {
                 p.insert("cursor".into(), json!(cursor.to_string()));
             }

@@ -11,6 +11,9 @@
 //! sessions and live connections. A token without a tenant is the
 //! operator's: it sees every tenant.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use busbar_event::StreamName;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -168,26 +171,52 @@ impl Principal {
 }
 
 /// The configured tokens.
-#[derive(Debug, Clone, Default)]
+///
+/// They can be replaced while the daemon runs ([`Auth::replace`], a
+/// config reload): every HTTP request, WebSocket handshake and socket
+/// `hello` after the swap is checked against the new set; a connection
+/// authenticated before keeps the principal it got. Clones share the set.
+/// Reading it is one atomic load (`arc-swap`), no lock on the publish path.
+#[derive(Clone, Default)]
 pub struct Auth {
-    tokens: Vec<TokenSpec>,
+    tokens: Arc<ArcSwap<Vec<TokenSpec>>>,
+}
+
+// Hand-written so secrets never reach a log line through `{:?}`.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tokens = self.tokens.load();
+        let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+        f.debug_struct("Auth").field("tokens", &names).finish()
+    }
 }
 
 impl Auth {
     /// Auth over `tokens` (none: open).
     pub fn new(tokens: Vec<TokenSpec>) -> Self {
-        Auth { tokens }
+        Auth {
+            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
+        }
     }
 
     /// Every configured secret, for redaction (a support pack removes each
     /// wherever it appears).
     pub fn secrets(&self) -> Vec<String> {
-        self.tokens.iter().map(|t| t.secret.clone()).collect()
+        self.tokens
+            .load()
+            .iter()
+            .map(|t| t.secret.clone())
+            .collect()
     }
 
     /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.load().is_empty()
+    }
+
+    /// Replaces the configured tokens (none: open from now on).
+    pub fn replace(&self, tokens: Vec<TokenSpec>) {
+        self.tokens.store(Arc::new(tokens));
     }
 
     /// Resolves a presented secret (a bearer token, a `hello` token...).
@@ -198,12 +227,13 @@ impl Auth {
     /// [`EngineError::Unauthenticated`] without a secret when tokens are
     /// required, [`EngineError::BadToken`] for an unknown one.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
-        if !self.enabled() {
+        let tokens = self.tokens.load();
+        if tokens.is_empty() {
             return Ok(Principal::Open);
         }
         let presented = presented.ok_or(EngineError::Unauthenticated)?;
         let mut found = None;
-        for token in &self.tokens {
+        for token in tokens.iter() {
             let eq: bool = token.secret.as_bytes().ct_eq(presented.as_bytes()).into();
             if eq && found.is_none() {
                 found = Some(token);
@@ -253,6 +283,29 @@ mod tests {
                 tenant: Some("acme".into()),
             },
         ])
+    }
+
+    #[test]
+    fn replaced_tokens_apply_to_the_next_check_and_clones_share_them() {
+        let a = auth();
+        let shared = a.clone();
+        a.replace(vec![TokenSpec {
+            name: "new".into(),
+            secret: "n3w-secret".into(),
+            scopes: vec![Scope::Publish],
+            tenant: None,
+        }]);
+        assert!(matches!(
+            shared.authenticate(Some("s3cret")),
+            Err(EngineError::BadToken)
+        ));
+        assert!(matches!(
+            shared.authenticate(Some("n3w-secret")),
+            Ok(Principal::Token { ref name, .. }) if name == "new"
+        ));
+        assert!(!format!("{shared:?}").contains("n3w-secret"));
+        a.replace(Vec::new());
+        assert_eq!(shared.authenticate(None).unwrap(), Principal::Open);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl EngineBuilder {
         Arc::new(Engine {
             store: self.store,
             auth: self.auth,
-            config: self.config,
+            config: ArcSwap::from_pointee(self.config),
             metrics,
             store_metrics,
             registry,

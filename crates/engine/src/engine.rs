@@ -48,7 +48,8 @@ use crate::{
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) auth: Auth,
-    pub(crate) config: EngineConfig,
+    /// Swapped whole when a reload changes a limit ([`Engine::set_limits`]).
+    pub(crate) config: ArcSwap<EngineConfig>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) store_metrics: Arc<busbar_store::StoreMetrics>,
     pub(crate) registry: Arc<Registry>,
@@ -189,9 +190,20 @@ impl Engine {
         &self.auth
     }
 
-    /// Limits.
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
+    /// Limits in force (one atomic load; hold the guard briefly).
+    pub fn config(&self) -> arc_swap::Guard<Arc<EngineConfig>> {
+        self.config.load()
+    }
+
+    /// Changes the limits read per request: [`EngineConfig::max_batch_events`]
+    /// and [`EngineConfig::max_read_count`] (a config reload). Requests
+    /// already running keep the values they started with; jobs and health
+    /// thresholds are set once at start-up.
+    pub fn set_limits(&self, max_batch_events: usize, max_read_count: usize) {
+        let mut config = EngineConfig::clone(&self.config.load());
+        config.max_batch_events = max_batch_events.max(1);
+        config.max_read_count = max_read_count.max(1);
+        self.config.store(Arc::new(config));
     }
 
     /// The stream a principal publishes to when an event names none:
@@ -277,10 +289,11 @@ impl Engine {
         if opts.trim.is_some() {
             principal.require(Scope::Admin)?;
         }
-        if batch.len() > self.config.max_batch_events {
+        let max_batch_events = self.config.load().max_batch_events;
+        if batch.len() > max_batch_events {
             return Err(EngineError::BatchTooLarge {
                 len: batch.len(),
-                limit: self.config.max_batch_events,
+                limit: max_batch_events,
             });
         }
         // A reference of our own (not a guard) lives across the append's
@@ -347,7 +360,7 @@ impl Engine {
     /// reads and DLQ listings then answer with a `next` position to go on
     /// from), and counted in `busbar_reads_clamped_total` by `op`.
     pub fn clamp_read_count(&self, op: ReadOp, asked: usize) -> usize {
-        let max = self.config.max_read_count;
+        let max = self.config.load().max_read_count;
         if asked > max {
             self.metrics.reads_clamped.get([op.as_str()]).inc();
             return max;

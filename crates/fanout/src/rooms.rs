@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -85,13 +86,19 @@ pub struct DelayState {
     pub delay_ms: u64,
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Broadcast delays per session, each kept with the tenant of the session
 /// it was set for: it applies to that tenant's rooms (and untenanted
 /// callers'), never to another tenant's rooms of the same id.
 #[derive(Debug)]
 pub struct Delays {
     default: Duration,
-    max: Duration,
+    /// The longest delay a director may set, in milliseconds; changed by a
+    /// config reload ([`Delays::set_max`]).
+    max_ms: AtomicU64,
     map: RwLock<HashMap<String, (Duration, Option<String>)>>,
 }
 
@@ -100,7 +107,7 @@ impl Delays {
     pub fn new(default: Duration, max: Duration) -> Self {
         Delays {
             default,
-            max,
+            max_ms: AtomicU64::new(millis(max)),
             map: RwLock::new(HashMap::new()),
         }
     }
@@ -120,12 +127,17 @@ impl Delays {
     /// # Errors
     /// [`FanoutError::DelayTooLong`].
     pub fn check(&self, delay: Duration) -> Result<(), FanoutError> {
-        if delay > self.max {
-            return Err(FanoutError::DelayTooLong {
-                max_ms: self.max.as_millis() as u64,
-            });
+        let max_ms = self.max_ms.load(Ordering::Relaxed);
+        if millis(delay) > max_ms {
+            return Err(FanoutError::DelayTooLong { max_ms });
         }
         Ok(())
+    }
+
+    /// Changes the longest delay a director may set from now on. Delays
+    /// already set stay as they are.
+    pub fn set_max(&self, max: Duration) {
+        self.max_ms.store(millis(max), Ordering::Relaxed);
     }
 
     /// Sets the delay of `tenant`'s `session`.

@@ -23,6 +23,7 @@
 //! recently is forgotten, with its statistics and its owner.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use busbar_engine::{Journal, OpsEvent};
@@ -150,6 +151,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Sessions {
     config: SessionConfig,
+    /// [`SessionConfig::drift_warn`] in force; changed by a config reload
+    /// ([`Sessions::set_drift_warn`]).
+    drift_warn_ms: AtomicU64,
     inner: Mutex<Inner>,
     /// Where session starts, drift warnings and delay changes are also
     /// journaled.
@@ -196,6 +200,9 @@ impl Sessions {
     /// An empty table.
     pub fn new(config: SessionConfig) -> Self {
         Sessions {
+            drift_warn_ms: AtomicU64::new(
+                u64::try_from(config.drift_warn.as_millis()).unwrap_or(u64::MAX),
+            ),
             config,
             inner: Mutex::new(Inner::default()),
             journal: None,
@@ -214,6 +221,13 @@ impl Sessions {
         if let Some(journal) = &self.journal {
             journal.record(event);
         }
+    }
+
+    /// Changes the p95 drift above which a session gets a `drift_warn`,
+    /// from its next event on.
+    pub fn set_drift_warn(&self, drift_warn: Duration) {
+        let ms = u64::try_from(drift_warn.as_millis()).unwrap_or(u64::MAX);
+        self.drift_warn_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Claims `session` for `tenant` (a producer's `hello`, a director's
@@ -279,7 +293,7 @@ impl Sessions {
         }
         let _ = s.drift.record(drift.unsigned_abs().min(MAX_DRIFT_MS));
         let p95 = s.drift.value_at_quantile(0.95);
-        let limit = self.config.drift_warn.as_millis() as u64;
+        let limit = self.drift_warn_ms.load(Ordering::Relaxed);
         let warn = p95 > limit;
         let fire = warn && !s.warned;
         s.warned = warn;

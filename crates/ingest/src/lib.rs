@@ -172,5 +172,5 @@ pub mod live;
 mod ops;
 mod publish;
 
-pub use listener::{Ingest, IngestOptions};
+pub use listener::{Deadlines, Ingest, IngestOptions};
 pub use live::{LiveConnection, LiveUpgrade};

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use busbar_engine::{Engine, Transport};
 use busbar_listen::{Accept, Limits, PeerSlot, PerPeer, Rejected, UnixSocket};
 use busbar_metrics::Gauge;
@@ -86,6 +87,18 @@ impl Default for IngestOptions {
     }
 }
 
+/// The per-connection values a config reload may change
+/// ([`Ingest::set_deadlines`]); each new connection reads them once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// [`IngestOptions::first_line_timeout`].
+    pub first_line_timeout: Duration,
+    /// [`IngestOptions::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// [`IngestOptions::unauthenticated_bytes`].
+    pub unauthenticated_bytes: usize,
+}
+
 /// The NDJSON ingest transports of one engine.
 ///
 /// Each `serve_*` call runs until `shutdown` turns true: it then stops
@@ -101,6 +114,9 @@ pub struct Ingest {
     unauthenticated: Arc<Semaphore>,
     /// The same, per peer address.
     unauthenticated_per_peer: Option<Arc<PerPeer>>,
+    /// What overrides `options` once a reload changed it; shared by
+    /// clones, read once per connection.
+    deadlines: Arc<ArcSwap<Deadlines>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -124,8 +140,14 @@ impl Ingest {
         ));
         let unauthenticated_per_peer = (options.max_unauthenticated_per_peer > 0)
             .then(|| PerPeer::new(options.max_unauthenticated_per_peer));
+        let deadlines = Arc::new(ArcSwap::from_pointee(Deadlines {
+            first_line_timeout: options.first_line_timeout,
+            idle_timeout: options.idle_timeout,
+            unauthenticated_bytes: options.unauthenticated_bytes,
+        }));
         Ingest {
             engine,
+            deadlines,
             options,
             shutdown,
             live: None,
@@ -159,7 +181,14 @@ impl Ingest {
         })
     }
 
+    /// Changes the deadlines of connections opened from now on (a config
+    /// reload); open connections keep theirs.
+    pub fn set_deadlines(&self, deadlines: Deadlines) {
+        self.deadlines.store(Arc::new(deadlines));
+    }
+
     fn context(&self, transport: Transport) -> ConnectionContext {
+        let deadlines = **self.deadlines.load();
         ConnectionContext {
             engine: self.engine.clone(),
             transport,
@@ -167,9 +196,9 @@ impl Ingest {
                 max_event_bytes: self.options.max_line_bytes,
                 max_depth: self.options.max_depth,
             },
-            first_line_timeout: self.options.first_line_timeout,
-            idle_timeout: self.options.idle_timeout,
-            unauthenticated_bytes: self.options.unauthenticated_bytes,
+            first_line_timeout: deadlines.first_line_timeout,
+            idle_timeout: deadlines.idle_timeout,
+            unauthenticated_bytes: deadlines.unauthenticated_bytes,
             live: self.live.clone(),
         }
     }
@@ -246,14 +275,14 @@ impl Ingest {
 
     /// Serves the events Unix socket (callers are trusted).
     pub async fn serve_unix(&self, socket: UnixSocket) {
-        let ctx = self.context(Transport::Unix);
+        let ingest = self.clone();
         let shutdown = self.shutdown.clone();
         let accept = self.accept(Transport::Unix);
         accept
             .run(
                 || socket.listener().accept(),
                 move |stream: UnixStream, _| {
-                    let ctx = ctx.clone();
+                    let ctx = ingest.context(Transport::Unix);
                     let shutdown = shutdown.clone();
                     let pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     async move {
@@ -269,7 +298,6 @@ impl Ingest {
     /// Serves TCP ingest (callers authenticate in their hello when tokens
     /// are configured).
     pub async fn serve_tcp(&self, listener: TcpListener) {
-        let ctx = self.context(Transport::Tcp);
         let shutdown = self.shutdown.clone();
         let accept = self.accept(Transport::Tcp);
         let ingest = self.clone();
@@ -277,7 +305,7 @@ impl Ingest {
             .run(
                 || listener.accept(),
                 move |stream: TcpStream, addr| {
-                    let ctx = ctx.clone();
+                    let ctx = ingest.context(Transport::Tcp);
                     let shutdown = shutdown.clone();
                     let unauthenticated = ingest.unauthenticated_slot(addr.ip());
                     let engine = ingest.engine.clone();

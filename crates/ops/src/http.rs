@@ -81,6 +81,9 @@ pub(crate) fn register_builtins(ops: &Arc<Ops>) {
                 let Some(ops) = ops else {
                     return deny(&EngineError::Store(busbar_store::StoreError::Closed));
                 };
+                if !ops.diagnostics.load(std::sync::atomic::Ordering::Relaxed) {
+                    return diagnostics_off();
+                }
                 let request: crate::pack::PackRequest = match json_body(&body) {
                     Ok(r) => r,
                     Err(response) => return *response,
@@ -180,9 +183,19 @@ fn trace_error(e: &crate::trace::TraceError) -> Response {
         .into_response()
 }
 
+/// The answer of a diagnostics route while `[ops] diagnostics` is off.
+fn diagnostics_off() -> Response {
+    let body = serde_json::json!({
+        "error": "diagnostics_off",
+        "message": "traces and support packs are off ([ops] diagnostics = false)",
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
 /// `POST /api/ops/trace/start`, `GET /api/ops/trace/{id}`,
 /// `GET /api/ops/trace`.
 fn register_traces(ops: &Arc<Ops>) {
+    let on = ops.diagnostics.clone();
     let traces = ops.traces().clone();
     ops.route_with(
         &["POST"],
@@ -192,7 +205,11 @@ fn register_traces(ops: &Arc<Ops>) {
                   Extension(engine): Extension<Arc<Engine>>,
                   body: axum::body::Bytes| {
                 let traces = traces.clone();
+                let on = on.load(std::sync::atomic::Ordering::Relaxed);
                 async move {
+                    if !on {
+                        return diagnostics_off();
+                    }
                     let request: crate::trace::TraceRequest = match json_body(&body) {
                         Ok(r) => r,
                         Err(response) => return *response,
@@ -205,6 +222,7 @@ fn register_traces(ops: &Arc<Ops>) {
             },
         ),
     );
+    let on = ops.diagnostics.clone();
     let traces = ops.traces().clone();
     ops.route(
         "/api/ops/trace/{id}",
@@ -213,7 +231,11 @@ fn register_traces(ops: &Arc<Ops>) {
                   Extension(engine): Extension<Arc<Engine>>,
                   Path(id): Path<String>| {
                 let traces = traces.clone();
+                let on = on.load(std::sync::atomic::Ordering::Relaxed);
                 async move {
+                    if !on {
+                        return diagnostics_off();
+                    }
                     match traces.show(&engine, &caller.principal, &id).await {
                         Ok(trace) => Json(trace).into_response(),
                         Err(e) => trace_error(&e),
@@ -222,12 +244,19 @@ fn register_traces(ops: &Arc<Ops>) {
             },
         ),
     );
+    let on = ops.diagnostics.clone();
     let traces = ops.traces().clone();
     ops.route(
         "/api/ops/trace",
         get(move |caller: OpsCaller| {
             let traces = traces.clone();
-            async move { Json(serde_json::json!({"traces": traces.list(&caller.principal)})) }
+            let on = on.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if !on {
+                    return diagnostics_off();
+                }
+                Json(serde_json::json!({"traces": traces.list(&caller.principal)})).into_response()
+            }
         }),
     );
 }

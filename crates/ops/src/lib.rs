@@ -119,6 +119,9 @@ pub struct Ops {
     session_lookup: RwLock<Option<SessionLookup>>,
     log_tail: RwLock<Arc<pack::LogTail>>,
     config_source: RwLock<pack::ConfigSource>,
+    /// Whether trace mode and support packs are served (`[ops]
+    /// diagnostics`).
+    diagnostics: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Finds one producer session's statistics as `principal` may see them
@@ -162,6 +165,7 @@ impl Ops {
             session_lookup: RwLock::new(None),
             log_tail: RwLock::new(pack::LogTail::new(LOG_TAIL_BYTES)),
             config_source: RwLock::new(pack::ConfigSource::default()),
+            diagnostics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         });
         commands::register_builtins(&ops);
         http::register_builtins(&ops);
@@ -277,6 +281,13 @@ impl Ops {
     /// Where the configuration came from (for `includeConfig`).
     pub fn set_config_source(&self, source: pack::ConfigSource) {
         *self.config_source.write() = source;
+    }
+
+    /// Serves trace mode and support packs (`true`, the default) or
+    /// answers them 404 `diagnostics_off`.
+    pub fn set_diagnostics(&self, on: bool) {
+        self.diagnostics
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Trace mode ([`trace`]).

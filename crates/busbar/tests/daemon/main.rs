@@ -5,6 +5,7 @@
 mod audit;
 mod churn;
 mod consume;
+mod doctor;
 mod full_disk;
 mod group_client;
 mod group_crash;
@@ -13,6 +14,7 @@ mod hostile;
 mod input;
 mod limits;
 mod live;
+mod reload;
 mod socket_live;
 
 use std::collections::HashSet;
