@@ -14,6 +14,7 @@ mod hostile;
 mod input;
 mod limits;
 mod live;
+mod ops;
 mod reload;
 mod socket_live;
 
