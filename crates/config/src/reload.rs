@@ -142,6 +142,18 @@ const KEYS: &[Key] = keys! {
     Restart "ops.enabled" => ops.enabled;
     Restart "ops.diagnostics" => ops.diagnostics;
     Restart "metrics.enabled" => metrics.enabled;
+    Restart "audit.enabled" => audit.enabled;
+    Restart "audit.path" => audit.path;
+    Restart "audit.on_broken" => audit.on_broken;
+    Restart "journal.max_events" => journal.max_events;
+    Restart "journal.max_age" => journal.max_age;
+    Restart "journal.queue" => journal.queue;
+    Restart "journal.error_interval" => journal.error_interval;
+    Restart "trace.max_running" => trace.max_running;
+    Restart "trace.max_duration" => trace.max_duration;
+    Restart "trace.max_events" => trace.max_events;
+    Restart "trace.max_bytes" => trace.max_bytes;
+    Restart "trace.keep" => trace.keep;
 };
 
 /// When `key` (`section.key`) takes effect once changed; `None` for a key

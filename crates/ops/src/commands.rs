@@ -11,7 +11,7 @@
 //! | command | args | answer |
 //! |---|---|---|
 //! | `health` | | `{"ok":true,"status":"ok"\|"degraded","backend","uptime_seconds","not_ready":[..]}` |
-//! | `stats` | | streams, events, bytes, events ingested by transport, errors by reason, connections, memory |
+//! | `stats` | | clients' streams, events, bytes (busbar's own `_busbar:` streams apart, in `internal_streams`), events ingested by transport, errors by reason, connections, memory |
 //! | `rotate` | `reason` (logged), optional `stream` | seals the active segment of every stream (or one) |
 //! | `flush` | | pushes every registered backlog (relay sinks) now: `{"ok","flushed":<events>,"backlogs":[{"name","sent","error"?}]}`; with none registered, `flushed: 0` and a message saying there is nothing to flush |
 //! | `streams` | | every stream's info |
@@ -218,9 +218,18 @@ async fn stats(engine: &Engine) -> Value {
     metrics.connections.for_each(|labels, g| {
         connections.insert(labels[0].clone(), json!(g.get()));
     });
+    // Clients' streams; busbar's own (the ops journal) apart.
     let (mut streams, mut events, mut bytes) = (0u64, 0u64, 0u64);
+    let mut internal = serde_json::Map::new();
     if let Ok(infos) = engine.streams(&Principal::Trusted).await {
         for info in infos {
+            if busbar_engine::journal::is_internal(info.name.as_str()) {
+                internal.insert(
+                    info.name.to_string(),
+                    json!({"events": info.length, "bytes": info.bytes}),
+                );
+                continue;
+            }
             streams += 1;
             events += info.length;
             bytes += info.bytes;
@@ -233,6 +242,7 @@ async fn stats(engine: &Engine) -> Value {
         "streams": streams,
         "events": events,
         "bytes": bytes,
+        "internal_streams": internal,
         "events_ingested": ingested,
         "ingest_errors": errors,
         "connections": connections,
