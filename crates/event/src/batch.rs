@@ -206,9 +206,31 @@ impl EventBatch {
     /// Every event's `type`, in order (for per-type counters, without
     /// decoding whole events).
     pub fn types(&self) -> impl Iterator<Item = &str> + '_ {
-        self.frames().filter_map(|(_, body)| {
-            let len = u16::from_le_bytes([body[2], body[3]]) as usize;
-            std::str::from_utf8(body.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)?).ok()
+        self.frames()
+            .filter_map(|(_, body)| std::str::from_utf8(type_bytes(body)?).ok())
+    }
+
+    /// Runs of events of one `type`, in order: each type and how many
+    /// events in a row have it. Types are compared as bytes, so a batch of
+    /// one type costs one comparison per event and one conversion.
+    pub fn type_runs(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        let mut frames = self.frames().filter_map(|(_, body)| type_bytes(body));
+        let mut current = frames.next();
+        std::iter::from_fn(move || {
+            let kind = current?;
+            let mut n = 1;
+            current = None;
+            for next in frames.by_ref() {
+                if next == kind {
+                    n += 1;
+                } else {
+                    current = Some(next);
+                    break;
+                }
+            }
+            // Checked when the event was parsed; a failure here is a bug
+            // and the run is left out rather than guessed.
+            Some((std::str::from_utf8(kind).unwrap_or(""), n))
         })
     }
 
@@ -259,6 +281,12 @@ impl EventBatch {
         }
         self.buf.freeze()
     }
+}
+
+/// The `type` of an event record body.
+fn type_bytes(body: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_le_bytes([*body.get(2)?, *body.get(3)?]) as usize;
+    body.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)
 }
 
 /// Splits sealed framed bytes into [`Event`]s without copying.
@@ -314,6 +342,19 @@ mod tests {
         );
         assert_eq!(batch.sessions().collect::<Vec<_>>(), vec![("s", Some(-5))]);
         assert_eq!(batch.types().collect::<Vec<_>>(), vec!["t", "u"]);
+        assert_eq!(
+            batch.type_runs().collect::<Vec<_>>(),
+            vec![("t", 1), ("u", 1)]
+        );
+        let mut runs = EventBatch::new();
+        for t in ["a", "a", "b", "a", "a", "a"] {
+            runs.push(&NewEvent::new(t, b"{}")).unwrap();
+        }
+        assert_eq!(
+            runs.type_runs().collect::<Vec<_>>(),
+            vec![("a", 2), ("b", 1), ("a", 3)]
+        );
+        assert_eq!(EventBatch::new().type_runs().count(), 0);
         let mut seq = 0;
         batch.assign(77, |req| {
             seq += 1;

@@ -21,12 +21,13 @@
 //! A tenant-bound caller sees its own streams, types, producers, groups
 //! and dead letters, and no process-wide figures (errors, disk).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use busbar_engine::{Engine, Hook, Principal};
 use busbar_event::{EventBatch, StreamName};
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use serde_json::{json, Map, Value};
 
 /// How often the counters are sampled for rates.
@@ -51,10 +52,10 @@ pub(crate) struct Counting {
 #[derive(Debug, Default, Clone)]
 struct Counts {
     /// stream → type → events.
-    types: HashMap<String, HashMap<String, u64>>,
+    types: FxHashMap<String, FxHashMap<String, u64>>,
     type_keys: usize,
-    /// (tenant, producer) → events.
-    producers: HashMap<(Option<String>, String), u64>,
+    /// producer (a token's name, unique) → its tenant and events.
+    producers: FxHashMap<String, (Option<String>, u64)>,
 }
 
 impl Counts {
@@ -86,33 +87,20 @@ impl Hook for Counting {
     fn publishing(&self, principal: &Principal, stream: &StreamName, batch: &EventBatch) {
         let mut counts = self.counts.lock();
         // Runs of one type are counted once.
-        let mut run: Option<(&str, u64)> = None;
-        for kind in batch.types() {
-            match &mut run {
-                Some((k, n)) if *k == kind => *n += 1,
-                _ => {
-                    if let Some((k, n)) = run.take() {
-                        counts.add_type(stream.as_str(), k, n);
-                    }
-                    run = Some((kind, 1));
-                }
-            }
+        for (kind, n) in batch.type_runs() {
+            counts.add_type(stream.as_str(), kind, n);
         }
-        if let Some((k, n)) = run {
-            counts.add_type(stream.as_str(), k, n);
-        }
-        let key = (
-            principal.tenant().map(str::to_owned),
-            principal.name().to_owned(),
-        );
-        let producers = counts.producers.len();
         let n = batch.len() as u64;
-        match counts.producers.get_mut(&key) {
-            Some(c) => *c += n,
+        let producers = counts.producers.len();
+        match counts.producers.get_mut(principal.name()) {
+            Some((_, c)) => *c += n,
             None if producers < MAX_KEYS => {
-                counts.producers.insert(key, n);
+                let tenant = principal.tenant().map(str::to_owned);
+                counts
+                    .producers
+                    .insert(principal.name().to_owned(), (tenant, n));
             }
-            None => *counts.producers.entry((None, OTHER.into())).or_default() += n,
+            None => counts.producers.entry(OTHER.into()).or_default().1 += n,
         }
     }
 }
@@ -312,8 +300,8 @@ pub(crate) async fn summary(
         s.counts
             .producers
             .iter()
-            .filter(|((tenant, _), _)| principal.sees_tenant(tenant.as_deref()))
-            .map(|(k, n)| (k.clone(), *n))
+            .filter(|(_, (tenant, _))| principal.sees_tenant(tenant.as_deref()))
+            .map(|(name, (tenant, n))| ((tenant.clone(), name.clone()), *n))
             .collect()
     });
     let mut ingest = total.rows(|(), f| Value::Object(f)).pop().map_or_else(

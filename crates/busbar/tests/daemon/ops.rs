@@ -647,3 +647,64 @@ fn diagnostics_can_be_switched_off() {
         "still authenticated first"
     );
 }
+
+#[test]
+fn a_connection_trace_counts_what_it_was_sent_and_its_joins_are_journaled() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_in(dir.path(), &options());
+    let mut live = d.tcp().unwrap();
+    live.write_all(b"{\"op\":\"subscribe\",\"id\":\"a\",\"stream\":\"laps\",\"from\":\"live\"}\n{\"op\":\"join\",\"room\":\"session:car-1\",\"stream\":\"laps\"}\n")
+        .unwrap();
+    let mut reader = BufReader::new(live.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("subscribed"), "{line}");
+    let (_, sockets) = get(&d, "/api/ops/sockets", None);
+    let id = sockets["sockets"][0]["id"].as_u64().unwrap();
+    let (status, started) = post(
+        &d,
+        "/api/ops/trace/start",
+        None,
+        &json!({"connection": id, "durationSec": 2}),
+    );
+    assert_eq!(status, 201, "{started}");
+    let trace = started["traceId"].as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let batch: Vec<Value> = (0..25).map(|i| json!({"type": "lap", "i": i})).collect();
+    assert_eq!(
+        post(&d, "/api/streams/laps/events", None, &json!(batch)).0,
+        201
+    );
+    eventually("the trace to finish", || {
+        get(&d, &format!("/api/ops/trace/{trace}"), None).1["state"] == "finished"
+    });
+    let (_, t) = get(&d, &format!("/api/ops/trace/{trace}"), None);
+    let sent: u64 = t["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["sent"].as_u64())
+        .sum();
+    assert!(sent >= 25, "{t}");
+    drop(reader);
+    drop(live);
+    eventually("the disconnect in the journal", || {
+        let events = ops_events_open(&d, "?type=socket");
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        kinds.contains(&"socket:connect")
+            && kinds.contains(&"socket:join")
+            && kinds.contains(&"socket:leave")
+            && kinds.contains(&"socket:disconnect")
+    });
+    let joins = ops_events_open(&d, "?type=socket:join");
+    assert_eq!(joins[0]["room"], "session:car-1");
+    assert_eq!(joins[0]["transport"], "tcp");
+    assert_eq!(joins[0]["socket"], id);
+}
+
+fn ops_events_open(d: &busbar_testkit::Daemon, query: &str) -> Vec<Value> {
+    let (status, v) = get(d, &format!("/api/ops/events{query}"), None);
+    assert_eq!(status, 200, "{v}");
+    v["events"].as_array().unwrap().clone()
+}
