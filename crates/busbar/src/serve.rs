@@ -29,6 +29,14 @@ use crate::reload::{Loader, Reloader};
 pub fn run(config: Config, load: Loader, config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let log_tail = busbar_ops::pack::LogTail::new(busbar_ops::LOG_TAIL_BYTES);
     let log = crate::logging::init(&config.log, log_tail.clone())?;
+    for variable in busbar_config::unknown_env_vars(
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+    ) {
+        tracing::warn!(
+            %variable,
+            "unknown BUSBAR_* variable ignored (busbar.example.toml names every variable busbar reads)"
+        );
+    }
     raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = worker_threads(&config) {

@@ -57,6 +57,24 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("METRICS_ENABLED", "BUSBAR_METRICS_ENABLED"),
 ];
 
+/// `BUSBAR_*` variables busbar's commands read besides the configuration's
+/// own ([`ENV_VARS`]): the config file, and the CLI's daemon URL and token.
+pub const OTHER_ENV_VARS: &[&str] = &["BUSBAR_CONFIG", "BUSBAR_URL", "BUSBAR_TOKEN"];
+
+/// The `BUSBAR_*` variables among `names` that busbar does not read: a
+/// typo (`BUSBAR_DURABILTY`) or a variable of another version. An unknown
+/// TOML key is an error; an unknown variable is warned about at start-up,
+/// since the environment is shared with other programs.
+pub fn unknown_env_vars(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.starts_with("BUSBAR_"))
+        .filter(|n| !ENV_VARS.iter().any(|(v, _)| v == n) && !OTHER_ENV_VARS.contains(&n.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 fn parse<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,

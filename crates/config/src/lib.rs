@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use env::{ENV_ALIASES, ENV_VARS};
+pub use env::{unknown_env_vars, ENV_ALIASES, ENV_VARS, OTHER_ENV_VARS};
 pub use reload::{Changes, Reload};
 pub use run::Addresses;
 pub use sections::{

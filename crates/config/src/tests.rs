@@ -443,3 +443,23 @@ fn log_file_keys_and_a_bad_level_name_the_key() {
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("log.level"), "{e}");
 }
+
+#[test]
+fn unknown_busbar_variables_are_named_and_known_ones_are_not() {
+    let names = [
+        "BUSBAR_DURABILTY",
+        "BUSBAR_DURABILITY",
+        "BUSBAR_TOKEN",
+        "BUSBAR_CONFIG",
+        "PATH",
+        "LOG_LEVEL",
+        "BUSBAR_ZZZ",
+    ]
+    .map(str::to_owned);
+    assert_eq!(
+        crate::unknown_env_vars(names),
+        ["BUSBAR_DURABILTY", "BUSBAR_ZZZ"]
+    );
+    // Every variable the config reads is known.
+    assert!(crate::unknown_env_vars(ENV_VARS.iter().map(|(v, _)| (*v).to_owned())).is_empty());
+}

@@ -10,7 +10,7 @@
 //!
 //! | command | args | answer |
 //! |---|---|---|
-//! | `health` | | `{"ok":true,"status":"ok"\|"degraded","backend","uptime_seconds","not_ready":[..]}` |
+//! | `health` | | `{"ok","status":"ok"\|"degraded","backend","uptime_seconds","not_ready":[..]}`; `ok` is `false` (with `error: not_ready`) exactly when `/readyz` answers 503 |
 //! | `stats` | | clients' streams, events, bytes (busbar's own `_busbar:` streams apart, in `internal_streams`), events ingested by transport, errors by reason, connections, memory |
 //! | `rotate` | `reason` (logged), optional `stream` | seals the active segment of every stream (or one) |
 //! | `flush` | | pushes every registered backlog (relay sinks) now: `{"ok","flushed":<events>,"backlogs":[{"name","sent","error"?}]}`; with none registered, `flushed: 0` and a message saying there is nothing to flush |
@@ -190,16 +190,35 @@ async fn flush(ops: &Ops) -> Value {
     json!({"ok": ok, "flushed": flushed, "backlogs": backlogs})
 }
 
+/// `ok` is what `/readyz` says: a daemon that is not ready answers
+/// `ok: false` with `error: not_ready` and its reasons, so `busbar cmd
+/// health` exits non-zero exactly when `/readyz` answers 503.
 fn health(engine: &Engine) -> Value {
     let not_ready = engine.not_ready();
-    json!({
-        "ok": true,
-        "status": if not_ready.is_empty() { "ok" } else { "degraded" },
+    let ready = not_ready.is_empty();
+    let mut answer = json!({
+        "ok": ready,
+        "status": if ready { "ok" } else { "degraded" },
         "backend": engine.backend(),
         "uptime_seconds": engine.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "not_ready": not_ready,
-    })
+    });
+    if !ready {
+        answer["error"] = json!("not_ready");
+        answer["message"] = json!(format!(
+            "not ready: {}",
+            not_ready
+                .iter()
+                .map(|r| serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                    .unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    answer
 }
 
 async fn stats(engine: &Engine) -> Value {

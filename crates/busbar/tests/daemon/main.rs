@@ -428,3 +428,37 @@ fn cli_publishes_and_reads_over_http() {
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("is `busbar serve` running?"));
 }
+
+/// `busbar cmd health` agrees with `/readyz`: a daemon below its free-disk
+/// floor answers 503 there and fails the command, naming why.
+#[test]
+fn command_health_agrees_with_readyz() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_in(
+        dir.path(),
+        &options().config("[readiness]\nmin_free_disk = \"1000000 TiB\"\n"),
+    );
+    if d.addresses().backend != "embedded" {
+        eprintln!("skipped: the memory backend has no disk to check");
+        return;
+    }
+    let (status, body) = http(&d, "GET", "/readyz", None, None);
+    assert_eq!(status, 503, "{body}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["cmd", "health", "--json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("BUSBAR_COMMANDS_SOCKET")
+        .env_remove("BUSBAR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["error"].as_str()),
+        (Some(false), Some("not_ready"))
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("disk_nearly_full"),
+        "{v}"
+    );
+}
