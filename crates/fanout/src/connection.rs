@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Interval;
 
-use crate::protocol::{check_message, error_frame, parse_from, ClientOp, From, SlowPolicy};
+use crate::protocol::{check_message, error_frame, ClientOp, From, SlowPolicy};
 use crate::queue::SendQueue;
 use crate::rooms::Room;
 use crate::sockets::{Role, SocketGuard};
@@ -366,7 +366,7 @@ impl Conn {
         types: Option<Vec<String>>,
         tenant: Option<String>,
         key: Option<String>,
-        from: Option<&serde_json::value::RawValue>,
+        from: Result<From, &'static str>,
         slow: SlowPolicy,
     ) -> Result<(), FanoutError> {
         let stream = self.stream_name(stream)?;
@@ -377,7 +377,7 @@ impl Conn {
                 limit: self.live.config.max_subscriptions,
             });
         }
-        let from = parse_from(from).map_err(|reason| FanoutError::BadMessage {
+        let from = from.map_err(|reason| FanoutError::BadMessage {
             reason: reason.to_owned(),
         })?;
         let filter = Filter {

@@ -5,7 +5,8 @@
 //! ```text
 //! {"op":"hello","role":"producer|dashboard|overlay|consumer","session":"s1"}
 //! {"op":"subscribe","id":"a","stream":"events","types":["order.*"],"tenant":"t","key":"k",
-//!  "from":"live" | "<ms>-<seq>" | {"time":<ms>}, "slow":"drop" | "disconnect"}
+//!  "from":"live" | "<ms>-<seq>" | {"time":<ms>} | "after":"<ms>-<seq>",
+//!  "slow":"drop" | "disconnect"}
 //! {"op":"unsubscribe","id":"a"}
 //! {"op":"join","room":"session:s1" | "broadcast:session:s1","stream":"events"}
 //! {"op":"leave","room":"session:s1"}
@@ -25,8 +26,11 @@
 //! {"type":"error","error":"<reason>","message":"...","ref":..}
 //! {"type":"pong"}
 //! ```
-//! A subscription `from` an id or a time is resumable: it catches up from
-//! the log, then goes live with no gap and no duplicate; `from: "live"` is
+//! A subscription `from` an id (inclusive), `after` an id (exclusive) or a
+//! time is resumable: it catches up from the log, then goes live with no
+//! gap and no duplicate. A client that reconnects resumes with the id of
+//! the last event it handled as `after`, so that event is not repeated;
+//! `from: "live"` is
 //! lossy and bounded (a slow client is told how many events it missed).
 //! `subscribed` is sent once the subscription is on the stream's feed: every
 //! event appended after the client reads it is delivered (or counted in a
@@ -140,7 +144,9 @@ pub(crate) enum ClientOp<'a> {
         types: Option<Vec<String>>,
         tenant: Option<String>,
         key: Option<String>,
-        from: Option<&'a RawValue>,
+        /// Where it starts, from `from` or `after` (a bad one is told
+        /// when the subscription is made, naming it).
+        from: Result<From, &'static str>,
         slow: SlowPolicy,
     },
     Unsubscribe {
@@ -180,6 +186,7 @@ struct Fields<'a> {
     key: Option<String>,
     #[serde(borrow)]
     from: Option<&'a RawValue>,
+    after: Option<String>,
     slow: Option<SlowPolicy>,
     room: Option<String>,
     #[serde(rename = "ref")]
@@ -211,7 +218,11 @@ impl<'a> ClientOp<'a> {
                 types: f.types,
                 tenant: f.tenant,
                 key: f.key,
-                from: f.from,
+                from: match (f.from, f.after) {
+                    (Some(_), Some(_)) => Err("give `from` or `after`, not both"),
+                    (None, Some(after)) => parse_after(&after),
+                    (from, None) => parse_from(from),
+                },
                 slow: f.slow.unwrap_or_default(),
             },
             "unsubscribe" => ClientOp::Unsubscribe { id: need(f.id, "id", op)? },
@@ -275,6 +286,16 @@ pub(crate) fn parse_from(raw: Option<&RawValue>) -> Result<From, &'static str> {
         F::Text(t) => t.parse().map(From::Id).map_err(|_| BAD),
         F::Time { time } => Ok(From::Time(time)),
     }
+}
+
+/// Parses `after`: the id after which a subscription starts.
+pub(crate) fn parse_after(after: &str) -> Result<From, &'static str> {
+    let id: busbar_event::EventId = after
+        .parse()
+        .map_err(|_| "`after` is an id \"<ms>-<seq>\"")?;
+    id.successor()
+        .map(From::Id)
+        .ok_or("`after` is the largest id: nothing comes after it")
 }
 
 /// Writes a JSON string (escaped) into `out`.
@@ -359,15 +380,34 @@ mod tests {
         let ClientOp::Subscribe { from, .. } = op else {
             panic!()
         };
-        assert_eq!(parse_from(from), Ok(From::Time(5)));
+        assert_eq!(from, Ok(From::Time(5)));
         let op = ClientOp::parse(r#"{"op":"subscribe","id":"a","from":"3-1"}"#).unwrap();
         let ClientOp::Subscribe { from, .. } = op else {
             panic!()
         };
+        assert_eq!(from, Ok(From::Id(busbar_event::EventId::new(3, 1))));
+        // `after` is exclusive: it starts at the next id.
+        let start = |text: &str| match ClientOp::parse(text).unwrap() {
+            ClientOp::Subscribe { from, .. } => from,
+            _ => panic!(),
+        };
         assert_eq!(
-            parse_from(from),
-            Ok(From::Id(busbar_event::EventId::new(3, 1)))
+            start(r#"{"op":"subscribe","id":"a","after":"3-1"}"#),
+            Ok(From::Id(busbar_event::EventId::new(3, 2)))
         );
+        assert!(
+            start(r#"{"op":"subscribe","id":"a","after":"3-1","from":"3-1"}"#)
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(start(r#"{"op":"subscribe","id":"a","after":"soon"}"#).is_err());
+        assert!(start(&format!(
+            r#"{{"op":"subscribe","id":"a","after":"{}-{}"}}"#,
+            u64::MAX,
+            u64::MAX
+        ))
+        .unwrap_err()
+        .contains("largest"));
         assert!(ClientOp::parse(r#"{"op":"nope"}"#).is_err());
         assert!(ClientOp::parse(r#"{"op":"join"}"#)
             .unwrap_err()

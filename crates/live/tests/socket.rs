@@ -192,6 +192,33 @@ async fn resume_from_an_id_under_concurrent_publishing_has_no_gap_and_no_duplica
     );
 }
 
+/// A client that reconnects resumes `after` the last id it handled: the
+/// next event comes first, nothing is repeated, then it goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_an_id_starts_at_the_next_event_without_repeating_it() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let first = publish(&s.engine, "orders", 10, None).await;
+    let mut c = Client::unix(&s).await;
+    c.send(json!({"op":"subscribe","id":"a","stream":"orders","after": first[6].to_string()}))
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(id(&c.next_of("event").await));
+    }
+    assert_eq!(got, first[7..]);
+    let more = publish(&s.engine, "orders", 2, None).await;
+    for want in more {
+        assert_eq!(id(&c.next_of("event").await), want);
+    }
+    c.send(json!({"op":"subscribe","id":"b","stream":"orders","after":"1-0","from":"1-0"}))
+        .await;
+    let refused = c.next_of("error").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("not both"),
+        "{refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_subscriber_that_falls_behind_is_told_how_many_it_missed() {
     let s = server(
