@@ -59,6 +59,8 @@ struct Conn {
     subs: HashMap<String, Task>,
     rooms: HashMap<String, Task>,
     hello_session: Option<String>,
+    /// The role the last `hello` declared (consumer until one does).
+    role: Role,
 }
 
 /// A connection's caller and where it came from.
@@ -141,6 +143,7 @@ pub async fn serve<I: Inbound, O: Outbound>(
         subs: HashMap::new(),
         rooms: HashMap::new(),
         hello_session: None,
+        role: Role::Consumer,
     };
     let mut closing = live.closing.subscribe();
     let mut shutdown = caller.shutdown;
@@ -428,6 +431,14 @@ impl Conn {
 
     async fn join(&mut self, name: &str, stream: Option<&str>) -> Result<(), FanoutError> {
         let room: Room = name.parse()?;
+        // The runbook's failure mode: an overlay on the live room shows
+        // what the director delayed.
+        if self.role == Role::Overlay && !matches!(room, Room::Broadcast(_)) {
+            return Err(FanoutError::RoleForbids {
+                role: self.role.as_str(),
+                room: name.to_owned(),
+            });
+        }
         let stream = self.stream_name(stream)?;
         self.principal.require(Scope::Consume)?;
         self.principal.check_stream(&stream)?;
@@ -553,6 +564,7 @@ impl Conn {
         }
         self.out.guard.hello(role, session.clone());
         self.hello_session = session;
+        self.role = role;
         Ok(())
     }
 

@@ -125,6 +125,15 @@ pub enum FanoutError {
         /// What is wrong.
         reason: String,
     },
+    /// The connection's role may not join this room: an overlay shows the
+    /// delayed broadcast, so it joins `broadcast:session:<id>` rooms only.
+    #[error("a connection with role `{role}` may join broadcast:session:* rooms only, not `{room}`: an overlay shows the delayed broadcast (join broadcast:session:<id>)")]
+    RoleForbids {
+        /// The connection's role.
+        role: &'static str,
+        /// The room it asked for.
+        room: String,
+    },
     /// One event of a publish was refused (nothing was appended).
     #[error("event {index}: {source}")]
     BadEvent {
@@ -180,6 +189,7 @@ impl FanoutError {
             FanoutError::BadMessage { .. } => "bad_message",
             FanoutError::BadEvent { source, .. } => source.reason(),
             FanoutError::BadRoom { .. } => "bad_room",
+            FanoutError::RoleForbids { .. } => "role_forbids_room",
             FanoutError::TooManySubscriptions { .. } => "too_many_subscriptions",
             FanoutError::DelayTooLong { .. } => "delay_too_long",
             FanoutError::SessionTaken { .. } => "session_taken",

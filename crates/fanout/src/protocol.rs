@@ -37,7 +37,10 @@
 //! `lagged` notice).
 //! Room `session:<id>` delivers the session's events live (lossy);
 //! `broadcast:session:<id>` delivers them after the session's broadcast
-//! delay, from the log.
+//! delay, from the log. A connection whose `hello` says `role: "overlay"`
+//! may join `broadcast:session:*` rooms only (an overlay on the live room
+//! would show what the director delayed): another join is answered
+//! `{"type":"error","error":"role_forbids_room",...}`.
 //!
 //! # Tenants
 //! A tenant-bound token subscribes to, joins rooms on and publishes to its

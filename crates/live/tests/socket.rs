@@ -192,6 +192,34 @@ async fn resume_from_an_id_under_concurrent_publishing_has_no_gap_and_no_duplica
     );
 }
 
+/// An overlay shows the delayed broadcast: it may join
+/// `broadcast:session:*` rooms only, and a refused join says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlay_joins_broadcast_rooms_only() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut c = Client::unix(&s).await;
+    c.send(json!({"op":"hello","role":"overlay","session":"race-1"}))
+        .await;
+    c.send(json!({"op":"join","room":"session:race-1"})).await;
+    let refused = c.next_of("error").await;
+    assert_eq!(refused["error"], "role_forbids_room", "{refused}");
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("broadcast:session:"));
+    c.send(json!({"op":"join","room":"broadcast:session:race-1"}))
+        .await;
+    assert_eq!(
+        c.next_of("joined").await["room"],
+        "broadcast:session:race-1"
+    );
+    // A dashboard may join either.
+    let mut d = Client::unix(&s).await;
+    d.send(json!({"op":"hello","role":"dashboard"})).await;
+    d.send(json!({"op":"join","room":"session:race-1"})).await;
+    assert_eq!(d.next_of("joined").await["room"], "session:race-1");
+}
+
 /// A client that reconnects resumes `after` the last id it handled: the
 /// next event comes first, nothing is repeated, then it goes live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
