@@ -3,6 +3,7 @@
 //! daemon's registry by [`Fanout::new`](crate::Fanout::new); the names are
 //! `busbar-metrics`'.
 
+use crate::sockets::Role;
 use busbar_metrics::{names, Collector, Counter, Encoder, Family, Kind};
 
 use crate::Fanout;
@@ -68,7 +69,18 @@ impl Collector for Fanout {
             Kind::Gauge,
             "Connected live clients, by transport (ws, or a unix/tcp ingest connection that switched) and role.",
         );
-        for ((transport, role), n) in self.sockets.count_by_transport_and_role() {
+        // Every WebSocket role is present, at 0 when nobody is connected,
+        // so an alert on `busbar_ws_clients == 0` can fire.
+        let mut clients = self.sockets.count_by_transport_and_role();
+        for role in [
+            Role::Producer,
+            Role::Dashboard,
+            Role::Overlay,
+            Role::Consumer,
+        ] {
+            clients.entry(("ws", role)).or_insert(0);
+        }
+        for ((transport, role), n) in clients {
             out.sample(
                 names::WS_CLIENTS,
                 &[("transport", transport), ("role", role.as_str())],

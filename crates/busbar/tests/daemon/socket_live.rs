@@ -212,3 +212,16 @@ fn an_open_socket_subscriber_does_not_hold_up_shutdown() {
     );
     assert!(c.next().is_none(), "the daemon closed the connection");
 }
+
+/// With nobody connected, `busbar_ws_clients` is there at 0 for every
+/// role, so an alert on `== 0` can fire.
+#[test]
+fn ws_clients_are_reported_at_zero_when_nobody_is_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_in(dir.path(), &options());
+    let text = d.metrics().unwrap();
+    for role in ["producer", "dashboard", "overlay", "consumer"] {
+        let line = format!("busbar_ws_clients{{transport=\"ws\",role=\"{role}\"}} 0");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+}
