@@ -34,7 +34,7 @@
 //! | `/api/replay/{job}`, `/api/jobs/{job}` | GET | a job's progress |
 //! | `/api/replay/{job}/cancel`, `/api/jobs/{job}/cancel` | POST | stop a job (admin) |
 //! | `/api/jobs` | GET | every job: replays and DLQ reprocessing |
-//! | `/events/health` | GET | the HYVVE runbook's `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}` (`consume` scope) |
+//! | `/events/health` | GET | the HYVVE runbook's `{"status","streamLength","dlqLength","consumerGroups","lastProcessedAt"}` for `?stream=`, or summed over every stream the caller sees with each one's in `streams` (`consume` scope) |
 //!
 //! ## Errors
 //! Every error is `{"error":"<reason>","message":"<human text>"}` with the

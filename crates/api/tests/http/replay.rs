@@ -305,7 +305,7 @@ async fn events_health_has_the_runbook_shape() {
     assert_eq!(
         empty,
         json!({"status": "healthy", "streamLength": 0, "dlqLength": 0,
-               "consumerGroups": 0, "lastProcessedAt": null})
+               "consumerGroups": 0, "lastProcessedAt": null, "streams": []})
     );
 
     let published = publish(&server, "events", &["a", "b", "c"]).await;
@@ -342,9 +342,15 @@ async fn events_health_has_the_runbook_shape() {
             "dlqLength",
             "lastProcessedAt",
             "status",
-            "streamLength"
+            "streamLength",
+            "streams"
         ]
     );
+    // Every stream, each with its own figures; its dead letters count
+    // with it, not as a stream of their own.
+    assert_eq!(health["streams"].as_array().unwrap().len(), 1, "{health}");
+    assert_eq!(health["streams"][0]["stream"], "events");
+    assert_eq!(health["streams"][0]["dlqLength"], 1);
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["streamLength"], 3);
     assert_eq!(health["dlqLength"], 1);
@@ -374,6 +380,18 @@ async fn events_health_has_the_runbook_shape() {
         .expect(200)
         .json();
     assert_eq!(other["streamLength"], 1);
+    // Without `?stream=`: every stream summed, the worst status, and each
+    // stream's own (the runbook's stream need not be named `events`).
+    let all = server.get("/events/health").send().await.expect(200).json();
+    assert_eq!(all["streamLength"], 4, "{all}");
+    assert_eq!(all["status"], "degraded");
+    let names: Vec<&str> = all["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["events", "other"]);
     let missing = server
         .get("/events/health?stream=nope")
         .send()

@@ -151,9 +151,13 @@ async fn events_health_needs_consume_and_is_no_oracle_for_another_tenants_stream
         .json();
     assert_eq!(own["streamLength"], 2);
     assert_eq!(own["consumerGroups"], 1);
-    // The default stream is the caller's: `a:events`, not created yet.
-    let default = health("a-secret", "").await.expect(200).json();
-    assert_eq!(default["streamLength"], 0);
+    // Without a stream: every stream of the caller's, and only those.
+    let all = health("a-secret", "").await.expect(200).json();
+    assert_eq!(all["streamLength"], 2);
+    assert_eq!(all["streams"][0]["stream"], "a:orders");
+    let b_all = health("b-secret", "").await.expect(200).json();
+    assert_eq!(b_all["streamLength"], 0, "{b_all}");
+    assert!(!b_all.to_string().contains("a:orders"));
 
     // b asking for a's stream gets what it gets for a stream that does not
     // exist, word for word but the name it asked for.
