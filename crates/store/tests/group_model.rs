@@ -127,14 +127,25 @@ impl Model {
         self.consumers.insert(consumer.to_owned());
     }
 
-    fn retire(&mut self, ids: &[EventId], error: Option<&str>) {
+    /// Retires `ids`: exhausted ones (due with no attempt left: their
+    /// `ack_wait` expired) or nacked ones, recording why as the store does.
+    fn retire(&mut self, ids: &[EventId], exhausted: bool, error: Option<&str>) {
         for id in ids {
             let e = self
                 .pending
                 .remove(id)
                 .expect("retired entries are pending");
-            let err = error.map(str::to_owned).or(e.last_error);
-            self.dlq.push((*id, e.deliveries, err));
+            let d = e.deliveries;
+            let err = match (exhausted, error, e.last_error) {
+                (_, Some(err), _) => err.to_owned(),
+                (true, None, None) => format!("ack_wait expired after {d} deliveries"),
+                (true, None, Some(last)) => {
+                    format!("ack_wait expired after {d} deliveries; last error: {last}")
+                }
+                (false, None, Some(last)) => last,
+                (false, None, None) => format!("nacked after {d} deliveries"),
+            };
+            self.dlq.push((*id, d, Some(err)));
         }
     }
 
@@ -252,7 +263,7 @@ impl Case {
                 let (exhausted, retry): (Vec<EventId>, Vec<EventId>) = due
                     .iter()
                     .partition(|id| self.model.pending[id].deliveries >= MAX_DELIVER);
-                self.model.retire(&exhausted, None);
+                self.model.retire(&exhausted, true, None);
                 let mut expected: Vec<(EventId, u32)> = Vec::new();
                 for id in &retry {
                     self.model.deliver(*id, c, t0, t1);
@@ -342,7 +353,7 @@ impl Case {
                         e.last_error.clone_from(&error);
                     }
                 }
-                self.model.retire(&dead, error.as_deref());
+                self.model.retire(&dead, false, error.as_deref());
                 prop_assert_eq!(got.retried, retried);
                 prop_assert_eq!(got.dead_lettered, dead);
                 prop_assert!(got.dropped.is_empty());
@@ -420,7 +431,7 @@ impl Case {
                     .into_iter()
                     .filter(|id| self.model.pending[id].deliveries >= MAX_DELIVER)
                     .collect();
-                self.model.retire(&exhausted, None);
+                self.model.retire(&exhausted, true, None);
                 let retired: u32 = got.iter().map(|e| e.dead_lettered).sum();
                 prop_assert_eq!(retired as usize, exhausted.len());
             }

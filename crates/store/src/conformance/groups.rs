@@ -442,6 +442,14 @@ pub async fn group_expire_and_rewind(mut h: impl Harness) {
         (1, 1, 0)
     );
     assert_eq!(store.group(&s, "g").await.unwrap().pending, 0);
+    // The dead letter says why: nobody acknowledged it in time.
+    let dlq = StreamName::new("g-sweep:dlq").unwrap();
+    let dead = store.read(&dlq, &ReadQuery::all(10)).await.unwrap();
+    let origin = DlqOrigin::of(&dead[0]).expect("dead letter meta");
+    assert_eq!(
+        origin.last_error.as_deref(),
+        Some("ack_wait expired after 1 deliveries")
+    );
     store.set_cursor(&s, "g", EventId::ZERO).await.unwrap();
     assert_eq!(store.group(&s, "g").await.unwrap().lag, 3);
     assert_eq!(ids(&store.read_group(&s, "g", "c", 10).await.unwrap()), all);

@@ -38,6 +38,16 @@ fn group<'a, H: GroupHost + ?Sized>(h: &'a H, name: &str) -> Result<&'a GroupSta
     })
 }
 
+/// Why entries are retired: the reason a dead letter records follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// Due again with no attempt left: the last delivery's `ack_wait`
+    /// expired.
+    Exhausted,
+    /// Nacked terminally, or on its last attempt.
+    Nacked,
+}
+
 /// Moves exhausted or terminally failed entries out of the group: to the
 /// dead-letter stream (with why), or dropped when the group says so.
 /// Returns (dead-lettered, dropped).
@@ -45,6 +55,7 @@ pub(crate) fn retire<H: GroupHost + ?Sized>(
     h: &mut H,
     name: &str,
     ids: &[EventId],
+    why: Why,
     error: Option<&str>,
     now_ms: u64,
 ) -> Result<(Vec<EventId>, Vec<EventId>)> {
@@ -57,8 +68,22 @@ pub(crate) fn retire<H: GroupHost + ?Sized>(
         .iter()
         .filter_map(|id| {
             g.pending.get(id).map(|p| {
-                let err = error.map(str::to_owned).or_else(|| p.last_error.clone());
-                (*id, p.deliveries, err)
+                let d = p.deliveries;
+                let err = match (why, error, &p.last_error) {
+                    (_, Some(e), _) => e.to_owned(),
+                    // Due and out of attempts: its last delivery was never
+                    // acknowledged (a nack on the last attempt retires at
+                    // once, with `Why::Nacked`).
+                    (Why::Exhausted, None, None) => {
+                        format!("ack_wait expired after {d} deliveries")
+                    }
+                    (Why::Exhausted, None, Some(last)) => {
+                        format!("ack_wait expired after {d} deliveries; last error: {last}")
+                    }
+                    (Why::Nacked, None, Some(last)) => last.clone(),
+                    (Why::Nacked, None, None) => format!("nacked after {d} deliveries"),
+                };
+                (*id, d, Some(err))
             })
         })
         .collect();
@@ -130,7 +155,7 @@ pub(crate) fn read<H: GroupHost + ?Sized>(
         .map(|(id, p)| (id, p.deliveries))
         .partition(|(_, d)| *d >= max_deliver);
     let exhausted: Vec<EventId> = exhausted.into_iter().map(|(id, _)| id).collect();
-    let (dead, dropped) = retire(h, name, &exhausted, None, now_ms)?;
+    let (dead, dropped) = retire(h, name, &exhausted, Why::Exhausted, None, now_ms)?;
     out.dead_lettered = dead.len() as u32;
     out.dropped = dropped.len() as u32;
 
@@ -267,7 +292,14 @@ pub(crate) fn nack<H: GroupHost + ?Sized>(
             error: opts.error.clone(),
         })?;
     }
-    let (dead_lettered, dropped) = retire(h, name, &retire_ids, opts.error.as_deref(), now_ms)?;
+    let (dead_lettered, dropped) = retire(
+        h,
+        name,
+        &retire_ids,
+        Why::Nacked,
+        opts.error.as_deref(),
+        now_ms,
+    )?;
     Ok(NackOutcome {
         retried,
         dead_lettered,
@@ -353,7 +385,7 @@ pub(crate) fn expire<H: GroupHost + ?Sized>(
         .filter(|(_, p)| p.visible_at_ms <= now_ms && p.deliveries >= max)
         .map(|(id, _)| *id)
         .collect();
-    let (dead, dropped) = retire(h, name, &ids, None, now_ms)?;
+    let (dead, dropped) = retire(h, name, &ids, Why::Exhausted, None, now_ms)?;
     Ok((dead.len() as u32, dropped.len() as u32))
 }
 
