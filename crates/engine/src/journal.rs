@@ -225,8 +225,9 @@ impl Journal {
 
     /// Records a refused request or event (`reason` is the engine's reason,
     /// `transport` where it came in), at most once per reason per
-    /// `error_interval`; the ones left out are counted into the next
-    /// recorded one's `suppressed`.
+    /// `error_interval`, and logs it under the same bound (never the
+    /// input); the ones left out are counted into the next recorded one's
+    /// `suppressed`.
     pub fn record_error(&self, reason: &'static str, transport: &'static str) {
         let now = now_ms();
         let interval = self.inner.config.error_interval.as_millis() as u64;
@@ -241,6 +242,14 @@ impl Journal {
             *entry = (now, 0);
             suppressed
         };
+        // Logged under the same bound: a flood of bad input is one line a
+        // second per reason, never with the input.
+        tracing::info!(
+            reason,
+            transport,
+            suppressed_since_last = suppressed,
+            "request or event refused"
+        );
         let mut event = OpsEvent::new("error", "error")
             .field("reason", reason)
             .field("transport", transport);

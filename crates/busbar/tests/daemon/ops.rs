@@ -708,3 +708,32 @@ fn ops_events_open(d: &busbar_testkit::Daemon, query: &str) -> Vec<Value> {
     assert_eq!(status, 200, "{v}");
     v["events"].as_array().unwrap().clone()
 }
+
+/// Refused events are logged, at most once a second per reason, and never
+/// with what they held.
+#[test]
+fn refused_events_are_logged_rate_limited_without_their_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_in(dir.path(), &options().log_level("info"));
+    for _ in 0..50 {
+        let (status, _) = http(
+            &d,
+            "POST",
+            "/api/streams/orders/events",
+            None,
+            Some(br#"{"type":"t","card":"4111-1111-1111-1111""#),
+        );
+        assert_eq!(status, 400);
+    }
+    eventually("the refusal in the log", || {
+        d.log().contains("request or event refused")
+    });
+    let log = d.log();
+    let lines = log.matches("request or event refused").count();
+    assert!(
+        (1..=10).contains(&lines),
+        "{lines} lines for 50 refusals:\n{log}"
+    );
+    assert!(log.contains("malformed_json"), "{log}");
+    assert!(!log.contains("4111"), "the payload is never logged:\n{log}");
+}
