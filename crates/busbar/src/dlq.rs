@@ -29,6 +29,15 @@ pub struct DlqArgs {
 pub enum DlqCommand {
     /// List dead-lettered events, oldest first.
     List(ListArgs),
+    /// Count dead letters by type and by last error (the runbook's
+    /// `uniq -c`), over at most --scan entries, oldest first.
+    Stats {
+        /// The stream.
+        stream: String,
+        /// Read at most this many entries.
+        #[arg(long, default_value_t = 100_000)]
+        scan: usize,
+    },
     /// Show one dead-lettered event in full.
     Show {
         /// The stream (its dead letters are in `<stream>:dlq`).
@@ -117,6 +126,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         DlqCommand::List(l) => l.stream.clone(),
         DlqCommand::Reprocess(r) => r.stream.clone(),
         DlqCommand::Show { stream, .. }
+        | DlqCommand::Stats { stream, .. }
         | DlqCommand::Delete { stream, .. }
         | DlqCommand::Purge { stream, .. } => stream.clone(),
     };
@@ -133,6 +143,7 @@ fn run_command(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(http, Duration::from_secs(60));
     match args.command {
         DlqCommand::List(l) => return list(&client, http.json, l),
+        DlqCommand::Stats { stream, scan } => return stats(&client, http.json, &stream, scan),
         DlqCommand::Show { stream, id } => {
             let answer = client.get_text(&entry_path(&stream, &id)?, &[])?;
             let entry: serde_json::Value = serde_json::from_str(&answer)
@@ -235,6 +246,84 @@ fn list(client: &Client, as_json: bool, l: ListArgs) -> anyhow::Result<ExitCode>
     }
     out.flush()?;
     Ok(report("dead letter", &page.failed))
+}
+
+/// Counts a stream's dead letters by type and by last error, reading pages
+/// of at most 1,000, oldest first, until `scan` entries.
+fn stats(client: &Client, as_json: bool, stream: &str, scan: usize) -> anyhow::Result<ExitCode> {
+    let path = format!("{}/dlq", stream_path(stream)?);
+    let mut by_type: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut by_error: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut total, mut failed) = (0usize, Vec::new());
+    let mut from: Option<String> = None;
+    let truncated = loop {
+        let page_size = (scan - total).min(1000);
+        if page_size == 0 {
+            break true;
+        }
+        let mut query = vec![("limit", page_size.to_string())];
+        if let Some(f) = &from {
+            query.push(("from", f.clone()));
+        }
+        let answer = client.get_text(&path, &query)?;
+        let page = Page::new(&answer, "entries", IdAt::Item)?;
+        for item in &page.items {
+            let e = &item.value;
+            *by_type.entry(text(&e["type"])).or_default() += 1;
+            let error = match e["meta"]["last_error"].as_str() {
+                Some(err) => err.to_owned(),
+                None => "(none)".to_owned(),
+            };
+            *by_error.entry(error).or_default() += 1;
+            total += 1;
+        }
+        let next = page.member("next").as_str().map(str::to_owned);
+        failed.extend(page.failed);
+        match next {
+            Some(next) => from = Some(next),
+            None => break false,
+        }
+    };
+    let sorted = |m: std::collections::BTreeMap<String, u64>| {
+        let mut v: Vec<(String, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    };
+    let (by_type, by_error) = (sorted(by_type), sorted(by_error));
+    if as_json {
+        let obj = |v: &[(String, u64)]| {
+            v.iter()
+                .map(|(k, n)| json!({"key": k, "count": n}))
+                .collect::<Vec<_>>()
+        };
+        println!(
+            "{}",
+            json!({"stream": stream, "total": total, "truncated": truncated,
+                   "byType": obj(&by_type), "byError": obj(&by_error)})
+        );
+        return Ok(report("dead letter", &failed));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{total} dead letters in {stream}:dlq{}",
+        if truncated {
+            " (scan limit reached: more not counted)"
+        } else {
+            ""
+        }
+    )?;
+    for (title, rows) in [("TYPE", &by_type), ("LAST ERROR", &by_error)] {
+        let mut table = vec![vec!["COUNT".to_owned(), title.to_owned()]];
+        table.extend(
+            rows.iter()
+                .map(|(k, n)| vec![n.to_string(), shorten(k, 100)]),
+        );
+        writeln!(out)?;
+        write_rows(&mut out, &table)?;
+    }
+    out.flush()?;
+    Ok(report("dead letter", &failed))
 }
 
 fn reprocess(client: &Client, as_json: bool, r: ReprocessArgs) -> anyhow::Result<ExitCode> {

@@ -379,3 +379,75 @@ fn several_consumers_share_a_group_without_duplicates() {
     let (status, v) = http(&d, "GET", "/health", None, None);
     assert_eq!(status, 200, "{v}");
 }
+
+/// `busbar dlq stats`: the runbook's count of dead letters by type and by
+/// error, in one command.
+#[test]
+fn dlq_stats_count_dead_letters_by_type_and_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_in(dir.path(), &options());
+    let events = serde_json::json!([
+        {"type": "order.created"}, {"type": "order.created"}, {"type": "order.created"},
+        {"type": "order.paid"}, {"type": "order.paid"}
+    ]);
+    let (status, _) = http(
+        &d,
+        "POST",
+        "/api/streams/shop/events",
+        None,
+        Some(events.to_string().as_bytes()),
+    );
+    assert_eq!(status, 201);
+    let group = serde_json::json!({"name": "g", "start": "beginning"});
+    http(
+        &d,
+        "POST",
+        "/api/streams/shop/groups",
+        None,
+        Some(group.to_string().as_bytes()),
+    );
+    let read = serde_json::json!({"consumer": "c", "count": 5});
+    let (_, got) = http(
+        &d,
+        "POST",
+        "/api/streams/shop/groups/g/read",
+        None,
+        Some(read.to_string().as_bytes()),
+    );
+    let ids: Vec<String> = got["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 5, "{got}");
+    for (some, error) in [(&ids[..3], "db down"), (&ids[3..], "bad input")] {
+        let nack =
+            serde_json::json!({"consumer": "c", "ids": some, "terminal": true, "error": error});
+        let (status, v) = http(
+            &d,
+            "POST",
+            "/api/streams/shop/groups/g/nack",
+            None,
+            Some(nack.to_string().as_bytes()),
+        );
+        assert_eq!(status, 200, "{v}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["dlq", "stats", "shop", "--json", "--url", &d.http_url()])
+        .env_remove("BUSBAR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["total"], 5);
+    assert_eq!(
+        stats["byType"][0],
+        serde_json::json!({"key": "order.created", "count": 3})
+    );
+    assert_eq!(
+        stats["byError"][1],
+        serde_json::json!({"key": "bad input", "count": 2})
+    );
+    assert_eq!(stats["truncated"], false);
+}
