@@ -150,11 +150,14 @@ struct ReprocessBody {
     all: Option<bool>,
     /// Events per second (default 1000).
     rate: Option<u32>,
+    /// At most this many entries, the oldest first.
+    limit: Option<u64>,
 }
 
 /// `POST /api/streams/{stream}/dlq/reprocess` (admin) with `{"type":...}`
-/// or `{"all":true}`: 202 with the job that moves the entries present now,
-/// at `rate` events per second. Its status is at `Location`.
+/// or `{"all":true}`: 202 with the job that moves the entries present now
+/// (at most `limit` of them, the oldest first), at `rate` events per
+/// second. Its status is at `Location`.
 pub(crate) async fn reprocess_many(
     State(state): State<AppState>,
     Caller(principal): Caller,
@@ -177,7 +180,7 @@ pub(crate) async fn reprocess_many(
     }
     let job = state
         .engine
-        .dlq_reprocess_all(&principal, &path.stream, types, request.rate)
+        .dlq_reprocess_some(&principal, &path.stream, types, request.rate, request.limit)
         .await?;
     Ok(job_accepted(job))
 }

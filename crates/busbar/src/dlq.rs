@@ -104,6 +104,10 @@ pub struct ReprocessArgs {
     /// Every entry.
     #[arg(long)]
     pub all: bool,
+    /// With --type or --all: at most this many, the oldest first (the
+    /// runbook's `--limit 100`).
+    #[arg(long)]
+    pub limit: Option<u64>,
     /// Events per second for --type and --all (default: the daemon's
     /// `jobs.default_rate`, 1000 unless configured).
     #[arg(long)]
@@ -358,6 +362,9 @@ fn reprocess(client: &Client, as_json: bool, r: ReprocessArgs) -> anyhow::Result
     };
     if let Some(rate) = r.rate {
         body["rate"] = rate.into();
+    }
+    if let Some(limit) = r.limit {
+        body["limit"] = limit.into();
     }
     let path = format!("{}/dlq/reprocess", stream_path(&r.stream)?);
     let job = client.post_json(&path, &body)?;

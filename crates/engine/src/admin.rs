@@ -109,6 +109,8 @@ pub enum AdminAction<'a> {
         types: Option<&'a TypeFilter>,
         /// Events per second.
         rate: u32,
+        /// At most this many entries, if given.
+        limit: Option<u64>,
         /// The job's id.
         job: &'a str,
     },
@@ -314,8 +316,15 @@ impl AdminAction<'_> {
                 p.insert("id".into(), json!(id.to_string()));
             }
             AdminAction::DlqReprocessAll {
-                types, rate, job, ..
+                types,
+                rate,
+                limit,
+                job,
+                ..
             } => {
+                if let Some(limit) = limit {
+                    p.insert("limit".into(), json!(limit));
+                }
                 if let Some(types) = types {
                     p.insert("types".into(), json!(types.patterns()));
                 }

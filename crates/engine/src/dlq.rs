@@ -315,6 +315,29 @@ impl Engine {
         types: Option<TypeFilter>,
         rate: Option<u32>,
     ) -> Result<JobStatus> {
+        self.dlq_reprocess_some(p, stream, types, rate, None).await
+    }
+
+    /// [`Engine::dlq_reprocess_all`], moving at most `limit` entries, the
+    /// oldest first (the HYVVE runbook reprocesses 100 at a time).
+    ///
+    /// # Errors
+    /// As [`Engine::dlq_reprocess_all`]; [`EngineError::InvalidParam`] for
+    /// a limit of 0.
+    pub async fn dlq_reprocess_some(
+        self: &Arc<Self>,
+        p: &Principal,
+        stream: &StreamName,
+        types: Option<TypeFilter>,
+        rate: Option<u32>,
+        limit: Option<u64>,
+    ) -> Result<JobStatus> {
+        if limit == Some(0) {
+            return Err(EngineError::InvalidParam {
+                name: "limit",
+                reason: "must be at least 1".into(),
+            });
+        }
         let dlq = self.dlq_access(p, stream, Scope::Admin)?;
         self.require_stream(stream).await?;
         let rate = self.job_rate(JobKind::DlqReprocess, rate)?;
@@ -334,7 +357,9 @@ impl Engine {
         let recorded = types.clone();
         let main = stream.clone();
         let status = self.spawn_job(spec, move |job| async move {
-            engine.run_reprocess(&job, &main, &dlq, end, types).await
+            engine
+                .run_reprocess(&job, &main, &dlq, end, types, limit.unwrap_or(u64::MAX))
+                .await
         })?;
         self.administered(
             p,
@@ -342,6 +367,7 @@ impl Engine {
                 stream,
                 types: recorded.as_ref(),
                 rate,
+                limit,
                 job: &status.id,
             },
         );
@@ -355,13 +381,14 @@ impl Engine {
         dlq: &StreamName,
         end: Option<EventId>,
         types: Option<TypeFilter>,
+        limit: u64,
     ) -> Result<JobState> {
         let Some(end) = end else {
             job.set_total(0);
             return Ok(JobState::Done);
         };
         match self
-            .count_events(job, dlq, EventId::ZERO, end, types.as_ref(), u64::MAX)
+            .count_events(job, dlq, EventId::ZERO, end, types.as_ref(), limit)
             .await?
         {
             Some(total) => job.set_total(total),
@@ -372,16 +399,20 @@ impl Engine {
         let mut cancel = job.cancelled_rx();
         let mut pacer = Pacer::new(job.rate());
         let mut start = EventId::ZERO;
+        let mut left = limit;
         loop {
             if self.job_should_stop(job) {
                 return Ok(JobState::Cancelled);
+            }
+            if left == 0 {
+                return Ok(JobState::Done);
             }
             let moved = {
                 let _moving = self.dlq_moves.lock().await;
                 let read = ReadQuery {
                     start,
                     end,
-                    count: batch,
+                    count: batch.min(usize::try_from(left).unwrap_or(usize::MAX)),
                     reverse: false,
                     types: types.clone(),
                     partition: None,
@@ -399,6 +430,7 @@ impl Engine {
                 entries
             };
             let n = moved.len() as u64;
+            left = left.saturating_sub(n);
             job.scanned
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             job.published

@@ -252,6 +252,33 @@ async fn bulk_reprocess_runs_as_a_job_by_type_or_all() {
     assert_eq!(bad_rate.unwrap_err().reason(), "invalid_param");
 }
 
+/// `limit` moves at most that many entries, the oldest first; the rest
+/// stay dead-lettered.
+#[tokio::test]
+async fn a_bulk_reprocess_moves_at_most_its_limit_oldest_first() {
+    let e = engine();
+    let s = stream("orders");
+    let types: Vec<String> = (0..30).map(|i| format!("t{i}")).collect();
+    let types: Vec<&str> = types.iter().map(String::as_str).collect();
+    dead_letter(&e, &s, &types).await;
+    let before = e.dlq_list(&P, &s, DlqQuery::all(100)).await.unwrap();
+    let job = e
+        .dlq_reprocess_some(&P, &s, None, fast(), Some(12))
+        .await
+        .unwrap();
+    let done = wait(&e, &job).await;
+    assert_eq!(
+        (done.state, done.published, done.total_estimate),
+        (JobState::Done, 12, Some(12))
+    );
+    let left = e.dlq_list(&P, &s, DlqQuery::all(100)).await.unwrap();
+    let left_ids: Vec<_> = left.entries.iter().map(|d| d.event.id()).collect();
+    let expected: Vec<_> = before.entries[12..].iter().map(|d| d.event.id()).collect();
+    assert_eq!(left_ids, expected);
+    let zero = e.dlq_reprocess_some(&P, &s, None, None, Some(0)).await;
+    assert_eq!(zero.unwrap_err().reason(), "invalid_param");
+}
+
 #[tokio::test]
 async fn a_slow_bulk_reprocess_can_be_cancelled() {
     let e = engine();
