@@ -269,8 +269,10 @@ impl Engine {
     /// remembers (the store's duplicate window, [`busbar_store::Dedup`]),
     /// or that repeats a key earlier in the batch, is not stored again but
     /// answered with the original's id and listed in
-    /// [`Appended::duplicates`]. Hooks see the ids of the stored events
-    /// only; `busbar_events_ingested_total` counts those.
+    /// [`Appended::duplicates`]. Hooks' `publishing` sees the batch as
+    /// the client sent it (repeats included: producer statistics count what
+    /// producers send), `published` the ids of the stored events only, and
+    /// `busbar_events_ingested_total` counts those.
     ///
     /// # Errors
     /// [`EngineError::BatchTooLarge`], store errors.
