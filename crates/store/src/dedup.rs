@@ -49,8 +49,9 @@
 //! store keeps nothing across a restart, its keys included.
 //!
 //! # Cost
-//! An append whose batch carries no key pays one branch: no hashing, no
-//! lock, no allocation. A keyed event costs two SipHash passes over its key
+//! An append whose batch carries no key pays two branches: no hashing, no
+//! lock, no allocation (and, when its stream remembers keys, forgets those
+//! that expired, so a stream that stops sending keys gives its memory back). A keyed event costs two SipHash passes over its key
 //! and a map lookup (BENCHMARKS.md, "Idempotent publish").
 
 use std::collections::hash_map::Entry;
@@ -145,7 +146,8 @@ impl Window {
         self.order.len()
     }
 
-    /// Forgets keys stored `window_ms` or longer before `now`.
+    /// Forgets keys stored `window_ms` or longer before `now`. One branch
+    /// when nothing is remembered.
     fn expire(&mut self, window_ms: u64, now: u64) {
         while let Some(&(hash, at)) = self.order.front() {
             if at.saturating_add(window_ms) > now {
@@ -157,6 +159,15 @@ impl Window {
         if self.order.is_empty() && self.ids.capacity() > 0 {
             // A stream whose keys all expired gives its memory back.
             *self = Window::default();
+        }
+    }
+
+    /// Forgets what expired by `now` on an append without keys, so a
+    /// stream that stops sending keys gives its memory back. One branch
+    /// when nothing is remembered.
+    pub(crate) fn forget_expired(&mut self, window_ms: u64, now: u64) {
+        if !self.order.is_empty() {
+            self.expire(window_ms, now);
         }
     }
 
@@ -228,6 +239,11 @@ impl Deduper {
     /// false for every batch without keys, and when the window is off.
     pub(crate) fn applies(&self, batch: &EventBatch) -> bool {
         batch.has_idempotency_keys() && !self.config.is_off()
+    }
+
+    /// How long a key is remembered, in ms.
+    pub(crate) fn window_ms(&self) -> u64 {
+        self.config.window_ms()
     }
 
     fn hash(&self, key: &str) -> u128 {

@@ -184,6 +184,7 @@ impl MemoryStore {
             let ids = self.store_locked(stream, &mut s, batch, opts, now)?;
             self.dedup.finish(stream, &mut s.window, plan, ids, now)
         } else {
+            s.window.forget_expired(self.dedup.window_ms(), now);
             Appended::stored(self.store_locked(stream, &mut s, batch, opts, now)?)
         };
         Ok(appended)

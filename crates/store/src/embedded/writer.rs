@@ -401,7 +401,9 @@ impl Writer {
         }
         let segment_bytes = self.config.segment_bytes;
         let fs = self.config.fs.clone();
+        let window_ms = self.dedup.window_ms();
         let ws = self.stream_for_append(name)?;
+        ws.window.forget_expired(window_ms, now);
         check_ids(name, ws.clock, &batch, now)?;
         if ws.active.builder.count > 0 && ws.active.len + batch.encoded_len() as u64 > segment_bytes
         {
