@@ -110,7 +110,7 @@ pub struct StorageConfig {
     pub dedup_window: HumanDuration,
     /// Idempotency keys a stream remembers at most; past it the oldest are
     /// forgotten before their window ends (`busbar_dedup_evicted_total`).
-    /// Default 100,000 (about 10 MB per stream at the bound); 0 turns
+    /// Default 100,000 (about 8.5 MB per stream at the bound); 0 turns
     /// idempotent publish off.
     pub dedup_max_keys: usize,
     /// `[storage.retention]`: automatic trimming when segments are sealed.

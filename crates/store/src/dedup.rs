@@ -33,26 +33,29 @@
 //! # Memory
 //! Keys are held as 128-bit hashes under a secret drawn when the store
 //! opens (SipHash-1-3, twice), so a remembered key costs the same whatever
-//! its length: about 100 bytes with the map's and queue's overhead, so
-//! about 10 MB for a stream at the default bound of 100,000 keys. Only
-//! streams that receive keyed events hold a window. Two keys with the same
-//! hash would count as one: with 100,000 keys the chance is below
-//! 10^-28, and a producer who does not know the secret cannot aim for it.
+//! its length: 65 bytes in the map and the queue, plus their spare room
+//! (both grow by doubling), about 8.5 MB for a stream at the default bound
+//! of 100,000 keys. Only streams that receive keyed events hold a window,
+//! and one whose keys all expired gives its memory back at its next
+//! append. Two keys with the same hash would count as one: with 100,000
+//! keys the chance is below 10^-28, and a producer who does not know the
+//! secret cannot aim for it.
 //!
 //! # Restarts
-//! The embedded store rebuilds each stream's window when it opens (and
-//! after it recovers a stream from a failed write) from the newest events
-//! of its log: those received within the window, newest first, until it
-//! holds `max_keys` keys. A retry that comes after a restart is still
-//! answered with the original id. Events trimmed or deleted before the
-//! restart are not read back, so their keys are forgotten. The memory
-//! store keeps nothing across a restart, its keys included.
+//! The embedded store rebuilds a stream's window from the newest events of
+//! its log before the stream's first keyed append after an open (or after
+//! it recovered the stream from a failed write): those received within the
+//! window, read newest first, until it holds `max_keys` keys. A retry that
+//! comes after a restart is still answered with the original id. Events
+//! trimmed or deleted before the restart are not read back, so their keys
+//! are forgotten. The memory store keeps nothing across a restart, its keys
+//! included.
 //!
 //! # Cost
 //! An append whose batch carries no key pays two branches: no hashing, no
-//! lock, no allocation (and, when its stream remembers keys, forgets those
-//! that expired, so a stream that stops sending keys gives its memory back). A keyed event costs two SipHash passes over its key
-//! and a map lookup (BENCHMARKS.md, "Idempotent publish").
+//! lock, no allocation. A keyed event costs two SipHash passes over its key
+//! and a map lookup, and a new key a map and a queue insertion
+//! (BENCHMARKS.md, "Idempotent publish").
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
