@@ -9,7 +9,7 @@
 //! | `/api/openapi.json` | GET | the OpenAPI 3.0 document of this table |
 //! | `/api/streams` | GET | `{"streams":[StreamInfo...]}` the caller may see |
 //! | `/api/streams/{stream}` | GET, DELETE | one stream's info; delete it (admin) |
-//! | `/api/streams/{stream}/events` | POST | publish an object, an array or NDJSON: 201 `{"ids":[...]}` |
+//! | `/api/streams/{stream}/events` | POST | publish an object, an array or NDJSON: 201 `{"ids":[...]}` (`"duplicates":n` when events repeated an `idempotency_key` within the duplicate window: their ids are the originals') |
 //! | `/api/streams/{stream}/events` | GET | read a range, XRANGE / XREVRANGE style: `{"events":[...],"next":"<id>"}` |
 //! | `/api/streams/{stream}/events/{id}` | DELETE | delete one event (admin): `{"deleted":n}` |
 //! | `/api/streams/{stream}/events/delete` | POST | delete `{"ids":[...]}` (admin): `{"deleted":n}` |

@@ -42,10 +42,18 @@ impl PublishQuery {
     }
 }
 
-/// The ids assigned to a published batch, in request order.
+/// The ids assigned to a published batch, in request order, and how many
+/// events were repeats answered with the id of the event they repeat
+/// (left out when none).
 #[derive(Debug, Serialize)]
 pub(crate) struct Published {
     ids: Vec<EventId>,
+    #[serde(skip_serializing_if = "is_zero")]
+    duplicates: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Publishes the events of the body to the stream of the path.
@@ -61,10 +69,14 @@ pub(crate) async fn publish(
     let prepared = prepare(&state, &principal, &path.stream, &uri, &headers, body).await;
     let (batch, opts) = prepared.inspect_err(|e| count_rejection(engine, e))?;
     // The engine counts its own refusals from here on.
-    let ids = engine
-        .publish(&principal, &path.stream, batch, opts, Transport::Http)
+    let appended = engine
+        .publish_detailed(&principal, &path.stream, batch, opts, Transport::Http)
         .await?;
-    Ok((StatusCode::CREATED, Json(Published { ids })))
+    let published = Published {
+        duplicates: appended.duplicates.len(),
+        ids: appended.ids,
+    };
+    Ok((StatusCode::CREATED, Json(published)))
 }
 
 /// Everything a publish checks before it reaches the engine: parameters,

@@ -16,7 +16,7 @@ use busbar_ingest::{Ingest, IngestOptions};
 use busbar_listen::{bind_tcp, bind_unix};
 use busbar_store::embedded::{CorruptionPolicy, EmbeddedConfig, EmbeddedStore};
 use busbar_store::memory::MemoryStore;
-use busbar_store::{Durability, Retention, Store};
+use busbar_store::{Dedup, Durability, Retention, Store};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
@@ -78,10 +78,17 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         max_age: storage.retention.max_age.map(|d| d.0),
         max_bytes: storage.retention.max_bytes.map(|b| b.bytes()),
     };
+    let dedup = Dedup {
+        window: storage.dedup_window.0,
+        max_keys: storage.dedup_max_keys,
+    };
     match storage.backend {
-        Backend::Memory => Ok(Arc::new(MemoryStore::with_retention(retention))),
+        Backend::Memory => Ok(Arc::new(
+            MemoryStore::with_retention(retention).with_dedup(dedup),
+        )),
         Backend::Embedded => {
             let mut embedded = EmbeddedConfig::new(storage.data_dir.clone());
+            embedded.dedup = dedup;
             embedded.durability = storage.durability;
             embedded.segment_bytes = storage.segment_size.bytes();
             embedded.index_interval_bytes = storage.index_interval.bytes();

@@ -15,6 +15,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BUSBAR_SEGMENT_SIZE", "storage.segment_size"),
     ("BUSBAR_ON_CORRUPTION", "storage.on_corruption"),
     ("BUSBAR_STORAGE_RESERVE", "storage.reserve"),
+    ("BUSBAR_DEDUP_WINDOW", "storage.dedup_window"),
     ("BUSBAR_EVENTS_SOCKET", "ingest.socket"),
     ("BUSBAR_TCP_ADDR", "ingest.tcp_addr"),
     ("BUSBAR_MAX_LINE_BYTES", "ingest.max_line_bytes"),
@@ -114,6 +115,10 @@ fn setter(var: &str) -> Option<Setter> {
         },
         "BUSBAR_STORAGE_RESERVE" => |c, v| {
             c.storage.reserve = parse(v)?;
+            Ok(())
+        },
+        "BUSBAR_DEDUP_WINDOW" => |c, v| {
+            c.storage.dedup_window = parse(v)?;
             Ok(())
         },
         "BUSBAR_EVENTS_SOCKET" => |c, v| {

@@ -103,6 +103,16 @@ pub struct StorageConfig {
     /// back when the disk fills up, so consumers can ack and operators trim
     /// while publishes are refused. 0 turns it off.
     pub reserve: ByteSize,
+    /// How long a stream remembers an event's `idempotency_key`, so a
+    /// repeat is answered with the original id and not stored again.
+    /// Default 2 minutes (NATS JetStream's duplicate window); 0 turns
+    /// idempotent publish off.
+    pub dedup_window: HumanDuration,
+    /// Idempotency keys a stream remembers at most; past it the oldest are
+    /// forgotten before their window ends (`busbar_dedup_evicted_total`).
+    /// Default 100,000 (about 8.5 MB per stream at the bound); 0 turns
+    /// idempotent publish off.
+    pub dedup_max_keys: usize,
     /// `[storage.retention]`: automatic trimming when segments are sealed.
     pub retention: RetentionConfig,
 }
@@ -131,6 +141,8 @@ impl Default for StorageConfig {
             on_corruption: OnCorruption::Fail,
             queue_depth: 4096,
             reserve: ByteSize::mib(64),
+            dedup_window: HumanDuration(Duration::from_secs(120)),
+            dedup_max_keys: 100_000,
             retention: RetentionConfig::default(),
         }
     }

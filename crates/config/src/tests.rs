@@ -41,6 +41,11 @@ fn defaults_follow_the_design() {
     assert_eq!(c.http.addr.to_string(), "127.0.0.1:9479");
     assert_eq!(c.ingest.max_line_bytes.bytes(), 1 << 20);
     assert_eq!(c.storage.reserve, ByteSize::mib(64));
+    assert_eq!(
+        c.storage.dedup_window.0,
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(c.storage.dedup_max_keys, 100_000);
     assert_eq!(c.groups.sweep_interval.0, std::time::Duration::from_secs(1));
     assert_eq!(c.events_socket(), PathBuf::from("data/sock/events.sock"));
     assert_eq!(
@@ -66,6 +71,7 @@ fn env_overrides_the_file() {
             ("BUSBAR_STORAGE_BACKEND", "memory"),
             ("BUSBAR_MAX_LINE_BYTES", "64 KiB"),
             ("BUSBAR_STORAGE_RESERVE", "0"),
+            ("BUSBAR_DEDUP_WINDOW", "0s"),
         ]))
         .unwrap();
     assert_eq!(c.storage.data_dir, PathBuf::from("/from/env"));
@@ -76,6 +82,7 @@ fn env_overrides_the_file() {
     assert_eq!(c.storage.backend, Backend::Memory);
     assert_eq!(c.ingest.max_line_bytes, ByteSize::kib(64));
     assert_eq!(c.storage.reserve, ByteSize(0));
+    assert!(c.storage.dedup_window.0.is_zero());
     assert_eq!(c.log.format, LogFormat::Json);
     // Derived socket paths follow the data directory that won.
     assert_eq!(

@@ -28,13 +28,14 @@
 //! [`EngineConfig::max_read_count`], admission is asked, and a store error
 //! comes back as an error instead of an empty answer.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use busbar_event::{Event, EventBatch, EventId, StreamName};
 use busbar_metrics::{ProcessMetrics, Registry};
-use busbar_store::{AppendOptions, ReadQuery, Rotated, Store, StreamInfo, Trim};
+use busbar_store::{AppendOptions, Appended, ReadQuery, Rotated, Store, StreamInfo, Trim};
 use tokio::sync::watch;
 
 use crate::gauges::ScrapeGauges;
@@ -244,7 +245,8 @@ impl Engine {
     }
 
     /// Appends a batch already checked with [`Engine::check_publish`].
-    /// Resolves when the store's durability policy holds.
+    /// Resolves when the store's durability policy holds. Answers one id
+    /// per event: see [`Engine::publish_detailed`].
     ///
     /// # Errors
     /// [`EngineError::BatchTooLarge`], store errors.
@@ -256,15 +258,46 @@ impl Engine {
         opts: AppendOptions,
         transport: Transport,
     ) -> Result<Vec<EventId>, EngineError> {
+        let appended = self
+            .publish_detailed(principal, stream, batch, opts, transport)
+            .await?;
+        Ok(appended.ids)
+    }
+
+    /// [`Engine::publish`], telling which events were repeats. A client's
+    /// publish is idempotent: an event whose `idempotency_key` the stream
+    /// remembers (the store's duplicate window, [`busbar_store::Dedup`]),
+    /// or that repeats a key earlier in the batch, is not stored again but
+    /// answered with the original's id and listed in
+    /// [`Appended::duplicates`]. Hooks' `publishing` sees the batch as
+    /// the client sent it (repeats included: producer statistics count what
+    /// producers send), `published` the ids of the stored events only, and
+    /// `busbar_events_ingested_total` counts those.
+    ///
+    /// # Errors
+    /// [`EngineError::BatchTooLarge`], store errors.
+    pub async fn publish_detailed(
+        &self,
+        principal: &Principal,
+        stream: &StreamName,
+        batch: EventBatch,
+        opts: AppendOptions,
+        transport: Transport,
+    ) -> Result<Appended, EngineError> {
+        let opts = AppendOptions {
+            dedup: true,
+            ..opts
+        };
         let result = self
             .publish_inner(principal, stream, batch, opts, transport)
             .await;
         match &result {
-            Ok(ids) => {
+            Ok(appended) => {
+                let stored = appended.ids.len() - appended.duplicates.len();
                 self.metrics
                     .events_ingested
                     .get([stream.as_str(), transport.as_str()])
-                    .add(ids.len() as u64);
+                    .add(stored as u64);
             }
             Err(e) => self.count_error(transport, e),
         }
@@ -278,7 +311,7 @@ impl Engine {
         batch: EventBatch,
         opts: AppendOptions,
         transport: Transport,
-    ) -> Result<Vec<EventId>, EngineError> {
+    ) -> Result<Appended, EngineError> {
         principal.require(Scope::Publish)?;
         principal.check_stream(stream)?;
         if crate::journal::is_internal(stream.as_str()) {
@@ -314,13 +347,26 @@ impl Engine {
             }
         }
         let started = Instant::now();
-        let ids = self.store.append(stream, batch, opts).await?;
+        let appended = self.store.append_detailed(stream, batch, opts).await?;
         self.metrics.append_seconds.observe(started.elapsed());
-        self.appended.send_modify(|n| *n += 1);
-        for hook in hooks.iter().flat_map(|h| h.iter()) {
-            hook.published(stream, &ids, transport);
+        if appended.duplicates.len() < appended.ids.len() {
+            self.appended.send_modify(|n| *n += 1);
         }
-        Ok(ids)
+        if let Some(hooks) = hooks
+            .as_ref()
+            .filter(|_| appended.duplicates.len() < appended.ids.len())
+        {
+            // Repeats were stored before: observers see new events only.
+            let stored: Cow<'_, [EventId]> = if appended.duplicates.is_empty() {
+                Cow::Borrowed(&appended.ids)
+            } else {
+                Cow::Owned(appended.stored_ids().collect())
+            };
+            for hook in hooks.iter() {
+                hook.published(stream, &stored, transport);
+            }
+        }
+        Ok(appended)
     }
 
     /// Appends events the engine itself produces (DLQ reprocessing,

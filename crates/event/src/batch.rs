@@ -20,6 +20,8 @@ pub struct EventBatch {
     explicit: usize,
     /// Events that name a session.
     sessions: usize,
+    /// Events that carry an idempotency key.
+    keyed: usize,
 }
 
 impl EventBatch {
@@ -35,6 +37,7 @@ impl EventBatch {
             count: 0,
             explicit: 0,
             sessions: 0,
+            keyed: 0,
         }
     }
 
@@ -56,6 +59,12 @@ impl EventBatch {
     /// Whether any event asks for an explicit id.
     pub fn has_explicit_ids(&self) -> bool {
         self.explicit > 0
+    }
+
+    /// Whether any event carries an `idempotency_key`. A store deduplicating
+    /// appends looks at no event of a batch without one.
+    pub fn has_idempotency_keys(&self) -> bool {
+        self.keyed > 0
     }
 
     /// Appends an event built in code.
@@ -146,6 +155,9 @@ impl EventBatch {
         if flags & FLAG_SESSION != 0 {
             self.sessions += 1;
         }
+        if flags & FLAG_IDEMPOTENCY != 0 {
+            self.keyed += 1;
+        }
         let id = id.unwrap_or(EventId::ZERO);
         let b = &mut self.buf;
         b.reserve(FRAME_HEADER_LEN + body_len);
@@ -201,6 +213,50 @@ impl EventBatch {
             let ts = (body[1] & FLAG_TS != 0).then(|| u64_at(body, 40) as i64);
             Some((session, ts))
         })
+    }
+
+    /// Every event's `idempotency_key` (`None` for an event without one), in
+    /// order, without decoding whole events. A batch without keys yields
+    /// `None` for each event without looking at them.
+    pub fn idempotency_keys(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        let keyed = self.keyed > 0;
+        self.frames().map(move |(_, body)| {
+            if !keyed || body[1] & FLAG_IDEMPOTENCY == 0 {
+                return None;
+            }
+            let len = |at: usize| u16::from_le_bytes([body[at], body[at + 1]]) as usize;
+            // type, tenant, key and session come before the idempotency key.
+            let start = RECORD_HEADER_LEN + len(2) + len(4) + len(6) + len(8);
+            std::str::from_utf8(body.get(start..start + len(10))?).ok()
+        })
+    }
+
+    /// Keeps only the events for which `keep(index)` is true, in order
+    /// (a store drops the repeats of a deduplicated append). Copies the
+    /// kept records into a new buffer; costs nothing when every event is
+    /// kept.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let kept: Vec<(usize, usize)> = self
+            .frames()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, (start, body))| (start - FRAME_HEADER_LEN, start + body.len()))
+            .collect();
+        if kept.len() == self.count {
+            return;
+        }
+        let bytes = kept.iter().map(|(from, to)| to - from).sum();
+        let mut next = EventBatch::with_capacity(bytes);
+        for (from, to) in kept {
+            let frame = &self.buf[from..to];
+            let flags = frame[FRAME_HEADER_LEN + 1];
+            next.buf.extend_from_slice(frame);
+            next.count += 1;
+            next.explicit += usize::from(flags & FLAG_EXPLICIT_ID != 0);
+            next.sessions += usize::from(flags & FLAG_SESSION != 0);
+            next.keyed += usize::from(flags & FLAG_IDEMPOTENCY != 0);
+        }
+        *self = next;
     }
 
     /// Every event's `type`, in order (for per-type counters, without
@@ -380,6 +436,46 @@ mod tests {
         assert_eq!(f.payload(), b"{}");
         assert_eq!(e.meta(), None);
         assert_eq!((f.tenant(), f.key(), f.ts()), (None, None, None));
+    }
+
+    #[test]
+    fn idempotency_keys_and_retain() {
+        let mut batch = EventBatch::new();
+        batch
+            .push(&NewEvent {
+                idempotency_key: Some("a"),
+                session: Some("s"),
+                ..NewEvent::new("t", b"{}")
+            })
+            .unwrap();
+        batch.push(&NewEvent::new("u", b"{}")).unwrap();
+        batch
+            .push(&NewEvent {
+                idempotency_key: Some("b"),
+                ..NewEvent::new("v", b"{}").with_id(EventId::new(3, 0))
+            })
+            .unwrap();
+        assert!(batch.has_idempotency_keys());
+        assert_eq!(
+            batch.idempotency_keys().collect::<Vec<_>>(),
+            vec![Some("a"), None, Some("b")]
+        );
+        batch.retain(|i| i != 0);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.types().collect::<Vec<_>>(), vec!["u", "v"]);
+        assert_eq!(
+            batch.idempotency_keys().collect::<Vec<_>>(),
+            vec![None, Some("b")]
+        );
+        assert!(batch.has_explicit_ids());
+        assert_eq!(batch.sessions().count(), 0);
+        batch.retain(|i| i == 0);
+        assert!(!batch.has_idempotency_keys());
+        assert!(!batch.has_explicit_ids());
+        assert_eq!(batch.idempotency_keys().collect::<Vec<_>>(), vec![None]);
+
+        let plain = EventBatch::new();
+        assert!(!plain.has_idempotency_keys());
     }
 
     #[test]

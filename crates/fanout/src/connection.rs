@@ -336,13 +336,14 @@ impl Conn {
                     .chain(event)
                     .collect();
                 match self.publish(&raw).await {
-                    Ok(ids) => {
+                    Ok((ids, duplicates)) => {
                         let ids: Vec<String> = ids.iter().map(EventId::to_string).collect();
-                        self.reply(
-                            serde_json::json!({"type": "ack", "ref": reference, "ids": ids})
-                                .to_string(),
-                        )
-                        .await;
+                        let mut ack =
+                            serde_json::json!({"type": "ack", "ref": reference, "ids": ids});
+                        if duplicates > 0 {
+                            ack["duplicates"] = duplicates.into();
+                        }
+                        self.reply(ack.to_string()).await;
                         Ok(())
                     }
                     Err(e) => {
@@ -473,10 +474,13 @@ impl Conn {
         Ok(())
     }
 
+    /// Publishes a message's events; answers their ids in order and how
+    /// many were repeats (idempotent publish: answered with the original's
+    /// id, not stored again).
     async fn publish(
         &self,
         raw: &[&serde_json::value::RawValue],
-    ) -> Result<Vec<EventId>, FanoutError> {
+    ) -> Result<(Vec<EventId>, usize), FanoutError> {
         let engine = &self.live.engine;
         let limits = busbar_event::Limits {
             max_event_bytes: self.live.config.max_message_bytes,
@@ -523,9 +527,10 @@ impl Conn {
             order.push(at);
         }
         let mut ids_by_batch = Vec::with_capacity(batches.len());
+        let mut duplicates = 0;
         for (stream, batch) in batches {
-            let ids = engine
-                .publish(
+            let appended = engine
+                .publish_detailed(
                     &self.principal,
                     &stream,
                     batch,
@@ -533,7 +538,8 @@ impl Conn {
                     self.transport,
                 )
                 .await?;
-            ids_by_batch.push(ids.into_iter());
+            duplicates += appended.duplicates.len();
+            ids_by_batch.push(appended.ids.into_iter());
         }
         if let Some(session) = &self.hello_session {
             let now = busbar_event::now_ms();
@@ -543,10 +549,11 @@ impl Conn {
                     .observe(self.principal.tenant(), session, ts, now);
             }
         }
-        Ok(order
+        let ids = order
             .into_iter()
             .filter_map(|at| ids_by_batch[at].next())
-            .collect())
+            .collect();
+        Ok((ids, duplicates))
     }
 
     /// A hello names the connection's role and, for a producer, its

@@ -21,7 +21,9 @@
 //!                                              (or retention trimmed events
 //!                                              before the feed read them)
 //! {"type":"subscribed","sub":"a"} {"type":"joined","room":..} {"type":"left","room":..}
-//! {"type":"ack","ref":7,"ids":["<ms>-<seq>",...]}
+//! {"type":"ack","ref":7,"ids":["<ms>-<seq>",...]}  "duplicates":n when n events
+//!                                              repeated an idempotency_key
+//!                                              (their ids are the originals')
 //! {"type":"delay","session":"s1","delay_ms":5000}
 //! {"type":"error","error":"<reason>","message":"...","ref":..}
 //! {"type":"pong"}

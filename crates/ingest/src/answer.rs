@@ -41,6 +41,14 @@ pub(crate) fn id_line(out: &mut Vec<u8>, id: EventId) {
     out.extend_from_slice(b"\"}\n");
 }
 
+/// `{"id":"<ms>-<seq>","duplicate":true}\n`: an event not stored because
+/// it repeats one stored under `id` (idempotent publish).
+pub(crate) fn duplicate_line(out: &mut Vec<u8>, id: EventId) {
+    out.extend_from_slice(b"{\"id\":\"");
+    write_id(out, id);
+    out.extend_from_slice(b"\",\"duplicate\":true}\n");
+}
+
 /// `{"error":"<reason>","message":".."[,"retry_after_ms":n]}\n`.
 pub(crate) fn error_line(out: &mut Vec<u8>, e: &ErrorLine) {
     out.extend_from_slice(b"{\"error\":\"");

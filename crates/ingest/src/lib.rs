@@ -30,7 +30,13 @@
 //! ```text
 //! {"id":"1700000000000-0"}
 //! {"error":"malformed_json","message":"malformed JSON: expected value at line 1 column 1"}
+//! {"id":"1700000000000-0","duplicate":true}
 //! ```
+//!
+//! Publishing is idempotent: an event whose `idempotency_key` its stream
+//! stored within the duplicate window (`[storage] dedup_window`, two
+//! minutes by default), or earlier in the same read, is not stored again
+//! and is answered with the original's id and `"duplicate":true`.
 //!
 //! `error` is a stable reason (`malformed_json`, `too_deep`,
 //! `invalid_number`, `missing_type`, `invalid_field`, `too_large`,

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use busbar_engine::Principal;
-use busbar_event::{EventBatch, EventId, StreamName};
-use busbar_store::AppendOptions;
+use busbar_event::{EventBatch, StreamName};
+use busbar_store::{AppendOptions, Appended};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::answer::{error_line, id_line, ErrorLine};
+use crate::answer::{duplicate_line, error_line, id_line, ErrorLine};
 use crate::batcher::{Chunk, Slot};
 use crate::connection::{ConnectionContext, Work, MAX_OPS_IN_FLIGHT};
 use crate::ops::{self, Op};
@@ -94,8 +94,13 @@ impl ConnectionContext {
                     let i = i as usize;
                     publisher.publish_through(i + 1).await;
                     match &publisher.results[i] {
-                        Ok(batch_ids) => {
-                            id_line(out, batch_ids[publisher.cursors[i]]);
+                        Ok(appended) => {
+                            let at = publisher.cursors[i];
+                            if appended.is_duplicate(at) {
+                                duplicate_line(out, appended.ids[at]);
+                            } else {
+                                id_line(out, appended.ids[at]);
+                            }
                             publisher.cursors[i] += 1;
                         }
                         Err(e) => error_line(out, e),
@@ -211,7 +216,7 @@ struct Publisher<'a> {
     ctx: &'a ConnectionContext,
     principal: &'a Principal,
     batches: std::vec::IntoIter<(StreamName, EventBatch)>,
-    results: Vec<Result<Vec<EventId>, ErrorLine>>,
+    results: Vec<Result<Appended, ErrorLine>>,
     /// For each published batch, how many of its ids are answered.
     cursors: Vec<usize>,
 }
@@ -226,7 +231,7 @@ impl Publisher<'_> {
             let result = self
                 .ctx
                 .engine
-                .publish(
+                .publish_detailed(
                     self.principal,
                     &stream,
                     batch,

@@ -448,6 +448,42 @@ async fn publish_over_websocket_and_bad_messages_keep_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_idempotency_key_is_acked_with_the_original_id() {
+    let s = server(LiveConfig::default(), vec![]).await;
+    let mut ws = connect(&s, "").await;
+    let events = serde_json::json!([
+        {"type":"lap","stream":"laps","idempotency_key":"a"},
+        {"type":"lap","stream":"laps","idempotency_key":"a"},
+        {"type":"lap","stream":"laps"}
+    ]);
+    send(
+        &mut ws,
+        serde_json::json!({"op":"publish","ref":1,"events":events}),
+    )
+    .await;
+    let first = next_of(&mut ws, "ack").await;
+    assert_eq!(first["ids"][0], first["ids"][1]);
+    assert_eq!(first["duplicates"], 1);
+    send(&mut ws, serde_json::json!({"op":"publish","ref":2,"events":[{"type":"lap","stream":"laps","idempotency_key":"a"}]})).await;
+    let again = next_of(&mut ws, "ack").await;
+    assert_eq!(again["ids"][0], first["ids"][0]);
+    assert_eq!(again["duplicates"], 1);
+    send(
+        &mut ws,
+        serde_json::json!({"op":"publish","ref":3,"events":[{"type":"lap","stream":"laps"}]}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "ack").await.get("duplicates"), None);
+    let info = s
+        .engine
+        .store()
+        .info(&StreamName::new("laps").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(info.length, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_report_drift_and_warn() {
     let s = server(LiveConfig::default(), vec![]).await;
     publish_via_engine(&s.engine, "telemetry", 50, "late-relay").await;

@@ -104,6 +104,12 @@ pub const STORAGE_WRITE_STATE: &str = "busbar_storage_write_state";
 /// Bytes the store's space reserve holds (0 while it is given back to a
 /// full disk, or off).
 pub const STORAGE_RESERVE_BYTES: &str = "busbar_storage_reserve_bytes";
+/// Published events answered with the id of the event they repeat (same
+/// `idempotency_key` within the duplicate window), by stream.
+pub const DEDUP_HITS: &str = "busbar_dedup_hits_total";
+/// Idempotency keys forgotten before their window ended because a stream
+/// remembered as many as it may, by stream.
+pub const DEDUP_EVICTED: &str = "busbar_dedup_evicted_total";
 /// Failed accepts, by transport and reason (`out_of_descriptors`, `other`).
 pub const ACCEPT_ERRORS: &str = "busbar_accept_errors_total";
 /// Connections closed by a deadline, by transport and which

@@ -3,6 +3,9 @@
 //! Every backend implements [`Store`]: append (with an optional trim in the
 //! same call), range reads by id forward or backward with a type filter,
 //! trim, delete, stream info, listing, stream deletion and segment rotation.
+//! Appends can be idempotent: a stream remembers each event's
+//! `idempotency_key` for a while and answers a repeat with the original id
+//! ([`Dedup`]; the window's semantics, bounds and cost are in its docs).
 //! The same conformance suite ([`conformance`], feature `conformance`) runs
 //! against each of them.
 //!
@@ -34,6 +37,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod dedup;
 pub mod embedded;
 mod error;
 pub mod fs;
@@ -54,11 +58,12 @@ use group::{
     NackOutcome, PendingInfo, ReadOutcome,
 };
 
+pub use dedup::Dedup;
 pub use error::{Result, StoreError};
 pub use metrics::StoreMetrics;
 pub use types::{
-    AppendOptions, Durability, GroupStats, ParseDurabilityError, ReadQuery, Retention, Rotated,
-    StreamInfo, StreamStats, Trim, TypeFilter, WriteHealth,
+    AppendOptions, Appended, Durability, GroupStats, ParseDurabilityError, ReadQuery, Retention,
+    Rotated, StreamInfo, StreamStats, Trim, TypeFilter, WriteHealth,
 };
 
 /// The contract every storage backend implements.
@@ -68,20 +73,35 @@ pub use types::{
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends a batch to `stream` (creating it), then applies `opts.trim`.
-    /// Returns one id per event, in order. Resolves once the store's
+    /// Returns one id per event, in order, and which events were repeats
+    /// (with `opts.dedup`: see [`Dedup`]) answered with the id of the event
+    /// they repeat instead of being stored. Resolves once the store's
     /// durability policy holds for the whole batch.
     ///
     /// The batch is all or nothing: if any explicit id is not greater than
-    /// the id before it, nothing is appended.
+    /// the id before it, nothing is appended (and no key is remembered).
     ///
     /// # Errors
     /// [`StoreError::IdNotGreater`] for a bad explicit id; I/O errors.
+    async fn append_detailed(
+        &self,
+        stream: &StreamName,
+        batch: EventBatch,
+        opts: AppendOptions,
+    ) -> Result<Appended>;
+
+    /// [`Store::append_detailed`], answering the ids alone.
+    ///
+    /// # Errors
+    /// As [`Store::append_detailed`].
     async fn append(
         &self,
         stream: &StreamName,
         batch: EventBatch,
         opts: AppendOptions,
-    ) -> Result<Vec<EventId>>;
+    ) -> Result<Vec<EventId>> {
+        Ok(self.append_detailed(stream, batch, opts).await?.ids)
+    }
 
     /// Reads events in `[query.start, query.end]`, oldest first (or newest
     /// first when `query.reverse`), at most `query.count` after filtering.

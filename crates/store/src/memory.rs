@@ -9,6 +9,10 @@
 //! [`MemoryStore::with_retention`] bounds every stream: the limits are
 //! applied exactly, on each append (the embedded engine applies the same
 //! limits in whole segments).
+//!
+//! Each stream's duplicate window ([`crate::Dedup`]) is consulted and
+//! updated under the stream's lock, where its ids are assigned; like the
+//! events, it does not survive a restart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use busbar_event::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::dedup::{Deduper, Window};
 use crate::group::host::{self, GroupHost};
 use crate::group::{
     self as groups, AckOutcome, ClaimOutcome, Expired, GroupConfig, GroupInfo, GroupOp, GroupStart,
@@ -27,15 +32,31 @@ use crate::group::{
 use crate::ids::{assign_ids, check_ids};
 use crate::trim::trim_floor;
 use crate::{
-    AppendOptions, ReadQuery, Result, Retention, Rotated, Store, StoreError, StreamInfo, Trim,
+    AppendOptions, Appended, Dedup, ReadQuery, Result, Retention, Rotated, Store, StoreError,
+    StoreMetrics, StreamInfo, Trim,
 };
 
 /// Streams in RAM.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     streams: RwLock<BTreeMap<StreamName, Arc<Mutex<MemStream>>>>,
     closed: std::sync::atomic::AtomicBool,
     retention: Retention,
+    metrics: Arc<StoreMetrics>,
+    dedup: Deduper,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let metrics = Arc::new(StoreMetrics::default());
+        MemoryStore {
+            streams: RwLock::default(),
+            closed: Default::default(),
+            retention: Retention::default(),
+            dedup: Deduper::new(Dedup::default(), metrics.clone()),
+            metrics,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +67,8 @@ struct MemStream {
     /// Events ever appended.
     added: u64,
     groups: BTreeMap<String, GroupState>,
+    /// Idempotency keys remembered.
+    window: Window,
 }
 
 fn frame_len(e: &Event) -> u64 {
@@ -103,6 +126,13 @@ impl MemoryStore {
         }
     }
 
+    /// The same store with the duplicate window `dedup` (default:
+    /// [`Dedup::default`]).
+    pub fn with_dedup(mut self, dedup: Dedup) -> Self {
+        self.dedup = Deduper::new(dedup, self.metrics.clone());
+        self
+    }
+
     fn stream(&self, name: &StreamName) -> Result<Arc<Mutex<MemStream>>> {
         self.check_open()?;
         self.streams
@@ -129,6 +159,7 @@ impl MemoryStore {
                         bytes: 0,
                         added: 0,
                         groups: BTreeMap::new(),
+                        window: Window::default(),
                     }))
                 })
                 .clone(),
@@ -140,14 +171,37 @@ impl MemoryStore {
         stream: &StreamName,
         mut batch: EventBatch,
         opts: AppendOptions,
-    ) -> Result<Vec<EventId>> {
+    ) -> Result<Appended> {
         self.check_open()?;
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended::default());
         }
         let handle = self.stream_or_create(stream);
         let mut s = handle.lock();
         let now = now_ms();
+        let appended = if self.dedup.applies(&batch) {
+            let plan = self.dedup.plan(&mut s.window, &mut batch, opts.dedup, now);
+            let ids = self.store_locked(stream, &mut s, batch, opts, now)?;
+            self.dedup.finish(stream, &mut s.window, plan, ids, now)
+        } else {
+            s.window.forget_expired(self.dedup.window_ms(), now);
+            Appended::stored(self.store_locked(stream, &mut s, batch, opts, now)?)
+        };
+        Ok(appended)
+    }
+
+    /// Stores a batch in a locked stream.
+    fn store_locked(
+        &self,
+        stream: &StreamName,
+        s: &mut MemStream,
+        mut batch: EventBatch,
+        opts: AppendOptions,
+        now: u64,
+    ) -> Result<Vec<EventId>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         check_ids(stream, s.clock, &batch, now)?;
         let ids = assign_ids(&mut s.clock, &mut batch, now);
         s.added += ids.len() as u64;
@@ -189,12 +243,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn append(
+    async fn append_detailed(
         &self,
         stream: &StreamName,
         batch: EventBatch,
         opts: AppendOptions,
-    ) -> Result<Vec<EventId>> {
+    ) -> Result<Appended> {
         StoreError::check_single_partition(stream, opts.partition)?;
         self.append_sync(stream, batch, opts)
     }
@@ -291,6 +345,10 @@ impl Store for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn metrics(&self) -> Option<Arc<StoreMetrics>> {
+        Some(self.metrics.clone())
     }
 
     async fn create_group(
@@ -472,8 +530,10 @@ impl GroupHost for MemHost<'_> {
 
     fn append_dead_letters(&mut self, batch: EventBatch) -> Result<Vec<EventId>> {
         let dlq = groups::dlq_stream(self.stream)?;
-        self.store
-            .append_sync(&dlq, batch, AppendOptions::default())
+        Ok(self
+            .store
+            .append_sync(&dlq, batch, AppendOptions::default())?
+            .ids)
     }
 
     fn apply(&mut self, op: GroupOp) -> Result<()> {

@@ -1,7 +1,7 @@
 //! What a store records as it writes: group commits and the events they
-//! covered, `fdatasync` times, failed writes by kind, and the bytes its
-//! space reserve holds. The store keeps the instruments; the daemon
-//! registers them for `/metrics`.
+//! covered, `fdatasync` times, failed writes by kind, the bytes its space
+//! reserve holds, and what its duplicate window answered and forgot. The
+//! store keeps the instruments; the daemon registers them for `/metrics`.
 
 use std::time::Duration;
 
@@ -21,6 +21,12 @@ pub struct StoreMetrics {
     /// Bytes the space reserve holds now (0 while it is given back to a
     /// full disk, or off).
     pub reserve_bytes: Gauge,
+    /// Events answered with the id of the event they repeat instead of
+    /// being stored, by stream ([`crate::Dedup`]).
+    pub dedup_hits: Family<Counter, 1>,
+    /// Idempotency keys forgotten before their window ended because a
+    /// stream remembered [`crate::Dedup::max_keys`], by stream.
+    pub dedup_evicted: Family<Counter, 1>,
 }
 
 impl Default for StoreMetrics {
@@ -31,6 +37,8 @@ impl Default for StoreMetrics {
             fsync_seconds: Histogram::default(),
             write_errors: Family::new(["kind"]),
             reserve_bytes: Gauge::default(),
+            dedup_hits: Family::new(["stream"]),
+            dedup_evicted: Family::new(["stream"]),
         }
     }
 }
@@ -75,5 +83,15 @@ impl Collector for StoreMetrics {
             "Bytes the space reserve holds (0 while it is given back to a full disk, or off).",
         );
         out.sample(names::STORAGE_RESERVE_BYTES, &[], self.reserve_bytes.get());
+        out.counters(
+            names::DEDUP_HITS,
+            "Published events answered with the id of the event they repeat (same idempotency_key within the duplicate window) instead of being stored.",
+            &self.dedup_hits,
+        );
+        out.counters(
+            names::DEDUP_EVICTED,
+            "Idempotency keys forgotten before their duplicate window ended because the stream remembered storage.dedup_max_keys.",
+            &self.dedup_evicted,
+        );
     }
 }

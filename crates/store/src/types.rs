@@ -230,6 +230,49 @@ pub struct AppendOptions {
     /// (the default): each event goes where its `key` says
     /// ([`crate::partition::partition_for`]).
     pub partition: Option<PartitionId>,
+    /// Idempotent publish: an event whose `idempotency_key` the stream
+    /// remembers (within the store's [`crate::Dedup`] window) is not stored
+    /// again but answered with the original's id, and so is a repeat of a
+    /// key earlier in the same batch. Off by default: a producer's publish
+    /// turns it on; busbar's own copies (dead letters, reprocessing,
+    /// replays) store every event they are given.
+    pub dedup: bool,
+}
+
+/// What an append did ([`crate::Store::append_detailed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// One id per event of the batch, in order: the id it was stored
+    /// under, or for a repeat, the id of the event it repeats.
+    pub ids: Vec<EventId>,
+    /// Indexes (into the batch, ascending) of the events that were
+    /// repeats and were not stored. Empty, and not allocated, for an
+    /// append with none.
+    pub duplicates: Vec<usize>,
+}
+
+impl Appended {
+    /// An append that stored every event under `ids`.
+    pub fn stored(ids: Vec<EventId>) -> Self {
+        Appended {
+            ids,
+            duplicates: Vec::new(),
+        }
+    }
+
+    /// Whether event `index` of the batch was a repeat.
+    pub fn is_duplicate(&self, index: usize) -> bool {
+        !self.duplicates.is_empty() && self.duplicates.binary_search(&index).is_ok()
+    }
+
+    /// The ids of the events stored by this append (repeats left out).
+    pub fn stored_ids(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_duplicate(*i))
+            .map(|(_, id)| *id)
+    }
 }
 
 /// What a store knows about one stream.

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use busbar_store::conformance::Harness;
 use busbar_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use busbar_store::Store;
+use busbar_store::{Dedup, Store};
 
 struct Embedded {
     dir: tempfile::TempDir,
+    dedup: Dedup,
 }
 
 impl Embedded {
     fn new() -> Self {
         Embedded {
             dir: tempfile::tempdir().expect("temp dir"),
+            dedup: Dedup::default(),
         }
     }
 
@@ -23,6 +25,7 @@ impl Embedded {
         let mut config = EmbeddedConfig::new(self.dir.path());
         config.segment_bytes = 1024;
         config.index_interval_bytes = 256;
+        config.dedup = self.dedup;
         Arc::new(EmbeddedStore::open(config).expect("open store"))
     }
 }
@@ -37,6 +40,10 @@ impl Harness for Embedded {
         store.close().await.expect("close");
         drop(store);
         self.open_store()
+    }
+
+    fn set_dedup(&mut self, dedup: Dedup) {
+        self.dedup = dedup;
     }
 }
 

@@ -14,7 +14,7 @@ use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
 use busbar_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use busbar_store::fs::{Fault, FaultFs, FaultOp, Injection, RealFs};
 use busbar_store::group::{GroupConfig, GroupStart};
-use busbar_store::{Durability, ReadQuery, Result, Store, StoreError, WriteHealth};
+use busbar_store::{AppendOptions, Durability, ReadQuery, Result, Store, StoreError, WriteHealth};
 
 fn stream() -> StreamName {
     StreamName::new("s").unwrap()
@@ -253,6 +253,46 @@ async fn failed_fdatasync_acknowledges_nothing_in_its_group() {
     assert_eq!(store.write_health(), WriteHealth::Ok);
     assert_eq!(ids(&store).await, acked);
     assert_eq!(reopen_ids(store, dir.path()).await, acked);
+}
+
+/// An event with idempotency key `key`.
+fn keyed(key: &str) -> EventBatch {
+    let mut b = EventBatch::new();
+    b.push(&NewEvent {
+        idempotency_key: Some(key),
+        ..NewEvent::new("t", b"{}")
+    })
+    .unwrap();
+    b
+}
+
+#[tokio::test]
+async fn failed_fdatasync_forgets_the_keys_of_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultFs::new(RealFs);
+    let store = open(dir.path(), &faults);
+    let (first, group) = fail_one_group(&store, &faults, vec![keyed("k")]).await;
+    first.expect("the group before the failure is acknowledged");
+    assert!(matches!(group[0], Err(StoreError::Io { .. })));
+    let dedup = AppendOptions {
+        dedup: true,
+        ..AppendOptions::default()
+    };
+    let again = store
+        .append_detailed(&stream(), keyed("k"), dedup)
+        .await
+        .expect("writes go on");
+    assert!(
+        again.duplicates.is_empty(),
+        "a key whose event was never stored answers nothing: {again:?}"
+    );
+    assert_eq!(ids(&store).await.last(), Some(&again.ids[0]));
+    let repeat = store
+        .append_detailed(&stream(), keyed("k"), dedup)
+        .await
+        .unwrap();
+    assert_eq!(repeat.ids, again.ids);
+    assert_eq!(repeat.duplicates, vec![0]);
 }
 
 #[tokio::test]

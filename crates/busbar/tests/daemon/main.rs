@@ -5,6 +5,7 @@
 mod audit;
 mod churn;
 mod consume;
+mod dedup;
 mod doctor;
 mod full_disk;
 mod group_client;

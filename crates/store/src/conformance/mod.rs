@@ -10,9 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use busbar_event::{EventBatch, EventId, NewEvent, StreamName};
 
-use crate::{AppendOptions, ReadQuery, Store, StoreError, Trim, TypeFilter};
+use crate::{AppendOptions, Dedup, ReadQuery, Store, StoreError, Trim, TypeFilter};
 
+mod dedup;
 mod groups;
+pub use dedup::*;
 pub use groups::*;
 
 /// Opens (and reopens) the backend under test.
@@ -23,6 +25,9 @@ pub trait Harness: Send {
     /// Closes `store` and opens it again over the same data. Backends that
     /// keep nothing across restarts return `store` itself.
     async fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store>;
+    /// The duplicate window the next opens (and reopens) use; until it is
+    /// called, [`Dedup::default`].
+    fn set_dedup(&mut self, dedup: Dedup);
 }
 
 fn name(s: &str) -> StreamName {
@@ -72,7 +77,11 @@ macro_rules! store_conformance {
             group_ack_rules, group_nack_redelivers, group_ack_wait_expiry,
             group_dead_letters_exactly_once, group_terminal_nack_and_drop, group_claim_idle,
             group_pause_resume, group_consumers_and_caps, group_expire_and_rewind,
-            group_state_survives_reopen);
+            group_state_survives_reopen, dedup_answers_a_repeat_with_the_original_id,
+            dedup_within_one_batch, dedup_only_when_asked, dedup_window_expires,
+            dedup_bound_forgets_the_oldest_and_counts, dedup_off_stores_every_event,
+            dedup_failed_append_remembers_nothing, dedup_concurrent_repeats_store_one,
+            dedup_window_survives_reopen);
     };
     (@cases $harness:expr; $($case:ident),*) => {
         $(

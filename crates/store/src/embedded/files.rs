@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use super::format::{Control, SegmentHeader, FLAG_GROUP_SNAPSHOT, HEADER_LEN};
 use super::segment::{segment_file_name, Segment, SegmentBuilder};
 use super::stream::{StreamHandle, StreamState};
+use crate::dedup::Window;
 use crate::fs::{Fs, FsFile};
 use crate::{Result, StoreError};
 
@@ -58,6 +59,12 @@ pub(crate) struct WStream {
     /// Events ever appended ([`crate::StreamInfo::added`]), published with
     /// the rest.
     pub added: u64,
+    /// Idempotency keys remembered ([`crate::Dedup`]).
+    pub window: Window,
+    /// The window no longer says what the log holds (the stream was just
+    /// opened, or recovered after a failed write): it is rebuilt from the
+    /// log before it is next used.
+    pub window_stale: bool,
 }
 
 pub(crate) fn io<'a>(
@@ -151,6 +158,8 @@ pub(crate) fn new_stream(
         unsynced: true,
         new: true,
         added: 0,
+        window: Window::default(),
+        window_stale: false,
     })
 }
 

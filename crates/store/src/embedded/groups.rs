@@ -114,7 +114,7 @@ impl GroupHost for WriterHost<'_> {
     fn append_dead_letters(&mut self, batch: EventBatch) -> Result<Vec<EventId>> {
         self.check()?;
         let dlq = dlq_stream(&self.stream)?;
-        let ids = self.writer.append(&dlq, batch)?;
+        let ids = self.writer.append(&dlq, batch, false)?.ids;
         if self.writer.config.durability == Durability::Always {
             // Durable before the removal from the pending list is logged:
             // a crash in between leaves the entry in the dead-letter stream

@@ -206,6 +206,19 @@
 //! that a crash interrupted before its removal was logged; the removal is
 //! logged and applied now.
 //!
+//! # Duplicate window
+//! Idempotency keys are not written anywhere of their own: each stream's
+//! window ([`crate::Dedup`]) lives on the writer thread, beside the id
+//! clock, and is rebuilt from the log itself, the newest events received
+//! within the window (read back newest first, at most
+//! [`Dedup::max_keys`](crate::Dedup::max_keys) keys), before the stream's
+//! first keyed append after an open or a recovery from a failed write. So
+//! the window holds exactly the keys of events the log holds: a group whose
+//! `fdatasync` failed leaves none of its keys behind, and a repeat sent
+//! after a restart is answered with the original id. The keys of an append
+//! are remembered once its write succeeded; one that fails remembers none.
+//! (`window.rs`)
+//!
 //! # How this is tested
 //! `tests/corruption.rs` damages files of a closed store in named ways;
 //! `tests/crash.rs` kills a writing process with SIGKILL; `tests/io_errors.rs`
@@ -240,6 +253,7 @@ mod retention;
 mod segment;
 mod store;
 mod stream;
+mod window;
 pub(crate) mod writer;
 
 use std::collections::BTreeMap;
@@ -298,6 +312,8 @@ pub struct EmbeddedConfig {
     pub reserve_bytes: u64,
     /// How often free space is looked at while the reserve is given back.
     pub space_check_interval: Duration,
+    /// The duplicate window of idempotent appends ([`crate::Dedup`]).
+    pub dedup: crate::Dedup,
 }
 
 impl EmbeddedConfig {
@@ -305,7 +321,8 @@ impl EmbeddedConfig {
     /// entry every 16 KiB, fail on corruption, a queue of 4096 requests,
     /// the real file system, no space reserve (the daemon's
     /// `[storage] reserve` sets one), free space looked at every second
-    /// while the reserve is given back.
+    /// while the reserve is given back, a duplicate window of two minutes
+    /// and 100,000 keys per stream.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             dir: dir.into(),
@@ -319,6 +336,7 @@ impl EmbeddedConfig {
             fs: Arc::new(RealFs),
             reserve_bytes: 0,
             space_check_interval: Duration::from_secs(1),
+            dedup: crate::Dedup::default(),
         }
     }
 }

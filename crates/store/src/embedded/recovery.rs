@@ -127,6 +127,8 @@ pub(crate) fn recover_stream(
         unsynced: false,
         new: false,
         added,
+        window: Default::default(),
+        window_stale: true,
     })
 }
 

@@ -273,6 +273,7 @@ impl Writer {
         ws.dirty = false;
         ws.unsynced = false;
         ws.added = added;
+        ws.window_stale = true;
         tracing::warn!(stream = %name, file = %path.display(), synced_len = cut, "recovered the stream from disk after a failed write");
         Ok(())
     }

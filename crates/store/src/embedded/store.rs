@@ -15,24 +15,25 @@ use crate::group::{
     NackOptions, NackOutcome, PendingInfo, ReadOutcome,
 };
 use crate::{
-    AppendOptions, ReadQuery, Result, Rotated, Store, StoreError, StoreMetrics, StreamInfo, Trim,
-    WriteHealth,
+    AppendOptions, Appended, ReadQuery, Result, Rotated, Store, StoreError, StoreMetrics,
+    StreamInfo, Trim, WriteHealth,
 };
 
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn append(
+    async fn append_detailed(
         &self,
         stream: &StreamName,
         batch: EventBatch,
         opts: AppendOptions,
-    ) -> Result<Vec<EventId>> {
+    ) -> Result<Appended> {
         StoreError::check_single_partition(stream, opts.partition)?;
         let stream = stream.clone();
         self.call(|reply| Op::Append {
             stream,
             batch,
             trim: opts.trim,
+            dedup: opts.dedup,
             reply,
         })
         .await

@@ -28,9 +28,10 @@ use super::repair::health_of;
 use super::reserve::Reserve;
 use super::stream::StreamHandle;
 use super::EmbeddedConfig;
+use crate::dedup::Deduper;
 use crate::ids::{assign_ids, check_ids};
 use crate::trim::is_approx;
-use crate::{Durability, Result, Rotated, StoreError, Trim, WriteHealth};
+use crate::{Appended, Durability, Result, Rotated, StoreError, Trim, WriteHealth};
 
 /// Most requests taken into one commit.
 const MAX_OPS_PER_COMMIT: usize = 4096;
@@ -49,7 +50,9 @@ pub(crate) enum Op {
         stream: StreamName,
         batch: EventBatch,
         trim: Option<Trim>,
-        reply: Reply<Vec<EventId>>,
+        /// [`crate::AppendOptions::dedup`].
+        dedup: bool,
+        reply: Reply<Appended>,
     },
     Trim {
         stream: StreamName,
@@ -118,7 +121,7 @@ pub(crate) struct Writer {
     pub streams: BTreeMap<StreamName, WStream>,
     pub rx: mpsc::Receiver<Op>,
     /// Appends written and waiting for the commit, by stream.
-    pub(crate) waiting: Vec<(StreamName, Reply<Vec<EventId>>, Vec<EventId>)>,
+    pub(crate) waiting: Vec<(StreamName, Reply<Appended>, Appended)>,
     /// Group operations waiting for the commit, by stream.
     pub(crate) finishers: Vec<(StreamName, Finish)>,
     /// Reused buffer for encoding group records.
@@ -140,6 +143,9 @@ pub(crate) struct Writer {
     pub(crate) lost_since_sync: Option<StoreError>,
     pub(crate) closed: bool,
     pub(crate) reserve: Reserve,
+    /// The duplicate window's settings and secret; each stream's window is
+    /// in its [`WStream`].
+    pub(crate) dedup: Arc<Deduper>,
 }
 
 impl Writer {
@@ -150,7 +156,9 @@ impl Writer {
         rx: mpsc::Receiver<Op>,
         reserve: Reserve,
     ) -> Self {
+        let dedup = Arc::new(Deduper::new(config.dedup, config.metrics.clone()));
         Writer {
+            dedup,
             shared,
             config,
             streams,
@@ -225,8 +233,9 @@ impl Writer {
                 stream,
                 batch,
                 trim: None,
+                dedup,
                 reply,
-            } => match self.append(&stream, batch) {
+            } => match self.append(&stream, batch, dedup) {
                 Ok(ids) => self.waiting.push((stream, reply, ids)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -236,8 +245,9 @@ impl Writer {
                 stream,
                 batch,
                 trim: Some(trim),
+                dedup,
                 reply,
-            } if is_approx(trim) => match self.append(&stream, batch) {
+            } if is_approx(trim) => match self.append(&stream, batch, dedup) {
                 // Approximate trims only drop whole sealed segments: they run
                 // after the commit and do not break up the group.
                 Ok(ids) => {
@@ -252,9 +262,10 @@ impl Writer {
                 stream,
                 batch,
                 trim: Some(trim),
+                dedup,
                 reply,
             } => {
-                let result = self.append(&stream, batch).and_then(|ids| {
+                let result = self.append(&stream, batch, dedup).and_then(|ids| {
                     // The append is in this group: it is answered with the
                     // group, and the trim runs after the group committed.
                     self.commit_checked()?;
@@ -361,18 +372,38 @@ impl Writer {
             })
     }
 
+    /// Appends a batch: through the stream's duplicate window when it
+    /// carries keys ([`Writer::append_keyed`]), straight to the log when it
+    /// carries none.
     pub(crate) fn append(
         &mut self,
         name: &StreamName,
+        batch: EventBatch,
+        dedup: bool,
+    ) -> Result<Appended> {
+        if self.dedup.applies(&batch) {
+            return self.append_keyed(name, batch, dedup);
+        }
+        self.append_events(name, batch, now_ms())
+            .map(Appended::stored)
+    }
+
+    /// Writes a batch to the stream's active segment (rolling it first when
+    /// the batch would take it past its size), assigning ids at `now`.
+    pub(crate) fn append_events(
+        &mut self,
+        name: &StreamName,
         mut batch: EventBatch,
+        now: u64,
     ) -> Result<Vec<EventId>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let segment_bytes = self.config.segment_bytes;
         let fs = self.config.fs.clone();
+        let window_ms = self.dedup.window_ms();
         let ws = self.stream_for_append(name)?;
-        let now = now_ms();
+        ws.window.forget_expired(window_ms, now);
         check_ids(name, ws.clock, &batch, now)?;
         if ws.active.builder.count > 0 && ws.active.len + batch.encoded_len() as u64 > segment_bytes
         {
