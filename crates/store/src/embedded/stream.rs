@@ -86,7 +86,10 @@ impl StreamState {
             }
             let below = seg.count_below(from)?;
             let deleted = self.deleted.range(from.max(first)..=last).count() as u64;
-            n += seg.count - below - deleted;
+            // A given index file's counts are taken as they are (a stale
+            // one is rebuilt only when it cannot be right): a count that
+            // disagrees with the entries must not wrap around.
+            n += seg.count.saturating_sub(below).saturating_sub(deleted);
         }
         Ok(n)
     }
@@ -176,7 +179,7 @@ impl StreamState {
             };
             let below = seg.count_below(self.floor)?;
             let deleted_in = self.deleted.range(first..=last).count() as u64;
-            let live = seg.count - below - deleted_in;
+            let live = seg.count.saturating_sub(below).saturating_sub(deleted_in);
             if skip >= live {
                 skip -= live;
                 continue;
