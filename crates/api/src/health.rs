@@ -35,6 +35,21 @@ pub(crate) struct EventsHealth {
     streams: Option<Vec<EventsHealth>>,
 }
 
+impl EventsHealth {
+    /// One stream's figures (`stream` names it inside a list).
+    fn of(stream: Option<String>, health: &busbar_engine::StreamHealth) -> EventsHealth {
+        EventsHealth {
+            stream,
+            status: health.status,
+            stream_length: health.stream_length,
+            dlq_length: health.dlq_length,
+            consumer_groups: health.consumer_groups,
+            last_processed_at: rfc3339(health.last_processed_ms),
+            streams: None,
+        }
+    }
+}
+
 /// Streams listed in one answer without `?stream=`; more are summed but
 /// not listed one by one.
 const MAX_LISTED: usize = 1000;
@@ -69,15 +84,7 @@ pub(crate) async fn events_health(
             let missing = busbar_store::StoreError::NoSuchStream { stream };
             return Err(busbar_engine::EngineError::from(missing).into());
         }
-        return Ok(Json(EventsHealth {
-            stream: None,
-            status: health.status,
-            stream_length: health.stream_length,
-            dlq_length: health.dlq_length,
-            consumer_groups: health.consumer_groups,
-            last_processed_at: rfc3339(health.last_processed_ms),
-            streams: None,
-        }));
+        return Ok(Json(EventsHealth::of(None, &health)));
     }
     let mut all = EventsHealth {
         stream: None,
@@ -106,15 +113,7 @@ pub(crate) async fn events_health(
         all.consumer_groups += health.consumer_groups;
         last = last.max(health.last_processed_ms);
         if let Some(list) = all.streams.as_mut().filter(|l| l.len() < MAX_LISTED) {
-            list.push(EventsHealth {
-                stream: Some(name.to_owned()),
-                status: health.status,
-                stream_length: health.stream_length,
-                dlq_length: health.dlq_length,
-                consumer_groups: health.consumer_groups,
-                last_processed_at: rfc3339(health.last_processed_ms),
-                streams: None,
-            });
+            list.push(EventsHealth::of(Some(name.to_owned()), &health));
         }
     }
     all.last_processed_at = rfc3339(last);

@@ -150,12 +150,39 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let mut resp = req
-            .send(body.to_string().as_bytes())
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                message: e.to_string(),
-            })?;
+        self.finish_bytes(req.send(body.to_string().as_bytes()))
+    }
+
+    /// `DELETE path`, decoded as JSON.
+    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.delete(&url);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        decode(&self.finish(req.call())?)
+    }
+
+    /// The text of a successful answer, or the error the daemon answered.
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<String, ClientError> {
+        let bytes = self.finish_bytes(result)?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Undecodable {
+            message: format!("the answer is not UTF-8: {e}"),
+        })
+    }
+
+    /// The bytes of a successful answer, or the error the daemon answered.
+    fn finish_bytes(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut resp = result.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .body_mut()
@@ -177,49 +204,6 @@ impl Client {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-        })
-    }
-
-    /// `DELETE path`, decoded as JSON.
-    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.agent.delete(&url);
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        decode(&self.finish(req.call())?)
-    }
-
-    /// The text of a successful answer, or the error the daemon answered.
-    fn finish(
-        &self,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<String, ClientError> {
-        let mut resp = result.map_err(|e| ClientError::Connect {
-            url: self.base.clone(),
-            message: e.to_string(),
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024 * 1024)
-            .read_to_string()
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                message: format!("reading the answer failed: {e}"),
-            })?;
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Err(ClientError::Api {
-            status,
-            reason: value["error"].as_str().unwrap_or("http_error").to_owned(),
-            message: value["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| text.chars().take(200).collect()),
         })
     }
 }

@@ -11,6 +11,10 @@
 //! | `groups`, `dlq` | every group's lag and pending; every dead-letter stream's length |
 //! | sections | what side services register ([`Ops::add_section`](crate::Ops::add_section)): `live` (sockets, sessions, subscriptions, rooms); relays and overload control add theirs |
 //!
+//! Totals by transport and stream count stored events; by type and
+//! producer count what producers sent (a repeated idempotency key
+//! included), since they are counted before the append.
+//!
 //! Rates come from samples of the counters taken every
 //! [`SAMPLE_EVERY`] by [`Ops::spawn_sampler`](crate::Ops::spawn_sampler);
 //! until a window has passed since start, a rate covers the time since
